@@ -1,0 +1,48 @@
+"""`vkbackup config check`."""
+
+from __future__ import annotations
+
+import click
+
+from vkbackup.cli.context import AppContext, emit_json, pass_app
+from vkbackup.cli.options import json_output
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect and validate the configuration."""
+
+
+@config_group.command("check")
+@json_output
+@pass_app
+def config_check(app: AppContext, as_json: bool) -> None:
+    """Load and validate the config file; name every problem (exit 2 on error)."""
+    cfg = app.config()
+    summary = {
+        "file": str(cfg.source_file) if cfg.source_file else None,
+        "storage": cfg.storage.type,
+        "hosts": {
+            name: {"address": h.address, "sources": [f"{s.type}:{s.name}" for s in h.sources]}
+            for name, h in cfg.hosts.items()
+        },
+        "recipients": len(cfg.encryption.recipients),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    where = cfg.source_file or "(embedded defaults: no config file found)"
+    click.echo(f"config OK: {where}")
+    if cfg.storage.type == "local":
+        click.echo(f"  storage: local directory {cfg.storage.path}")
+    else:
+        click.echo(f"  storage: s3 bucket {cfg.storage.bucket} prefix {cfg.storage.prefix!r}")
+    click.echo(f"  recipients: {len(cfg.encryption.recipients)}")
+    for name, h in cfg.hosts.items():
+        click.echo(f"  host {name}: {h.user}@{h.address}:{h.port}, {len(h.sources)} sources")
+        for s in h.sources:
+            click.echo(f"    - {s.type} {s.name}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(config_group)

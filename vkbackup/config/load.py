@@ -1,0 +1,461 @@
+"""Turn a TOML file into a validated `Config`. Pure except for reading the file.
+
+Interface:
+    find_config_file(explicit: str | None, env: Mapping[str, str], cwd: Path, home: Path) -> Path | None
+        Lookup order: --config PATH, $VKBACKUP_CONFIG, ./vkbackup.toml,
+        ~/.config/vkbackup/config.toml. None when nothing is found.
+    load_config(path: Path | None) -> Config
+        Reads and validates the file (None: the embedded defaults). Raises
+        ConfigError naming the file, the key path (``hosts.prod.sources[2].container``)
+        and what is wrong. Unknown keys are errors.
+    parse_config(data: Mapping[str, object], source: str) -> Config
+        The pure part: validate an already-parsed TOML document.
+    check_file_permissions(path: Path, cfg: Config) -> None
+        Refuses a group/world-readable file that holds a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from vkbackup.config.model import (
+    SOURCE_TYPES,
+    Config,
+    DrillConfig,
+    EncryptionConfig,
+    HostConfig,
+    MonitoringConfig,
+    ObjectLock,
+    RetentionConfig,
+    SnapshotConfig,
+    SourceConfig,
+    StorageConfig,
+)
+from vkbackup.errors import ConfigError
+
+T = TypeVar("T")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DEFAULT_LOCAL_PATH = Path("/var/backups/vkbackup")
+
+
+def find_config_file(
+    explicit: str | None, env: Mapping[str, str], cwd: Path, home: Path
+) -> Path | None:
+    """Return the config file to use, following the documented lookup order."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("VKBACKUP_CONFIG"):
+        return Path(env["VKBACKUP_CONFIG"]).expanduser()
+    for candidate in (cwd / "vkbackup.toml", home / ".config" / "vkbackup" / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _Table:
+    """A TOML table being validated: tracks its key path and which keys were used."""
+
+    def __init__(self, data: object, where: str, source: str) -> None:
+        self.where = where
+        self.source = source
+        if not isinstance(data, dict):
+            raise self.error(f"must be a table, got {_kind(data)}")
+        self.data: dict[str, object] = data
+        self.used: set[str] = set()
+
+    def error(self, message: str, key: str | None = None) -> ConfigError:
+        path = self.where if key is None else (f"{self.where}.{key}" if self.where else key)
+        return ConfigError(f"{self.source}: {path or '(top level)'}: {message}")
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _get(self, key: str, typ: type[T] | tuple[type, ...], kind: str) -> T | None:
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        # bool is a subclass of int: never accept it for an int key
+        if isinstance(value, bool) and typ is int:
+            raise self.error(f"must be {kind}, got {_kind(value)}", key)
+        if not isinstance(value, typ):
+            raise self.error(f"must be {kind}, got {_kind(value)}", key)
+        return value  # type: ignore[return-value]
+
+    def get_str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        v = self._get(key, str, "a string")
+        if v is None:
+            if required:
+                raise self.error("is required", key)
+            return default
+        if not v.strip():
+            raise self.error("must not be empty", key)
+        return v
+
+    def req_str(self, key: str) -> str:
+        v = self.get_str(key, required=True)
+        assert v is not None
+        return v
+
+    def get_int(self, key: str, default: int, *, lo: int = 0, hi: int = 2**31) -> int:
+        v = self._get(key, int, "an integer")
+        if v is None:
+            return default
+        if not lo <= v <= hi:
+            raise self.error(f"must be between {lo} and {hi}, got {v}", key)
+        return v
+
+    def get_float(self, key: str, default: float, *, lo: float = 0.0, hi: float = 1e9) -> float:
+        v = self._get(key, (int, float), "a number")
+        if v is None:
+            return default
+        if isinstance(v, bool):
+            raise self.error("must be a number, got a boolean", key)
+        f = float(v)
+        if not lo <= f <= hi:
+            raise self.error(f"must be between {lo} and {hi}, got {f}", key)
+        return f
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        v = self._get(key, bool, "true or false")
+        return default if v is None else v
+
+    def str_list(self, key: str, *, required: bool = False) -> tuple[str, ...] | None:
+        v = self._get(key, list, "a list of strings")
+        if v is None:
+            if required:
+                raise self.error("is required", key)
+            return None
+        out: list[str] = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(f"[{i}] must be a non-empty string, got {_kind(item)}", key)
+            out.append(item)
+        return tuple(out)
+
+    def table(self, key: str) -> _Table | None:
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        return _Table(self.data[key], self.path(key), self.source)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        v = self.get_str(key, default)
+        assert v is not None
+        if v not in choices:
+            raise self.error(f"must be one of {', '.join(map(repr, choices))}, got {v!r}", key)
+        return v
+
+    def finish(self, allowed_hint: Callable[[], list[str]] | None = None) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = sorted(self.used)
+            key = unknown[0]
+            suggestion = _closest(key, known)
+            extra = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            raise self.error(
+                f"unknown key{extra}; known keys here: {', '.join(known)}",
+                key,
+            )
+
+
+def _kind(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _closest(word: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+def _storage(t: _Table | None) -> StorageConfig:
+    if t is None:
+        return StorageConfig()
+    typ = t.choice("type", ("local", "s3"), "local")
+    path = t.get_str("path")
+    bucket = t.get_str("bucket")
+    prefix = t.get_str("prefix", "") or ""
+    if prefix.startswith("/") or ".." in prefix.split("/"):
+        raise t.error("must be a relative key prefix without '..'", "prefix")
+    endpoint_url = t.get_str("endpoint_url")
+    if endpoint_url and not re.match(r"^https?://", endpoint_url):
+        raise t.error(f"must start with http:// or https://, got {endpoint_url!r}", "endpoint_url")
+    region = t.get_str("region")
+    profile = t.get_str("profile")
+    style = t.choice("addressing_style", ("auto", "path", "virtual"), "auto")
+    akid = t.get_str("access_key_id")
+    secret = t.get_str("secret_access_key")
+    if (akid is None) != (secret is None):
+        raise t.error("access_key_id and secret_access_key go together", "access_key_id")
+    lock: ObjectLock | None = None
+    lt = t.table("object_lock")
+    if lt is not None:
+        mode = lt.choice("mode", ("governance", "compliance"), "governance")
+        days = lt.get_int("days", 0, lo=1, hi=36500)
+        if days == 0:
+            raise lt.error("is required", "days")
+        lt.finish()
+        lock = ObjectLock(mode=mode, days=days)
+    part = t.get_int("part_size_mib", 0, lo=0, hi=5120)
+    if part and part < 5:
+        raise t.error("must be at least 5 (S3's minimum part size)", "part_size_mib")
+    attempts = t.get_int("max_attempts", 6, lo=1, hi=50)
+    t.finish()
+    if typ == "s3":
+        if not bucket:
+            raise t.error("is required when type = 's3'", "bucket")
+        if path is not None:
+            raise t.error("is only for type = 'local'", "path")
+    else:
+        if bucket is not None:
+            raise t.error("is only for type = 's3' (did you forget type = 's3'?)", "bucket")
+        for k, v in (("endpoint_url", endpoint_url), ("object_lock", lock)):
+            if v is not None:
+                raise t.error("is only for type = 's3'", k)
+    return StorageConfig(
+        type=typ,
+        path=_path(path) if path else DEFAULT_LOCAL_PATH,
+        bucket=bucket,
+        prefix=prefix.strip("/"),
+        endpoint_url=endpoint_url,
+        region=region,
+        profile=profile,
+        addressing_style=style,
+        access_key_id=akid,
+        secret_access_key=secret,
+        object_lock=lock,
+        part_size_mib=part or None,
+        max_attempts=attempts,
+    )
+
+
+def _encryption(t: _Table | None) -> EncryptionConfig:
+    if t is None:
+        return EncryptionConfig()
+    recips = t.str_list("recipients") or ()
+    for i, r in enumerate(recips):
+        if not (r.startswith("age1") and len(r) > 10):
+            raise t.error(
+                f"[{i}] must be an age public key (age1...), got {r[:12]!r}...", "recipients"
+            )
+    identity = t.get_str("identity")
+    if "AGE-SECRET-KEY" in (identity or "").upper():
+        raise t.error("must be a path to an identity file, not the key itself", "identity")
+    t.finish()
+    return EncryptionConfig(
+        recipients=recips, identity=_path(identity) if identity else None
+    )
+
+
+def _source(t: _Table) -> SourceConfig:
+    typ = t.choice("type", SOURCE_TYPES, "")
+    name = t.req_str("name")
+    if not NAME_RE.match(name):
+        raise t.error(
+            f"must be letters, digits, '.', '_' or '-' (at most 63), got {name!r}", "name"
+        )
+    kw: dict[str, object] = {}
+    if typ == "postgres":
+        kw["container"] = t.req_str("container")
+        kw["database"] = t.req_str("database")
+        kw["user"] = t.get_str("user", "postgres")
+        kw["compress_level"] = t.get_int("compress_level", 1, lo=0, hi=9)
+        kw["globals"] = t.get_bool("globals", True)
+    elif typ == "files":
+        paths = t.str_list("paths", required=True) or ()
+        if not paths:
+            raise t.error("must list at least one path", "paths")
+        for i, p in enumerate(paths):
+            if not p.startswith("/"):
+                raise t.error(f"[{i}] must be an absolute path, got {p!r}", "paths")
+        kw["paths"] = paths
+        kw["secret"] = t.get_bool("secret", False)
+    elif typ == "docker-volume":
+        kw["volume"] = t.req_str("volume")
+        stop = t.str_list("stop")
+        kw["stop"] = stop
+    elif typ == "docker-image":
+        images = t.str_list("images", required=True) or ()
+        if not images:
+            raise t.error("must list at least one image", "images")
+        kw["images"] = images
+    t.finish()
+    return SourceConfig(type=typ, name=name, where=t.where, **kw)  # type: ignore[arg-type]
+
+
+def _host(name: str, t: _Table) -> HostConfig:
+    if not NAME_RE.match(name):
+        raise t.error(f"host name must be letters, digits, '.', '_' or '-', got {name!r}")
+    address = t.req_str("address")
+    port = t.get_int("port", 22, lo=1, hi=65535)
+    user = t.get_str("user", "root") or "root"
+    key_file = t.get_str("key_file")
+    known_hosts = t.get_str("known_hosts", "~/.ssh/known_hosts") or "~/.ssh/known_hosts"
+    pass_env = t.get_str("key_passphrase_env")
+    timeout = t.get_float("connect_timeout", 15.0, lo=1.0, hi=600.0)
+    t.used.add("sources")
+    raw_sources = t.data.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise t.error(f"must be an array of tables ([[{t.where}.sources]])", "sources")
+    sources = tuple(
+        _source(_Table(s, f"{t.where}.sources[{i}]", t.source)) for i, s in enumerate(raw_sources)
+    )
+    seen: set[str] = set()
+    for s in sources:
+        if s.name in seen:
+            raise ConfigError(f"{t.source}: {s.where}.name: duplicate source name {s.name!r}")
+        seen.add(s.name)
+    t.finish()
+    return HostConfig(
+        name=name,
+        address=address,
+        port=port,
+        user=user,
+        key_file=_path(key_file) if key_file else None,
+        known_hosts=_path(known_hosts),
+        key_passphrase_env=pass_env,
+        connect_timeout=timeout,
+        sources=sources,
+    )
+
+
+def _retention(t: _Table | None) -> RetentionConfig:
+    if t is None:
+        return RetentionConfig()
+    r = RetentionConfig(
+        keep_last=t.get_int("keep_last", 0, hi=100000),
+        keep_hourly=t.get_int("keep_hourly", 0, hi=100000),
+        keep_daily=t.get_int("keep_daily", 0, hi=100000),
+        keep_weekly=t.get_int("keep_weekly", 0, hi=100000),
+        keep_monthly=t.get_int("keep_monthly", 0, hi=100000),
+        keep_yearly=t.get_int("keep_yearly", 0, hi=100000),
+    )
+    t.finish()
+    return r
+
+
+def _snapshot(t: _Table | None) -> SnapshotConfig:
+    if t is None:
+        return SnapshotConfig()
+    s = SnapshotConfig(
+        parallel=t.get_int("parallel", 2, lo=1, hi=32),
+        full_every_days=t.get_int("full_every_days", 7, lo=0, hi=3650),
+        max_chain=t.get_int("max_chain", 6, lo=0, hi=1000),
+    )
+    t.finish()
+    return s
+
+
+def _monitoring(t: _Table | None) -> MonitoringConfig:
+    if t is None:
+        return MonitoringConfig()
+    hc = t.get_str("healthchecks_url")
+    wh = t.get_str("webhook_url")
+    for key, url in (("healthchecks_url", hc), ("webhook_url", wh)):
+        if url and not re.match(r"^https?://", url):
+            raise t.error(f"must start with http:// or https://, got {url!r}", key)
+    tf = t.get_str("textfile")
+    t.finish()
+    return MonitoringConfig(healthchecks_url=hc, webhook_url=wh, textfile=_path(tf) if tf else None)
+
+
+def _drill(t: _Table | None) -> DrillConfig:
+    if t is None:
+        return DrillConfig()
+    d = DrillConfig(
+        max_age_days=t.get_int("max_age_days", 100, lo=1, hi=3650),
+        health_timeout=t.get_float("health_timeout", 120.0, lo=1.0, hi=3600.0),
+    )
+    t.finish()
+    return d
+
+
+def parse_config(data: Mapping[str, object], source: str) -> Config:
+    """Validate a parsed TOML document. Raise ConfigError naming the key path."""
+    top = _Table(dict(data), "", source)
+    storage = _storage(top.table("storage"))
+    encryption = _encryption(top.table("encryption"))
+    hosts: dict[str, HostConfig] = {}
+    ht = top.table("hosts")
+    if ht is not None:
+        for name in ht.data:
+            hosts[name] = _host(name, _Table(ht.data[name], f"hosts.{name}", source))
+            ht.used.add(name)
+    retention = _retention(top.table("retention"))
+    snapshot = _snapshot(top.table("snapshot"))
+    monitoring = _monitoring(top.table("monitoring"))
+    drill = _drill(top.table("drill"))
+    top.finish()
+    return Config(
+        source_file=None,
+        storage=storage,
+        encryption=encryption,
+        hosts=hosts,
+        retention=retention,
+        snapshot=snapshot,
+        monitoring=monitoring,
+        drill=drill,
+    )
+
+
+def holds_credential(cfg: Config) -> bool:
+    return cfg.storage.secret_access_key is not None
+
+
+def check_file_permissions(path: Path, cfg: Config, mode: int | None = None) -> None:
+    """Refuse a group/world-readable config file that holds a credential."""
+    if not holds_credential(cfg):
+        return
+    if mode is None:
+        mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path}: holds a storage credential (storage.secret_access_key) but is readable "
+            f"by group or others (mode {stat.S_IMODE(mode):04o})",
+            hint=f"chmod 600 {path}   (or move the credential to an AWS profile / environment)",
+        )
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate *path* (None: the embedded defaults)."""
+    if path is None:
+        return Config(source_file=None)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    cfg = parse_config(data, str(path))
+    check_file_permissions(path, cfg)
+    from dataclasses import replace
+
+    return replace(cfg, source_file=path)

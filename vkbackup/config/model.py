@@ -1,0 +1,132 @@
+"""Typed configuration objects. Built only by `vkbackup.config.load`; immutable.
+
+Every object keeps the key path it came from (`where`), so errors found later
+(for example a container that does not exist on the host) can still name the
+exact key in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCE_TYPES = ("postgres", "files", "docker-volume", "docker-image")
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    mode: str  # "governance" | "compliance"
+    days: int
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    type: str = "local"  # "local" | "s3"
+    path: Path = Path("/var/backups/vkbackup")
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"  # "auto" | "path" | "virtual"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    object_lock: ObjectLock | None = None
+    part_size_mib: int | None = None  # None: chosen from the size hint
+    max_attempts: int = 6
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[str, ...] = ()
+    identity: Path | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One thing backed up from a host. Fields not used by a type keep defaults."""
+
+    type: str
+    name: str
+    where: str  # key path, e.g. "hosts.prod.sources[2]"
+    # postgres
+    container: str | None = None
+    database: str | None = None
+    user: str = "postgres"
+    compress_level: int = 1
+    globals: bool = True
+    # files
+    paths: tuple[str, ...] = ()
+    secret: bool = False
+    # docker-volume
+    volume: str | None = None
+    stop: tuple[str, ...] | None = None  # None: the containers that use the volume
+    # docker-image
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: Path | None = None
+    known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
+    key_passphrase_env: str | None = None
+    connect_timeout: float = 15.0
+    sources: tuple[SourceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+
+    def is_empty(self) -> bool:
+        return not any(
+            (
+                self.keep_last,
+                self.keep_hourly,
+                self.keep_daily,
+                self.keep_weekly,
+                self.keep_monthly,
+                self.keep_yearly,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    parallel: int = 2
+    full_every_days: int = 7  # incremental volumes: a full tar at least this often
+    max_chain: int = 6  # incremental volumes: at most this many incrementals after a full
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    healthchecks_url: str | None = None
+    webhook_url: str | None = None
+    textfile: Path | None = None
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    max_age_days: int = 100
+    health_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    source_file: Path | None
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    hosts: dict[str, HostConfig] = field(default_factory=dict)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    drill: DrillConfig = field(default_factory=DrillConfig)

@@ -1,0 +1,103 @@
+"""Logging setup: human lines on a TTY, JSON lines with --log-json, secrets masked.
+
+Interface:
+    setup_logging(verbosity: int, json_lines: bool, stream=None) -> None
+        verbosity: -1 quiet (warnings and errors), 0 normal (info), 1+ debug.
+    register_secret(value: str) -> None
+        Any later log record whose message or arguments contain *value* has it
+        replaced by "***". Passphrases, credentials and key material are
+        registered as soon as they are read. `.env` contents are never decoded
+        to text by vkbackup at all, so they cannot reach a log.
+    get_logger(name) -> logging.Logger   (names are under "vkbackup.")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import IO
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+MASK = "***"
+
+
+def register_secret(value: str) -> None:
+    """Given a secret string, mask it in every later log line (ignores short values)."""
+    if value and len(value) >= 4:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Return *text* with every registered secret replaced by the mask."""
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        record.msg = redact(msg)
+        record.args = None
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            doc.update(extra)
+        if record.exc_info:
+            doc["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(doc, default=str)
+
+
+class _HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        text = prefix + record.getMessage()
+        if record.exc_info:
+            text += "\n" + redact(self.formatException(record.exc_info))
+        return text
+
+
+def setup_logging(verbosity: int = 0, json_lines: bool = False, stream: IO[str] | None = None) -> None:
+    """Configure the "vkbackup" logger tree. Safe to call more than once."""
+    root = logging.getLogger("vkbackup")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(_JsonFormatter() if json_lines else _HumanFormatter())
+    root.addHandler(handler)
+    if verbosity < 0:
+        root.setLevel(logging.WARNING)
+    elif verbosity == 0:
+        root.setLevel(logging.INFO)
+    else:
+        root.setLevel(logging.DEBUG)
+    root.propagate = False
+    # Quiet the chatty libraries unless -vv.
+    lib_level = logging.DEBUG if verbosity >= 2 else logging.WARNING
+    for name in ("paramiko", "botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(lib_level)
+
+
+def get_logger(name: str) -> logging.Logger:
+    if not name.startswith("vkbackup"):
+        name = "vkbackup." + name
+    return logging.getLogger(name)

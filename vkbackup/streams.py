@@ -1,0 +1,90 @@
+"""Byte-stream plumbing shared by every pipeline: pull-based readers, bounded.
+
+Every stage of a pipeline is a `Readable`: an object with ``read(n) -> bytes``
+that returns b"" only at the end. Stages wrap each other
+(remote stdout -> compress -> encrypt -> hash -> storage.put), so memory is
+bounded by the chunk sizes, never by the data size.
+
+Interface:
+    Readable                        Protocol: read(n: int = -1) -> bytes
+    HashingReader(src)              passes bytes through; .sha256_hex(), .size
+    iter_chunks(src, size)          yields chunks until EOF
+    read_exact(src, n)              reads up to n bytes, looping over short reads
+    BytesReader(data)               a Readable over an in-memory bytes (tests, small objects)
+    copy_stream(src, write, size)   copies, returns the byte count
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def read_exact(src: Readable, n: int) -> bytes:
+    """Read until *n* bytes or EOF (short only at EOF)."""
+    parts: list[bytes] = []
+    remaining = n
+    while remaining > 0:
+        chunk = src.read(remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+def iter_chunks(src: Readable, size: int = CHUNK) -> Iterator[bytes]:
+    while True:
+        chunk = src.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def copy_stream(src: Readable, write: Callable[[bytes], object], size: int = CHUNK) -> int:
+    total = 0
+    for chunk in iter_chunks(src, size):
+        write(chunk)
+        total += len(chunk)
+    return total
+
+
+class HashingReader:
+    """Pass-through reader that counts bytes and computes sha256 of what it returned."""
+
+    def __init__(self, src: Readable) -> None:
+        self._src = src
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._src.read(n)
+        if data:
+            self._h.update(data)
+            self.size += len(data)
+        return data
+
+    def sha256_hex(self) -> str:
+        return self._h.hexdigest()
+
+
+class BytesReader:
+    """A Readable over bytes held in memory (small objects and tests only)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n is None or n < 0:
+            n = len(self._data) - self._pos
+        out = bytes(self._data[self._pos : self._pos + n])
+        self._pos += len(out)
+        return out
