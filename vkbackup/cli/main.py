@@ -64,6 +64,34 @@ for module in (config_cmd, crypto_cmds, storage_cmd, snapshot_cmd, restore_cmd, 
     module.register(cli)
 
 
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        app = ctx.find_object(AppContext)
+        if app is not None:
+            app.config_path = value
+
+
+def _add_late_config_option(group: click.Group) -> None:
+    """Accept `--config PATH` after the command name too (`vkbackup config check --config X`)."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _add_late_config_option(cmd)
+        else:
+            cmd.params.append(
+                click.Option(
+                    ["--config"],
+                    metavar="PATH",
+                    expose_value=False,
+                    is_eager=True,
+                    callback=_late_config,
+                    help="Config file (same as the global --config).",
+                )
+            )
+
+
+_add_late_config_option(cli)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and map errors to exit codes."""
     signal.signal(signal.SIGTERM, _on_sigterm)
