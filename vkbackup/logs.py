@@ -75,7 +75,9 @@ class _HumanFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(verbosity: int = 0, json_lines: bool = False, stream: IO[str] | None = None) -> None:
+def setup_logging(
+    verbosity: int = 0, json_lines: bool = False, stream: IO[str] | None = None
+) -> None:
     """Configure the "vkbackup" logger tree. Safe to call more than once."""
     root = logging.getLogger("vkbackup")
     for h in list(root.handlers):

@@ -48,7 +48,9 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (for cron).")
 @click.option("--log-json", is_flag=True, help="Log as JSON lines on standard error.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, log_json: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, log_json: bool
+) -> None:
     """vkbackup: snapshot a Docker host over SSH into encrypted storage, restore it
     onto a fresh host, and prove it works with drills.
 

@@ -10,7 +10,9 @@ from vkbackup.errors import NotImplementedYetError
 
 @click.command("restore")
 @click.argument("snapshot", default="latest")
-@click.option("--to", "to", required=True, metavar="HOST", help="Configured host or user@addr[:port].")
+@click.option(
+    "--to", "to", required=True, metavar="HOST", help="Configured host or user@addr[:port]."
+)
 @click.option("--playbook", metavar="FILE", help="A restore playbook (TOML).")
 @click.option("--only", multiple=True, metavar="STEP_OR_SOURCE")
 @click.option("--force", is_flag=True, help="Allow overwriting a target that is not empty.")

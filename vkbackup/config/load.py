@@ -1,7 +1,7 @@
 """Turn a TOML file into a validated `Config`. Pure except for reading the file.
 
 Interface:
-    find_config_file(explicit: str | None, env: Mapping[str, str], cwd: Path, home: Path) -> Path | None
+    find_config_file(explicit, env, cwd, home) -> Path | None
         Lookup order: --config PATH, $VKBACKUP_CONFIG, ./vkbackup.toml,
         ~/.config/vkbackup/config.toml. None when nothing is found.
     load_config(path: Path | None) -> Config
@@ -88,7 +88,9 @@ class _Table:
             raise self.error(f"must be {kind}, got {_kind(value)}", key)
         return value  # type: ignore[return-value]
 
-    def get_str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def get_str(
+        self, key: str, default: str | None = None, *, required: bool = False
+    ) -> str | None:
         v = self._get(key, str, "a string")
         if v is None:
             if required:
@@ -262,9 +264,7 @@ def _encryption(t: _Table | None) -> EncryptionConfig:
     if "AGE-SECRET-KEY" in (identity or "").upper():
         raise t.error("must be a path to an identity file, not the key itself", "identity")
     t.finish()
-    return EncryptionConfig(
-        recipients=recips, identity=_path(identity) if identity else None
-    )
+    return EncryptionConfig(recipients=recips, identity=_path(identity) if identity else None)
 
 
 def _source(t: _Table) -> SourceConfig:

@@ -72,7 +72,7 @@ class HostConfig:
     port: int = 22
     user: str = "root"
     key_file: Path | None = None
-    known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
+    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
     key_passphrase_env: str | None = None
     connect_timeout: float = 15.0
     sources: tuple[SourceConfig, ...] = ()

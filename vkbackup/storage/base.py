@@ -18,16 +18,54 @@ Interface (every backend implements `Storage`):
     retention_until(key) -> datetime | None   Object Lock retain-until (None: no lock)
     list_incomplete_uploads() -> list[tuple[str, str, datetime]]   (key, upload_id, initiated)
     abort_upload(key, upload_id) -> None
+
+Helpers shared by the backends:
+    validate_key(key) -> str        the key, or StorageError naming it if it is not a
+                                    clean relative name (empty, absolute, '.'/'..'/empty
+                                    segments, NUL, backslash, over 1024 bytes)
+    join_key(prefix, key) -> str    "prefix/key" (or key when prefix is empty)
+
+Errors: every failure is a StorageError (ObjectNotFoundError, ObjectExistsError)
+whose message names the backend location and key, and for S3 the provider's
+error code and HTTP status.
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from vkbackup.errors import StorageError
 from vkbackup.streams import Readable
+
+MAX_KEY_BYTES = 1024
+
+
+def validate_key(key: str) -> str:
+    """Given an object key, return it unchanged; raise StorageError if it is not
+    a clean relative '/'-separated name."""
+    problem = None
+    if not key:
+        problem = "is empty"
+    elif key.startswith("/"):
+        problem = "is absolute (starts with '/')"
+    elif "\\" in key or "\0" in key:
+        problem = "contains a backslash or NUL"
+    elif any(seg in ("", ".", "..") for seg in key.split("/")):
+        problem = "has an empty, '.' or '..' segment"
+    elif len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        problem = f"is longer than {MAX_KEY_BYTES} bytes"
+    if problem:
+        raise StorageError(f"object key {key!r} {problem}")
+    return key
+
+
+def join_key(prefix: str, key: str) -> str:
+    """Given a prefix ('' or 'a/b', no slashes at the ends) and a key, join them."""
+    return f"{prefix}/{key}" if prefix else key
 
 
 @dataclass(frozen=True)
@@ -61,6 +99,6 @@ class Storage(Protocol):
 
     def retention_until(self, key: str) -> datetime | None: ...
 
-    def list_incomplete_uploads(self) -> list[tuple[str, str, datetime]]: ...
+    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]: ...
 
     def abort_upload(self, key: str, upload_id: str) -> None: ...

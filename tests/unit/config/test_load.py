@@ -198,9 +198,7 @@ def test_lookup_order(tmp_path: Path) -> None:
     local.write_text("")
     assert find_config_file(None, {}, cwd, home) == local
     assert find_config_file(None, {"VKBACKUP_CONFIG": "/e.toml"}, cwd, home) == Path("/e.toml")
-    assert find_config_file("/x.toml", {"VKBACKUP_CONFIG": "/e.toml"}, cwd, home) == Path(
-        "/x.toml"
-    )
+    assert find_config_file("/x.toml", {"VKBACKUP_CONFIG": "/e.toml"}, cwd, home) == Path("/x.toml")
 
 
 toml_scalars = st.one_of(

@@ -1,0 +1,130 @@
+"""The transport interface: run an argv on a host, as byte streams.
+
+Two implementations: `SshTransport` (paramiko) and `LocalTransport` (subprocess).
+Everything above this layer (sources, actions) is written against `Transport`
+only, so the same code path runs locally in unit tests and over SSH for real.
+
+Interface:
+    Transport.name                    "root@203.0.113.7:22" or "local": used in errors
+    Transport.start(argv) -> Process  start argv; read its stdout as a stream
+    Transport.run(argv, input=b"", check=True, timeout=None) -> Completed
+                                      small commands: output collected in memory
+    Transport.feed(argv, src) -> Completed
+                                      stream *src* into argv's stdin, then wait
+    Transport.close()
+
+    Process.stdout                    Readable (bytes, never decoded)
+    Process.write(data) / close_stdin()
+    Process.wait(check=True) -> int   waits; a signal-killed process is a failure;
+                                      raises RemoteCommandError with the stderr tail
+    Process.stderr_tail() -> str      the last few KiB of stderr (drained concurrently)
+    Process.kill()
+
+Commands are argv lists. For a remote pipeline use `pipeline_argv(script)`,
+which wraps the script in `bash -o pipefail -c` so a failing stage is seen.
+No pty is ever requested: binary output stays binary.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from vkbackup.errors import RemoteCommandError
+from vkbackup.streams import Readable
+
+STDERR_TAIL_BYTES = 8192
+
+
+def pipeline_argv(script: str) -> list[str]:
+    """Given a bash script (a pipeline), return the argv that runs it with pipefail."""
+    return ["bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c", script]
+
+
+def command_string(argv: list[str]) -> str:
+    """Given an argv, return the one shell-quoted string SSH exec needs."""
+    return shlex.join(argv)
+
+
+class StderrTail:
+    """Keeps the last STDERR_TAIL_BYTES of a stream of stderr chunks (thread-safe append)."""
+
+    def __init__(self, limit: int = STDERR_TAIL_BYTES) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size - len(self._chunks[0]) >= self._limit and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        data = b"".join(self._chunks)[-self._limit :]
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: list[str]
+    status: int
+    stdout: bytes
+    stderr: str
+
+
+class Process(Protocol):
+    @property
+    def stdout(self) -> Readable: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def wait(self, check: bool = True) -> int: ...
+
+    def stderr_tail(self) -> str: ...
+
+    def kill(self) -> None: ...
+
+
+class Transport(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def start(self, argv: list[str]) -> Process: ...
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: bytes = b"",
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Completed: ...
+
+    def feed(self, argv: list[str], src: Readable) -> Completed: ...
+
+    def close(self) -> None: ...
+
+
+def describe_status(status: int) -> str:
+    if status == -1:
+        return "was killed by a signal or the connection dropped (no exit status)"
+    if status < 0:
+        return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+def failure(host: str, argv: list[str], status: int, tail: str) -> RemoteCommandError:
+    """Build the error for a failed command: host, command, status, stderr tail."""
+    cmd = command_string(argv)
+    if len(cmd) > 300:
+        cmd = cmd[:300] + " ..."
+    tail = tail.strip()
+    msg = f"{host}: command {describe_status(status)}: {cmd}"
+    if tail:
+        msg += "\n  stderr (last lines):\n    " + "\n    ".join(tail.splitlines()[-15:])
+    return RemoteCommandError(msg, host=host, argv=argv, exit_status=status, stderr_tail=tail)

@@ -1,0 +1,120 @@
+"""`LocalTransport`: the Transport interface over subprocess on this machine.
+
+Used by unit tests (the same code path as SSH) and for a host named "local".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+from typing import IO
+
+from vkbackup.streams import CHUNK, Readable, iter_chunks
+from vkbackup.transport.base import Completed, StderrTail, failure
+
+
+class _Stdout:
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def read(self, n: int = -1, /) -> bytes:
+        # read1: return what is available (up to n) without waiting to fill n
+        return self._f.read1(n if n and n > 0 else CHUNK)  # type: ignore[attr-defined,no-any-return]
+
+
+class LocalProcess:
+    def __init__(self, host: str, argv: list[str]) -> None:
+        self._host = host
+        self._argv = argv
+        self._p = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self._p.stdout and self._p.stderr and self._p.stdin
+        self._stdout = _Stdout(self._p.stdout)
+        self._tail = StderrTail()
+        self._t = threading.Thread(target=self._drain, daemon=True)
+        self._t.start()
+
+    def _drain(self) -> None:
+        assert self._p.stderr
+        for chunk in iter(lambda: self._p.stderr.read1(65536), b""):  # type: ignore[union-attr,attr-defined]
+            self._tail.add(chunk)
+
+    @property
+    def stdout(self) -> Readable:
+        return self._stdout
+
+    def write(self, data: bytes) -> None:
+        assert self._p.stdin
+        self._p.stdin.write(data)
+
+    def close_stdin(self) -> None:
+        if self._p.stdin and not self._p.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self._p.stdin.close()
+
+    def wait(self, check: bool = True) -> int:
+        self.close_stdin()
+        status = self._p.wait()
+        self._t.join(timeout=10)
+        if self._p.stdout:
+            self._p.stdout.close()
+        if check and status != 0:
+            raise failure(self._host, self._argv, status, self._tail.text())
+        return status
+
+    def stderr_tail(self) -> str:
+        return self._tail.text()
+
+    def kill(self) -> None:
+        if self._p.poll() is None:
+            self._p.kill()
+
+
+class LocalTransport:
+    def __init__(self, name: str = "local") -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def start(self, argv: list[str]) -> LocalProcess:
+        return LocalProcess(self._name, argv)
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: bytes = b"",
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Completed:
+        p = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        err = p.stderr.decode("utf-8", errors="replace")
+        if check and p.returncode != 0:
+            raise failure(self._name, argv, p.returncode, err)
+        return Completed(argv, p.returncode, p.stdout, err)
+
+    def feed(self, argv: list[str], src: Readable) -> Completed:
+        proc = self.start(argv)
+        out: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: out.extend(iter_chunks(proc.stdout, 65536)), daemon=True
+        )
+        reader.start()
+        try:
+            for chunk in iter_chunks(src):
+                proc.write(chunk)
+        except BrokenPipeError:
+            pass  # the process died: wait() reports why
+        except BaseException:
+            proc.kill()
+            raise
+        status = proc.wait(check=True)
+        reader.join(timeout=10)
+        return Completed(argv, status, b"".join(out), proc.stderr_tail())
+
+    def close(self) -> None:
+        return None

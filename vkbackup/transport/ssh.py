@@ -1,0 +1,346 @@
+"""`SshTransport`: the Transport interface over one paramiko SSH connection.
+
+Interface:
+    connect(host: HostConfig, *, passphrase_env=os.environ) -> SshTransport
+        Opens the connection, checks the host key STRICTLY against the
+        configured known_hosts (never auto-adds), authenticates with the key
+        file (passphrase from $<key_passphrase_env>) and/or the SSH agent.
+    fetch_host_key(address, port, timeout) -> paramiko.PKey
+        Connects and returns the server's key without authenticating (for
+        `vkbackup init`'s trust-on-first-use prompt).
+    fingerprint(key) -> "SHA256:..."   (as OpenSSH prints it)
+
+Choices, each for a measured reason (../shared/LAB-FACTS.md):
+- aes128-gcm@openssh.com is preferred (paramiko otherwise picks aes128-ctr,
+  which is slower here).
+- Reads are 1 MiB `recv` calls; stderr is drained by its own thread.
+- paramiko rekeys after 2^29 bytes, and a rekey racing with the remote
+  closing the channel stalls or fails (paramiko #822). We raise paramiko's
+  rekey thresholds to 2^36 bytes/packets, which is what OpenSSH itself uses
+  for 128-bit block ciphers (its RekeyLimit default), so our client never
+  starts a rekey in the middle of a stream; a server-initiated rekey is
+  still handled by paramiko.
+- No pty is requested, ever.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import paramiko
+
+from vkbackup.config.model import HostConfig
+from vkbackup.errors import HostKeyError, TransportError
+from vkbackup.logs import get_logger, register_secret
+from vkbackup.streams import CHUNK, Readable, iter_chunks
+from vkbackup.transport.base import Completed, StderrTail, command_string, failure
+
+log = get_logger("transport.ssh")
+
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+WINDOW_SIZE = 8 * 1024 * 1024
+MAX_PACKET = 32768
+REKEY_LIMIT = 2**36
+IO_TIMEOUT = 600.0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """Given a public key, return its OpenSSH-style SHA256 fingerprint."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as e:
+        raise TransportError(
+            f"{address}:{port}: cannot connect: {e.strerror or e}",
+            hint="check the address and port in the config, and that sshd runs there",
+        ) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _new_transport(sock: socket.socket, key_types: list[str] | None = None) -> paramiko.Transport:
+    t = paramiko.Transport(
+        sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET
+    )
+    opts = t.get_security_options()
+    supported = list(opts.ciphers)
+    opts.ciphers = tuple(
+        [c for c in PREFERRED_CIPHERS if c in supported]
+        + [c for c in supported if c not in PREFERRED_CIPHERS]
+    )
+    if key_types:
+        current = list(opts.key_types)
+        opts.key_types = tuple(
+            [k for k in current if k in key_types] + [k for k in current if k not in key_types]
+        )
+    # See the module docstring (paramiko #822).
+    t.packetizer.REKEY_BYTES = REKEY_LIMIT
+    t.packetizer.REKEY_PACKETS = REKEY_LIMIT
+    return t
+
+
+def fetch_host_key(address: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
+    """Connect to address:port and return the server's host key (no authentication)."""
+    sock = _open_socket(address, port, timeout)
+    t = _new_transport(sock)
+    try:
+        t.start_client(timeout=timeout)
+        return t.get_remote_server_key()
+    except paramiko.SSHException as e:
+        raise TransportError(f"{address}:{port}: SSH handshake failed: {e}") from None
+    finally:
+        t.close()
+
+
+def _load_known_hosts(path: Path) -> paramiko.HostKeys:
+    hk = paramiko.HostKeys()
+    try:
+        hk.load(str(path))
+    except FileNotFoundError:
+        pass
+    except (OSError, paramiko.SSHException) as e:
+        raise HostKeyError(f"{path}: cannot read known_hosts: {e}") from None
+    return hk
+
+
+def _check_host_key(host: HostConfig, key: paramiko.PKey, known: paramiko.HostKeys) -> None:
+    name = known_hosts_name(host.address, host.port)
+    entry = known.lookup(name)
+    fp = fingerprint(key)
+    if entry is None or len(entry) == 0:
+        raise HostKeyError(
+            f"{name}: host key is not in {host.known_hosts} (the server offered "
+            f"{key.get_name()} {fp}); refusing to connect to an unknown host",
+            hint=f"verify the fingerprint out of band, then `vkbackup init` (it offers to add it) "
+            f"or: ssh-keyscan -p {host.port} {host.address} >> {host.known_hosts}",
+        )
+    expected = entry.get(key.get_name())
+    if expected is None:
+        known_types = ", ".join(sorted(entry.keys()))
+        raise HostKeyError(
+            f"{name}: the server offered a {key.get_name()} key ({fp}) but {host.known_hosts} "
+            f"only knows {known_types} keys for it",
+        )
+    if expected.asbytes() != key.asbytes():
+        raise HostKeyError(
+            f"{name}: HOST KEY CHANGED. {host.known_hosts} has {expected.get_name()} "
+            f"{fingerprint(expected)}, the server now offers {key.get_name()} {fp}. "
+            "This may be an attack (or a reinstalled server); refusing to connect",
+            hint=f"if the change is expected, remove the old line: ssh-keygen -R '{name}' "
+            f"-f {host.known_hosts}",
+        )
+
+
+def _load_private_key(path: Path, passphrase: str | None) -> paramiko.PKey:
+    try:
+        # paramiko's PKey.from_path wants the password as bytes (its stubs say str)
+        pw = passphrase.encode() if passphrase is not None else None
+        return paramiko.PKey.from_path(path, password=pw)  # type: ignore[arg-type]
+    except FileNotFoundError:
+        raise TransportError(f"{path}: SSH key file not found") from None
+    except (paramiko.PasswordRequiredException, TypeError):
+        # cryptography raises TypeError for an OpenSSH-format key without password
+        raise TransportError(
+            f"{path}: SSH key is passphrase-protected",
+            hint="set key_passphrase_env in the host config and export that variable, "
+            "or load the key into ssh-agent",
+        ) from None
+    except (paramiko.SSHException, ValueError) as e:
+        raise TransportError(f"{path}: cannot load SSH key: {e}") from None
+
+
+def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTransport:
+    """Open an authenticated, host-key-checked SSH connection to *host*."""
+    env = os.environ if env is None else env
+    display = f"{host.user}@{host.address}:{host.port}"
+    known = _load_known_hosts(host.known_hosts)
+    entry = known.lookup(known_hosts_name(host.address, host.port))
+    sock = _open_socket(host.address, host.port, host.connect_timeout)
+    t = _new_transport(sock, list(entry.keys()) if entry else None)
+    try:
+        try:
+            t.start_client(timeout=host.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise TransportError(f"{display}: SSH handshake failed: {e}") from None
+        _check_host_key(host, t.get_remote_server_key(), known)
+        keys: list[paramiko.PKey] = []
+        if host.key_file is not None:
+            passphrase = None
+            if host.key_passphrase_env:
+                passphrase = env.get(host.key_passphrase_env)
+                if passphrase:
+                    register_secret(passphrase)
+            keys.append(_load_private_key(host.key_file, passphrase))
+        with contextlib.suppress(paramiko.SSHException):
+            keys.extend(paramiko.Agent().get_keys())
+        if not keys:
+            raise TransportError(
+                f"{display}: no SSH key to authenticate with",
+                hint="set key_file in the host config or start ssh-agent",
+            )
+        for key in keys:
+            try:
+                t.auth_publickey(host.user, key)
+                break
+            except paramiko.AuthenticationException:
+                continue
+            except paramiko.SSHException as e:
+                raise TransportError(f"{display}: authentication failed: {e}") from None
+        if not t.is_authenticated():
+            raise TransportError(
+                f"{display}: the server refused every key offered ({len(keys)})",
+                hint=f"check {host.user}'s authorized_keys on the host",
+            )
+        t.set_keepalive(15)
+        cipher = getattr(t, "remote_cipher", "?")
+        log.debug("connected to %s (cipher %s)", display, cipher)
+        return SshTransport(t, display, host.connect_timeout)
+    except BaseException:
+        t.close()
+        raise
+
+
+class _ChannelReader:
+    def __init__(self, proc: SshProcess) -> None:
+        self._proc = proc
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._proc._recv(n if n and n > 0 else CHUNK)
+
+
+class SshProcess:
+    def __init__(self, transport: SshTransport, argv: list[str]) -> None:
+        self._host = transport.name
+        self._argv = argv
+        try:
+            self._chan = transport._t.open_session(timeout=transport._timeout)
+            self._chan.settimeout(IO_TIMEOUT)
+            self._chan.exec_command(command_string(argv))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise TransportError(f"{self._host}: cannot start command: {e}") from None
+        self._tail = StderrTail()
+        self._t = threading.Thread(target=self._drain, daemon=True)
+        self._t.start()
+        self._stdout = _ChannelReader(self)
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                data = self._chan.recv_stderr(65536)
+                if not data:
+                    return
+                self._tail.add(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            return
+
+    def _recv(self, n: int) -> bytes:
+        try:
+            return self._chan.recv(n)
+        except TimeoutError:
+            cmd = command_string(self._argv)[:200]
+            raise TransportError(
+                f"{self._host}: no data for {IO_TIMEOUT:.0f}s from: {cmd}"
+            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise TransportError(f"{self._host}: connection lost while reading: {e}") from None
+
+    @property
+    def stdout(self) -> Readable:
+        return self._stdout
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise TransportError(f"{self._host}: connection lost while writing: {e}") from None
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._chan.shutdown_write()
+
+    def wait(self, check: bool = True) -> int:
+        self.close_stdin()
+        status = self._chan.recv_exit_status()
+        self._t.join(timeout=10)
+        self._chan.close()
+        if check and status != 0:
+            raise failure(self._host, self._argv, status, self._tail.text())
+        return status
+
+    def stderr_tail(self) -> str:
+        return self._tail.text()
+
+    def kill(self) -> None:
+        # Closing the channel makes sshd hang up the command (SIGHUP/SIGPIPE).
+        self._chan.close()
+
+
+class SshTransport:
+    def __init__(self, t: paramiko.Transport, name: str, timeout: float) -> None:
+        self._t = t
+        self._name = name
+        self._timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def cipher(self) -> str:
+        return str(getattr(self._t, "remote_cipher", "?"))
+
+    def start(self, argv: list[str]) -> SshProcess:
+        return SshProcess(self, argv)
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: bytes = b"",
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Completed:
+        proc = self.start(argv)
+        if timeout is not None:
+            proc._chan.settimeout(timeout)
+        if input:
+            proc.write(input)
+        proc.close_stdin()
+        out = b"".join(iter_chunks(proc.stdout, 65536))
+        status = proc.wait(check=check)
+        return Completed(argv, status, out, proc.stderr_tail())
+
+    def feed(self, argv: list[str], src: Readable) -> Completed:
+        proc = self.start(argv)
+        out: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: out.extend(iter_chunks(proc.stdout, 65536)), daemon=True
+        )
+        reader.start()
+        try:
+            for chunk in iter_chunks(src):
+                proc.write(chunk)
+        except BaseException:
+            proc.kill()
+            raise
+        status = proc.wait(check=True)
+        reader.join(timeout=30)
+        return Completed(argv, status, b"".join(out), proc.stderr_tail())
+
+    def close(self) -> None:
+        self._t.close()
