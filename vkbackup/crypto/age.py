@@ -1,0 +1,419 @@
+"""The age v1 file format, streaming: header, recipient stanzas, STREAM payload.
+
+Interface:
+    EncryptingReader(src, recipients) -> Readable
+        Reads plaintext from *src* and returns the bytes of an age v1 file
+        encrypted to every recipient (X25519 ones, or exactly one scrypt one).
+        Raise CryptoError if there is no recipient or scrypt is mixed with others.
+    DecryptingReader(src, identities, name="<stdin>") -> Readable
+        Reads an age v1 file (binary, or ASCII-armored as `age -a` writes it)
+        from *src* and returns its plaintext. Every byte returned belongs to a
+        chunk that has been authenticated; b"" (end) is returned only after the
+        final chunk has been authenticated and *src* has reported its end.
+        Raise CryptoError naming *name* on a malformed or tampered header, a
+        wrong key or passphrase, a header from another file, a flipped bit,
+        reordered, dropped or duplicated chunks, truncation anywhere (inside
+        the header, inside a chunk, at a chunk boundary), a missing final
+        chunk, an empty final chunk after data, and trailing data. After an
+        error, every later read raises the same error.
+    encrypt_bytes(data, recipients) -> bytes
+    decrypt_bytes(data, identities, name="<bytes>") -> bytes
+        Small-object helpers (manifests): bytes in, bytes out.
+
+Payload: a 16-byte random nonce, then 64 KiB plaintext chunks sealed with
+ChaCha20-Poly1305 under HKDF-SHA-256(file key, nonce, "payload"); the AEAD nonce
+is an 11-byte big-endian chunk counter and a last-chunk flag byte.
+
+Memory: both readers hold one block read from *src* (the size read(n) asked
+for, at least one chunk), one pending chunk, and up to n bytes of output; never
+the whole stream. Chunks are sealed or opened straight into one reusable
+output buffer, and read(n) copies out of it once, so reading 1 MiB at a time
+costs one memcpy per byte beyond the cipher itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from vkbackup.crypto.armor import ArmorReader
+from vkbackup.crypto.header import (
+    encode_header,
+    find_header_end,
+    header_mac,
+    hkdf_sha256,
+)
+from vkbackup.crypto.recipients import Identity, Recipient, ScryptIdentity, ScryptRecipient
+from vkbackup.errors import CryptoError
+from vkbackup.streams import BytesReader, Readable
+
+CHUNK_SIZE = 64 * 1024
+TAG_SIZE = 16
+SEALED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
+PAYLOAD_NONCE_SIZE = 16
+FILE_KEY_SIZE = 16
+MAX_HEADER_SIZE = 1024 * 1024
+_HEADER_READ = 16 * 1024
+_ALL_READ = 1024 * 1024
+_WHITESPACE = b" \t\r\n"
+
+# 12-byte AEAD nonce: 3 zero bytes + 8-byte counter = 11-byte big-endian counter, then the flag.
+_NONCE = struct.Struct(">3xQB")
+
+Buffer = bytes | memoryview
+
+# cryptography >= 45 can seal and open straight into a caller's buffer; older
+# releases return new bytes that are then copied in.
+_HAS_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
+
+
+class _Output:
+    """A reusable output buffer: chunks are sealed/opened into it, read(n) copies out once.
+
+    Holding output in one warm bytearray (instead of joining fresh per-chunk
+    bytes objects) keeps the per-MiB overhead at a single memcpy. Ready bytes
+    are ``[_start:_end]``; space is reclaimed only when a new slot needs it, so
+    many small reads cost no more than one big one.
+    """
+
+    __slots__ = ("_buf", "_end", "_start", "_view")
+
+    def __init__(self) -> None:
+        self._buf = bytearray(2 * SEALED_CHUNK_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes ready to be taken."""
+        return self._end - self._start
+
+    def slot(self, k: int) -> memoryview:
+        """Return a writable view of the next *k* bytes (commit() them once written)."""
+        if self._end + k > len(self._buf):
+            ready = self._end - self._start
+            if self._start:
+                self._view[:ready] = self._view[self._start : self._end]
+                self._start, self._end = 0, ready
+            if ready + k > len(self._buf):
+                bigger = bytearray(max(ready + k, 2 * len(self._buf)))
+                bigger[:ready] = self._view[:ready]
+                self._view.release()
+                self._buf = bigger
+                self._view = memoryview(bigger)
+        return self._view[self._end : self._end + k]
+
+    def commit(self, k: int) -> None:
+        self._end += k
+
+    def write(self, data: Buffer) -> None:
+        self.slot(len(data))[:] = data
+        self.commit(len(data))
+
+    def take(self, n: int) -> bytes:
+        """Return up to *n* bytes from the front."""
+        n = min(n, self._end - self._start)
+        out = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        if self._start == self._end:
+            self._start = self._end = 0
+        return out
+
+    def take_all(self) -> bytes:
+        return self.take(self.size)
+
+
+def _check_recipients(recipients: Sequence[Recipient]) -> None:
+    if not recipients:
+        raise CryptoError("no recipients to encrypt to")
+    if len(recipients) > 1 and any(isinstance(r, ScryptRecipient) for r in recipients):
+        raise CryptoError("a passphrase (scrypt) recipient must be the only recipient")
+
+
+class EncryptingReader:
+    """Read plaintext from *src*; return the age v1 file encrypting it to *recipients*."""
+
+    def __init__(self, src: Readable, recipients: Sequence[Recipient]) -> None:
+        _check_recipients(recipients)
+        file_key = os.urandom(FILE_KEY_SIZE)
+        stanzas = [s for r in recipients for s in r.wrap(file_key)]
+        if len(stanzas) > 1 and any(s.type == "scrypt" for s in stanzas):
+            raise CryptoError("a passphrase (scrypt) recipient must be the only recipient")
+        nonce = os.urandom(PAYLOAD_NONCE_SIZE)
+        self._aead = ChaCha20Poly1305(hkdf_sha256(file_key, nonce, b"payload"))
+        self._src = src
+        self._out = _Output()
+        self._out.write(encode_header(file_key, stanzas) + nonce)
+        # Plaintext not yet sealed: up to one chunk, held until we know whether
+        # more data follows (the last chunk carries the final flag).
+        self._pending: Buffer = b""
+        self._counter = 0
+        self._eof = False
+
+    def _seal(self, chunk: Buffer, final: bool) -> None:
+        nonce = _NONCE.pack(self._counter, 1 if final else 0)
+        k = len(chunk) + TAG_SIZE
+        if _HAS_INTO:
+            self._aead.encrypt_into(nonce, chunk, None, self._out.slot(k))
+        else:  # pragma: no cover - cryptography < 45
+            self._out.slot(k)[:] = self._aead.encrypt(nonce, chunk, None)
+        self._out.commit(k)
+        self._counter += 1
+
+    def _fill(self, want: int) -> None:
+        data = self._src.read(max(want, CHUNK_SIZE))
+        if not data:
+            # Non-empty unless the whole payload is empty (then one empty final chunk).
+            self._seal(self._pending, final=True)
+            self._pending = b""
+            self._eof = True
+            return
+        view = memoryview(data)
+        pending = self._pending
+        if pending:
+            if len(pending) < CHUNK_SIZE:
+                take = CHUNK_SIZE - len(pending)
+                pending = bytes(pending) + view[:take]
+                view = view[take:]
+                if not view:
+                    self._pending = pending
+                    return
+            self._seal(pending, final=False)
+        while len(view) > CHUNK_SIZE:
+            self._seal(view[:CHUNK_SIZE], final=False)
+            view = view[CHUNK_SIZE:]
+        self._pending = view
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Return up to *n* bytes of the age file (all of it if n < 0); b"" at the end."""
+        if n is None or n < 0:
+            while not self._eof:
+                self._fill(_ALL_READ)
+            return self._out.take_all()
+        while self._out.size < n and not self._eof:
+            self._fill(n - self._out.size)
+        return self._out.take(n)
+
+
+class _PrefixedReader:
+    """A Readable that returns *prefix* first, then whatever *src* returns."""
+
+    def __init__(self, prefix: bytes, src: Readable) -> None:
+        self._prefix = BytesReader(prefix)
+        self._left = len(prefix)
+        self._src = src
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._left:
+            data = self._prefix.read(n if n is not None and n >= 0 else -1)
+            self._left -= len(data)
+            return data
+        return self._src.read(n)
+
+
+class DecryptingReader:
+    """Read an age v1 file from *src*; return its authenticated plaintext."""
+
+    def __init__(
+        self, src: Readable, identities: Sequence[Identity], name: str = "<stdin>"
+    ) -> None:
+        if not identities:
+            raise CryptoError(f"{name}: no identity to decrypt with")
+        self._src = src
+        self._identities = list(identities)
+        self._name = name
+        self._aead: ChaCha20Poly1305 | None = None
+        self._out = _Output()
+        # Ciphertext not yet opened: up to one sealed chunk, held until we know
+        # whether it is the last one (then it must carry the final flag).
+        self._pending: Buffer = b""
+        self._counter = 0
+        self._eof = False
+        self._error: CryptoError | None = None
+
+    def _fail(self, why: str, hint: str | None = None) -> CryptoError:
+        self._error = CryptoError(f"{self._name}: {why}", hint=hint)
+        return self._error
+
+    # -- header ----------------------------------------------------------
+
+    def _start(self) -> None:
+        buf = bytearray()
+        armor_checked = False
+        while True:
+            if not armor_checked:
+                stripped = buf.lstrip(_WHITESPACE)
+                if stripped:
+                    armor_checked = True
+                    if stripped.startswith(b"-"):
+                        # ASCII armor (age -a): decode it on the fly and start over.
+                        self._src = ArmorReader(_PrefixedReader(bytes(buf), self._src), self._name)
+                        buf = bytearray()
+                        continue
+            if armor_checked:
+                try:
+                    parsed = find_header_end(buf)
+                except ValueError as e:
+                    raise self._fail(f"not a valid age file: {e}") from None
+                if parsed is not None:
+                    break
+            if len(buf) > MAX_HEADER_SIZE:
+                raise self._fail("not a valid age file: header larger than 1 MiB")
+            data = self._src.read(_HEADER_READ)
+            if not data:
+                if not buf.strip(_WHITESPACE):
+                    raise self._fail("empty input: not an age file")
+                raise self._fail("truncated inside the age header")
+            buf += data
+
+        stanzas = parsed.stanzas
+        if len(stanzas) > 1 and any(s.type == "scrypt" for s in stanzas):
+            raise self._fail("an scrypt (passphrase) stanza is mixed with other stanzas")
+        file_key: bytes | None = None
+        for identity in self._identities:
+            try:
+                file_key = identity.unwrap(stanzas)
+            except CryptoError as e:
+                raise self._fail(str(e), e.hint) from None
+            if file_key is not None:
+                break
+        if file_key is None:
+            have_passphrase = any(isinstance(i, ScryptIdentity) for i in self._identities)
+            if stanzas[0].type == "scrypt":
+                if have_passphrase:
+                    raise self._fail("incorrect passphrase (or the header was tampered with)")
+                raise self._fail(
+                    "is passphrase-encrypted (age -p) and no passphrase was given",
+                    "decrypt it with a passphrase instead of an identity file",
+                )
+            kinds = ", ".join(sorted({s.type for s in stanzas}))
+            only_passphrase = all(isinstance(i, ScryptIdentity) for i in self._identities)
+            raise self._fail(
+                f"no identity matches any of its {len(stanzas)} recipient stanza(s) "
+                f"({kinds}): wrong key, or the header was tampered with",
+                "it is encrypted to public keys: an identity file is needed, not a passphrase"
+                if only_passphrase
+                else None,
+            )
+        if not hmac.compare_digest(header_mac(file_key, parsed.mac_input), parsed.mac):
+            raise self._fail("header MAC mismatch: the header was modified")
+
+        rest = bytes(buf[parsed.end :])
+        while len(rest) < PAYLOAD_NONCE_SIZE:
+            data = self._src.read(_HEADER_READ)
+            if not data:
+                raise self._fail("truncated: the payload nonce is incomplete")
+            rest += data
+        nonce = rest[:PAYLOAD_NONCE_SIZE]
+        self._aead = ChaCha20Poly1305(hkdf_sha256(file_key, nonce, b"payload"))
+        if len(rest) > PAYLOAD_NONCE_SIZE:
+            self._feed(memoryview(rest)[PAYLOAD_NONCE_SIZE:])
+
+    # -- payload ---------------------------------------------------------
+
+    def _try_open(self, chunk: Buffer, final: bool) -> int | None:
+        """Open *chunk* into the output buffer (not yet committed); return its length.
+
+        Return None if it does not authenticate; whatever was written to the
+        uncommitted slot is then never returned to the caller.
+        """
+        assert self._aead is not None
+        nonce = _NONCE.pack(self._counter, 1 if final else 0)
+        k = len(chunk) - TAG_SIZE
+        try:
+            if _HAS_INTO:
+                self._aead.decrypt_into(nonce, chunk, None, self._out.slot(k))
+            else:  # pragma: no cover - cryptography < 45
+                self._out.slot(k)[:] = self._aead.decrypt(nonce, chunk, None)
+        except InvalidTag:
+            return None
+        return k
+
+    def _open_middle(self, chunk: Buffer) -> None:
+        """Open a full chunk that more data follows."""
+        k = self._try_open(chunk, final=False)
+        if k is None:
+            if self._try_open(chunk, final=True) is not None:
+                raise self._fail(f"trailing data after the final chunk (chunk {self._counter})")
+            raise self._fail(
+                f"chunk {self._counter} failed authentication "
+                "(modified, reordered, dropped, duplicated, or from another file)"
+            )
+        self._out.commit(k)
+        self._counter += 1
+
+    def _open_last(self, chunk: Buffer) -> None:
+        """Open the chunk that the end of input follows: it must be the final chunk."""
+        if len(chunk) < TAG_SIZE:
+            raise self._fail(f"truncated: chunk {self._counter} is shorter than its tag")
+        k = self._try_open(chunk, final=True)
+        if k is None:
+            if len(chunk) == SEALED_CHUNK_SIZE and self._try_open(chunk, final=False) is not None:
+                raise self._fail(
+                    f"truncated after chunk {self._counter}: the final chunk is missing"
+                )
+            raise self._fail(
+                f"chunk {self._counter} failed authentication as the final chunk "
+                "(truncated, modified, or trailing data)"
+            )
+        if k == 0 and self._counter > 0:
+            raise self._fail("empty final chunk after data (not allowed by age v1)")
+        self._out.commit(k)
+        self._counter += 1
+
+    def _feed(self, view: memoryview) -> None:
+        pending = self._pending
+        if pending:
+            if len(pending) < SEALED_CHUNK_SIZE:
+                take = SEALED_CHUNK_SIZE - len(pending)
+                pending = bytes(pending) + view[:take]
+                view = view[take:]
+                if not view:
+                    self._pending = pending
+                    return
+            self._open_middle(pending)
+        while len(view) > SEALED_CHUNK_SIZE:
+            self._open_middle(view[:SEALED_CHUNK_SIZE])
+            view = view[SEALED_CHUNK_SIZE:]
+        self._pending = view
+
+    def _fill(self, want: int) -> None:
+        data = self._src.read(max(want, SEALED_CHUNK_SIZE))
+        if data:
+            self._feed(memoryview(data))
+            return
+        if not self._pending:
+            raise self._fail("truncated: no payload after the header")
+        self._open_last(self._pending)
+        self._pending = b""
+        self._eof = True
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Return up to *n* plaintext bytes (all if n < 0); b"" only after the final chunk."""
+        if self._error is not None:
+            raise self._error
+        if self._aead is None:
+            self._start()
+        if n is None or n < 0:
+            while not self._eof:
+                self._fill(_ALL_READ)
+            return self._out.take_all()
+        while self._out.size < n and not self._eof:
+            self._fill(n - self._out.size)
+        return self._out.take(n)
+
+
+def encrypt_bytes(data: bytes, recipients: Sequence[Recipient]) -> bytes:
+    """Given plaintext bytes, return the age file encrypting them to *recipients*."""
+    return EncryptingReader(BytesReader(data), recipients).read(-1)
+
+
+def decrypt_bytes(data: bytes, identities: Sequence[Identity], name: str = "<bytes>") -> bytes:
+    """Given an age file's bytes, return the plaintext. Raise CryptoError naming *name*."""
+    return DecryptingReader(BytesReader(data), identities, name).read(-1)
