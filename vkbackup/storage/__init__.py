@@ -1,0 +1,49 @@
+"""Storage backends: named byte streams in S3 or a local directory.
+
+Interface:
+    open_storage(cfg: StorageConfig) -> Storage
+        type "local": LocalStorage(cfg.path / cfg.prefix)
+        type "s3":    S3Storage.from_config(cfg) (no request is made yet)
+    Storage, ObjectInfo, ReadStream   the interface (see vkbackup.storage.base)
+    LocalStorage, S3Storage           the backends (imported lazily: boto3 is slow to import)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vkbackup.config.model import StorageConfig
+from vkbackup.errors import ConfigError
+from vkbackup.storage.base import ObjectInfo, ReadStream, Storage
+
+if TYPE_CHECKING:
+    from vkbackup.storage.local import LocalStorage
+    from vkbackup.storage.s3 import S3Storage
+
+__all__ = ["LocalStorage", "ObjectInfo", "ReadStream", "S3Storage", "Storage", "open_storage"]
+
+
+def open_storage(cfg: StorageConfig) -> Storage:
+    """Given the storage config, return the backend it describes."""
+    if cfg.type == "local":
+        from vkbackup.storage.local import LocalStorage
+
+        root = cfg.path.joinpath(*cfg.prefix.split("/")) if cfg.prefix else cfg.path
+        return LocalStorage(root)
+    if cfg.type == "s3":
+        from vkbackup.storage.s3 import S3Storage
+
+        return S3Storage.from_config(cfg)
+    raise ConfigError(f"storage.type: unknown storage type {cfg.type!r} (expected local or s3)")
+
+
+def __getattr__(name: str) -> object:
+    if name == "LocalStorage":
+        from vkbackup.storage.local import LocalStorage
+
+        return LocalStorage
+    if name == "S3Storage":
+        from vkbackup.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(name)

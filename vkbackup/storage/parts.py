@@ -1,0 +1,62 @@
+"""Pure planning of S3 multipart part sizes. No I/O.
+
+S3 allows at most 10,000 parts of 5 MiB to 5 GiB each, and some providers
+(Cloudflare R2) require every part but the last to have the same size. So the
+part size is fixed for an upload and chosen before the first byte from a size
+hint, with a safety margin because hints are estimates (a database size
+before compression, a directory size before tar).
+
+Interface:
+    MIB, MIN_PART_SIZE (5 MiB), MAX_PART_SIZE (5 GiB), MAX_PARTS (10,000)
+    DEFAULT_PART_SIZE (16 MiB: objects of unknown size up to 160 GiB)
+    HINT_SAFETY (2: a hint may be off by 2x and the upload still fits)
+    plan_part_size(size_hint, configured=None) -> int
+        The part size in bytes, a multiple of 1 MiB, at least MIN_PART_SIZE and
+        at least *configured* (bytes, from storage.part_size_mib), grown so that
+        HINT_SAFETY x size_hint fits in MAX_PARTS parts. Raises ValueError if
+        even MAX_PART_SIZE cannot hold the hinted size.
+    max_object_size(part_size) -> int    the largest object that part size allows
+"""
+
+from __future__ import annotations
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 16 * MIB
+HINT_SAFETY = 2
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def max_object_size(part_size: int) -> int:
+    """Given a part size in bytes, return the largest object it can upload."""
+    return part_size * MAX_PARTS
+
+
+def plan_part_size(size_hint: int | None, configured: int | None = None) -> int:
+    """Given an expected object size (or None) and a configured part size (or
+    None), return the part size in bytes for one multipart upload.
+    Raise ValueError if the hinted size cannot fit in MAX_PARTS parts."""
+    if configured is not None and configured < MIN_PART_SIZE:
+        raise ValueError(f"part size {configured} is below the S3 minimum of {MIN_PART_SIZE}")
+    if configured is not None and configured > MAX_PART_SIZE:
+        raise ValueError(f"part size {configured} is above the S3 maximum of {MAX_PART_SIZE}")
+    part = configured if configured is not None else DEFAULT_PART_SIZE
+    if size_hint is not None and size_hint > 0:
+        needed = _ceil_div(size_hint * HINT_SAFETY, MAX_PARTS)
+        if needed > part:
+            part = needed
+    part = _ceil_div(part, MIB) * MIB
+    part = max(part, MIN_PART_SIZE)
+    if part > MAX_PART_SIZE:
+        if size_hint is not None and size_hint <= max_object_size(MAX_PART_SIZE):
+            return MAX_PART_SIZE  # fits without the safety margin
+        raise ValueError(
+            f"an object of about {size_hint} bytes does not fit in {MAX_PARTS} parts "
+            f"of at most {MAX_PART_SIZE} bytes"
+        )
+    return part

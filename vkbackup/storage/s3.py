@@ -1,0 +1,846 @@
+"""S3 (and S3-compatible) storage over boto3, streaming with bounded memory.
+
+Interface:
+    make_client(cfg: StorageConfig) -> botocore S3 client
+        Credentials: storage.access_key_id/secret_access_key if set, else the
+        standard AWS chain (environment, storage.profile or AWS_PROFILE, shared
+        files, instance metadata). Region: storage.region, else the profile's,
+        else "us-east-1". addressing_style from the config. Checksums only
+        "when_required" (botocore >= 1.36 otherwise sends CRC32 headers that
+        B2, older MinIO and some R2/Ceph paths reject). botocore's own retries
+        are off: vkbackup.retry is the one policy.
+    S3Storage(client, bucket, prefix="", *, object_lock=None, part_size=None,
+              policy=RetryPolicy(), endpoint_url=None)
+        implements `vkbackup.storage.base.Storage`; from_config(cfg) builds one.
+    S3Storage diagnostics (used by `vkbackup storage check`):
+        check_bucket()                        HeadBucket, StorageError if unreachable
+        versioning_status() -> str            "Enabled" | "Suspended" | "Disabled"
+        object_lock_status() -> LockStatus    bucket Object Lock and default retention
+        probe_checksums(key) -> ChecksumProbe does the server verify Content-MD5,
+                                              does it accept a CRC32 checksum header
+        probe_locked_delete(key) -> bool      True if deleting the key's current
+                                              version is refused (Object Lock enforced)
+        with_lock_days(days) -> S3Storage     same client, a shorter retention (probes)
+
+put() reads the source one part at a time into a buffer of exactly the part
+size (see vkbackup.storage.parts), so memory stays at about two parts: one
+being filled while the previous one is uploaded by a single worker thread.
+A stream that ends within the first part becomes one PutObject. Every
+PutObject and UploadPart carries Content-MD5, so the server rejects a
+corrupted body (BadDigest) and Object Lock buckets accept the request. With
+an Object Lock configured, PutObject and CreateMultipartUpload carry
+ObjectLockMode and ObjectLockRetainUntilDate (now + days).
+
+Retries (vkbackup.retry, bounded, logged) wrap single requests whose body is
+in memory: a PutObject, one UploadPart, Create/Complete/Abort, HEAD, LIST,
+and the (re)opening of a GET, which resumes with a Range request at the
+offset already delivered (If-Match on the ETag, so a changed object is an
+error, never a silent splice). The source stream is never re-read. On any
+failure of a multipart upload (including Ctrl-C and source errors) the
+upload is aborted, so no part of the object becomes visible.
+
+if_absent=True sends If-None-Match: * (PutObject or CompleteMultipartUpload).
+If a retried request then meets 412, the object is compared with what was
+sent (ETag from the MD5s) so an earlier attempt that landed counts as success.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from vkbackup import retry
+from vkbackup.config.model import ObjectLock, StorageConfig
+from vkbackup.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from vkbackup.logs import register_secret
+from vkbackup.retry import RetryPolicy
+from vkbackup.storage.base import ObjectInfo, ReadStream, join_key, validate_key
+from vkbackup.storage.parts import MAX_PARTS, plan_part_size
+from vkbackup.streams import CHUNK, Readable
+
+log = logging.getLogger("vkbackup.storage.s3")
+
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+NO_LOCK_CODES = frozenset(
+    {
+        "ObjectLockConfigurationNotFoundError",
+        "NoSuchObjectLockConfiguration",
+        "InvalidRequest",
+        "NotImplemented",
+    }
+)
+#: seconds to wait for an in-flight part before aborting a failed upload
+ABORT_WAIT = 120.0
+
+
+def make_client(cfg: StorageConfig) -> Any:
+    """Given the storage config, return a boto3 S3 client (no request is made)."""
+    if cfg.secret_access_key:
+        register_secret(cfg.secret_access_key)
+    try:
+        session = boto3.session.Session(
+            profile_name=cfg.profile,
+            aws_access_key_id=cfg.access_key_id,
+            aws_secret_access_key=cfg.secret_access_key,
+            region_name=cfg.region,
+        )
+    except botocore.exceptions.ProfileNotFound as e:
+        raise StorageError(
+            f"storage.profile: AWS profile {cfg.profile!r} not found",
+            hint="define it in ~/.aws/credentials or ~/.aws/config, or set the keys",
+        ) from e
+    region = cfg.region or session.region_name or "us-east-1"
+    config = botocore.config.Config(
+        region_name=region,
+        signature_version="s3v4",
+        s3={"addressing_style": cfg.addressing_style},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=60,
+        tcp_keepalive=True,
+        max_pool_connections=4,
+        user_agent_extra="vkbackup",
+    )
+    return session.client("s3", endpoint_url=cfg.endpoint_url, config=config)
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code") or "")
+    return ""
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
+    return None
+
+
+def _bind(fn: Callable[..., Any], params: dict[str, Any]) -> Callable[[], Any]:
+    frozen = dict(params)
+    return lambda: fn(**frozen)
+
+
+def _md5(data: bytes | bytearray) -> bytes:
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def multipart_etag(part_md5s: builtins.list[bytes]) -> str:
+    """Given the binary MD5 of each part, return the ETag S3 gives the object."""
+    return f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{len(part_md5s)}"
+
+
+_HINTS = {
+    "AccessDenied": "check the credentials' permissions and the bucket policy",
+    "AllAccessDisabled": "the bucket is disabled for this account",
+    "InvalidAccessKeyId": "check storage.access_key_id (or the profile's credentials)",
+    "SignatureDoesNotMatch": "check storage.secret_access_key, and storage.region",
+    "AuthorizationHeaderMalformed": "set storage.region to the bucket's region",
+    "PermanentRedirect": "set storage.region (or endpoint_url) to the bucket's region",
+    "NoSuchBucket": "create the bucket, or fix storage.bucket",
+    "BadDigest": "the body was corrupted in transit (Content-MD5 mismatch); retry",
+    "XAmzContentSHA256Mismatch": "the body was corrupted in transit; retry",
+    "InvalidRequest": "for Object Lock buckets check storage.object_lock; "
+    "see docs/storage-providers.md",
+    "NotImplemented": "the provider lacks this S3 feature; see docs/storage-providers.md",
+    "EntityTooSmall": "parts must be at least 5 MiB (storage.part_size_mib)",
+    "InvalidPart": "the provider refused the parts (R2 needs equal-size parts); "
+    "report this as a bug",
+    "QuotaExceeded": "the account's storage quota is full",
+}
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    enabled: bool
+    default_mode: str | None = None
+    default_days: int | None = None
+    default_years: int | None = None
+
+
+@dataclass(frozen=True)
+class ChecksumProbe:
+    md5_accepted: bool
+    bad_md5_rejected: bool
+    crc32_accepted: bool
+    detail: str = ""
+
+
+class S3Storage:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        object_lock: ObjectLock | None = None,
+        part_size: int | None = None,
+        policy: RetryPolicy | None = None,
+        endpoint_url: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.object_lock = object_lock
+        self.part_size = part_size
+        self.policy = policy or RetryPolicy()
+        self.endpoint_url = endpoint_url
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, cfg: StorageConfig) -> S3Storage:
+        if not cfg.bucket:
+            raise StorageError("storage.bucket: required for type = 's3'")
+        return cls(
+            make_client(cfg),
+            cfg.bucket,
+            cfg.prefix,
+            object_lock=cfg.object_lock,
+            part_size=cfg.part_size_mib * 1024 * 1024 if cfg.part_size_mib else None,
+            policy=RetryPolicy(max_attempts=cfg.max_attempts),
+            endpoint_url=cfg.endpoint_url,
+        )
+
+    def with_lock_days(self, days: int) -> S3Storage:
+        """Return a storage sharing this client whose puts keep *days* of retention."""
+        other = S3Storage(
+            self.client,
+            self.bucket,
+            self.prefix,
+            object_lock=replace(self.object_lock, days=days) if self.object_lock else None,
+            part_size=self.part_size,
+            policy=self.policy,
+            endpoint_url=self.endpoint_url,
+            clock=self._clock,
+        )
+        return other
+
+    # -- helpers -------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        return join_key(self.prefix, validate_key(key))
+
+    def _strip(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def _loc(self, full: str = "") -> str:
+        return f"s3://{self.bucket}/{full}"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        return retry.call(fn, what, self.policy)
+
+    def _error(self, exc: BaseException, op: str, full: str) -> StorageError:
+        """Turn a boto3/botocore exception into a StorageError naming bucket and key."""
+        where = self._loc(full)
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code, status = _code(exc), _status(exc)
+            msg = str((exc.response.get("Error") or {}).get("Message") or "").strip()
+            text = f"{where}: {op} failed: {code or 'error'} (HTTP {status})"
+            if msg:
+                text += f": {msg}"
+            if code in NOT_FOUND_CODES:
+                return ObjectNotFoundError(f"{where}: no such object ({op}: {code})")
+            return StorageError(text, hint=_HINTS.get(code))
+        if isinstance(
+            exc,
+            botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError,
+        ):
+            return StorageError(
+                f"{where}: {op} failed: no S3 credentials found",
+                hint="set storage.access_key_id and storage.secret_access_key, "
+                "storage.profile, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            )
+        if retry.is_transient(exc):
+            attempts = self.policy.max_attempts
+            return StorageError(
+                f"{where}: {op} failed after {attempts} attempt(s): {retry.describe_error(exc)}",
+                hint=f"check that {self.endpoint_url or 'the S3 endpoint'} is reachable "
+                "(storage.endpoint_url, network, proxy)",
+            )
+        return StorageError(f"{where}: {op} failed: {retry.describe_error(exc)}")
+
+    def _lock_params(self) -> dict[str, Any]:
+        if self.object_lock is None:
+            return {}
+        until = self._clock() + timedelta(days=self.object_lock.days)
+        return {
+            "ObjectLockMode": self.object_lock.mode.upper(),
+            "ObjectLockRetainUntilDate": until,
+        }
+
+    def _read_part(self, src: Readable, size: int) -> bytearray:
+        """Fill one buffer of *size* bytes from *src*; shorter only at the end."""
+        buf = bytearray(size)
+        pos = 0
+        with memoryview(buf) as view:
+            while pos < size:
+                chunk = src.read(min(CHUNK, size - pos))
+                if not chunk:
+                    break
+                n = len(chunk)
+                if n > size - pos:
+                    raise StorageError(f"source returned {n} bytes when at most {size - pos} asked")
+                view[pos : pos + n] = chunk
+                pos += n
+        if pos < size:
+            del buf[pos:]
+        return buf
+
+    def _is_ours(self, full: str, etag: str, size: int) -> bool:
+        """True if *full* exists with exactly this ETag and size (an earlier attempt landed)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except Exception:
+            return False
+        got = str(head.get("ETag", "")).strip('"')
+        return got == etag and int(head.get("ContentLength", -1)) == size
+
+    # -- put -----------------------------------------------------------------
+
+    def put(
+        self, key: str, src: Readable, *, size_hint: int | None = None, if_absent: bool = False
+    ) -> ObjectInfo:
+        """Given a key and a stream of unknown length, upload it. Raise
+        ObjectExistsError (if_absent and the key exists) or StorageError; errors
+        raised by *src* itself propagate unchanged after the upload is aborted."""
+        full = self._full(key)
+        try:
+            part_size = plan_part_size(size_hint, self.part_size)
+        except ValueError as e:
+            raise StorageError(f"{self._loc(full)}: {e}") from e
+        first = self._read_part(src, part_size)
+        if len(first) < part_size:
+            return self._put_single(key, full, first, if_absent)
+        return self._put_multipart(key, full, first, src, part_size, if_absent)
+
+    def _put_single(self, key: str, full: str, body: bytearray, if_absent: bool) -> ObjectInfo:
+        digest = _md5(body)
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "Body": body,
+            "ContentLength": len(body),
+            "ContentMD5": _b64(digest),
+            "ContentType": "application/octet-stream",
+            **self._lock_params(),
+        }
+        if if_absent:
+            params["IfNoneMatch"] = "*"
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self.client.put_object(**params)
+            except botocore.exceptions.ClientError as e:
+                if (
+                    if_absent
+                    and attempts > 1
+                    and _code(e) == "PreconditionFailed"
+                    and self._is_ours(full, digest.hex(), len(body))
+                ):
+                    log.info("%s: an earlier attempt created it", self._loc(full))
+                    return {"ETag": f'"{digest.hex()}"'}
+                raise
+
+        try:
+            resp = self._call(attempt, f"PutObject {self._loc(full)}")
+        except Exception as e:
+            if if_absent and _code(e) == "PreconditionFailed":
+                raise ObjectExistsError(f"{self._loc(full)}: object already exists") from e
+            raise self._error(e, "PutObject", full) from e
+        return ObjectInfo(
+            key=key,
+            size=len(body),
+            modified=self._clock(),
+            etag=str(resp.get("ETag", "")).strip('"') or None,
+        )
+
+    def _upload_part(self, full: str, upload_id: str, number: int, body: bytearray) -> bytes:
+        digest = _md5(body)
+        resp = self._call(
+            lambda: self.client.upload_part(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=len(body),
+                ContentMD5=_b64(digest),
+            ),
+            f"UploadPart {self._loc(full)} part {number}",
+        )
+        etag = str(resp.get("ETag", "")).strip('"')
+        if etag and etag != digest.hex():
+            log.debug("%s part %d: ETag %s is not the MD5", self._loc(full), number, etag)
+        return digest
+
+    def _put_multipart(
+        self,
+        key: str,
+        full: str,
+        first: bytearray,
+        src: Readable,
+        part_size: int,
+        if_absent: bool,
+    ) -> ObjectInfo:
+        loc = self._loc(full)
+        try:
+            created = self._call(
+                lambda: self.client.create_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full,
+                    ContentType="application/octet-stream",
+                    **self._lock_params(),
+                ),
+                f"CreateMultipartUpload {loc}",
+            )
+        except Exception as e:
+            raise self._error(e, "CreateMultipartUpload", full) from e
+        upload_id: str = created["UploadId"]
+        log.debug("%s: multipart upload %s, parts of %d bytes", loc, upload_id, part_size)
+
+        digests: builtins.list[bytes] = []
+        total = 0
+        inflight: Future[bytes] | None = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vkbackup-s3-part")
+        try:
+            buf = first
+            number = 1
+            while True:
+                if inflight is not None:
+                    digests.append(inflight.result())
+                inflight = pool.submit(self._upload_part, full, upload_id, number, buf)
+                total += len(buf)
+                if len(buf) < part_size:
+                    break  # that was the short, last part
+                buf = self._read_part(src, part_size)  # while the previous part uploads
+                if not buf:
+                    break
+                number += 1
+                if number > MAX_PARTS:
+                    raise StorageError(
+                        f"{loc}: the stream is larger than {MAX_PARTS} parts of {part_size} "
+                        f"bytes ({MAX_PARTS * part_size} bytes)",
+                        hint="pass a size hint, or raise storage.part_size_mib",
+                    )
+            digests.append(inflight.result())
+            inflight = None
+            del buf
+            info = self._complete(key, full, upload_id, digests, total, if_absent)
+        except BaseException as e:
+            self._abort_after_failure(full, upload_id, inflight)
+            if isinstance(e, ObjectExistsError | StorageError):
+                raise
+            if isinstance(e, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+                raise self._error(e, "multipart upload", full) from e
+            raise  # the source's own error, Ctrl-C, ...
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return info
+
+    def _complete(
+        self,
+        key: str,
+        full: str,
+        upload_id: str,
+        digests: builtins.list[bytes],
+        total: int,
+        if_absent: bool,
+    ) -> ObjectInfo:
+        loc = self._loc(full)
+        etag = multipart_etag(digests)
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "UploadId": upload_id,
+            "MultipartUpload": {
+                "Parts": [
+                    {"PartNumber": i + 1, "ETag": f'"{d.hex()}"'} for i, d in enumerate(digests)
+                ]
+            },
+        }
+        if if_absent:
+            params["IfNoneMatch"] = "*"
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self.client.complete_multipart_upload(**params)
+            except botocore.exceptions.ClientError as e:
+                # A lost response to an earlier attempt that did complete.
+                if (
+                    attempts > 1
+                    and _code(e) in ("NoSuchUpload", "PreconditionFailed")
+                    and self._is_ours(full, etag, total)
+                ):
+                    log.info("%s: an earlier CompleteMultipartUpload landed", loc)
+                    return {"ETag": f'"{etag}"'}
+                raise
+
+        try:
+            resp = self._call(attempt, f"CompleteMultipartUpload {loc}")
+        except Exception as e:
+            if if_absent and _code(e) == "PreconditionFailed":
+                raise ObjectExistsError(f"{loc}: object already exists") from e
+            raise self._error(e, "CompleteMultipartUpload", full) from e
+        got = str(resp.get("ETag", "")).strip('"')
+        if got and got != etag:
+            log.debug("%s: ETag %s, expected %s (provider-specific ETags)", loc, got, etag)
+        log.debug("%s: %d parts, %d bytes", loc, len(digests), total)
+        return ObjectInfo(key=key, size=total, modified=self._clock(), etag=got or etag)
+
+    def _abort_after_failure(
+        self, full: str, upload_id: str, inflight: Future[bytes] | None
+    ) -> None:
+        loc = self._loc(full)
+        if inflight is not None and not inflight.cancel():
+            with contextlib.suppress(BaseException):
+                inflight.result(timeout=ABORT_WAIT)
+        try:
+            self.abort_upload(self._strip(full), upload_id)
+            log.info("%s: upload failed; multipart upload %s aborted", loc, upload_id)
+        except StorageError as e:
+            log.error(
+                "%s: could not abort multipart upload %s (%s): `vkbackup prune` or a "
+                "lifecycle rule removes it",
+                loc,
+                upload_id,
+                e,
+            )
+
+    # -- read, list, delete --------------------------------------------------
+
+    def open(self, key: str) -> ReadStream:
+        full = self._full(key)
+        try:
+            resp = self._call(
+                lambda: self.client.get_object(Bucket=self.bucket, Key=full),
+                f"GetObject {self._loc(full)}",
+            )
+        except Exception as e:
+            raise self._error(e, "GetObject", full) from e
+        return _S3ReadStream(self, full, resp)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        full = self._full(key)
+        try:
+            resp = self._call(
+                lambda: self.client.head_object(Bucket=self.bucket, Key=full),
+                f"HeadObject {self._loc(full)}",
+            )
+        except Exception as e:
+            err = self._error(e, "HeadObject", full)
+            if isinstance(err, ObjectNotFoundError):
+                return None
+            raise err from e
+        return ObjectInfo(
+            key=key,
+            size=int(resp.get("ContentLength", 0)),
+            modified=resp.get("LastModified"),
+            etag=str(resp.get("ETag", "")).strip('"') or None,
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        s3_prefix = join_key(self.prefix, prefix) if self.prefix else prefix
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": s3_prefix}
+            if token:
+                params["ContinuationToken"] = token
+            try:
+                page = self._call(
+                    _bind(self.client.list_objects_v2, params),
+                    f"ListObjectsV2 {self._loc(s3_prefix)}",
+                )
+            except Exception as e:
+                raise self._error(e, "ListObjectsV2", s3_prefix) from e
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=self._strip(obj["Key"]),
+                    size=int(obj.get("Size", 0)),
+                    modified=obj.get("LastModified"),
+                    etag=str(obj.get("ETag", "")).strip('"') or None,
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        try:
+            self._call(
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=full),
+                f"DeleteObject {self._loc(full)}",
+            )
+        except Exception as e:
+            err = self._error(e, "DeleteObject", full)
+            if isinstance(err, ObjectNotFoundError):
+                return
+            raise err from e
+
+    def retention_until(self, key: str) -> datetime | None:
+        full = self._full(key)
+        try:
+            resp = self._call(
+                lambda: self.client.get_object_retention(Bucket=self.bucket, Key=full),
+                f"GetObjectRetention {self._loc(full)}",
+            )
+        except Exception as e:
+            if _code(e) in NO_LOCK_CODES:
+                if self.head(key) is None:
+                    raise ObjectNotFoundError(f"{self._loc(full)}: no such object") from e
+                return None
+            raise self._error(e, "GetObjectRetention", full) from e
+        until = (resp.get("Retention") or {}).get("RetainUntilDate")
+        return until if isinstance(until, datetime) else None
+
+    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
+        out: builtins.list[tuple[str, str, datetime]] = []
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        if self.prefix:
+            params["Prefix"] = self.prefix + "/"
+        while True:
+            try:
+                page = self._call(
+                    _bind(self.client.list_multipart_uploads, params),
+                    f"ListMultipartUploads {self._loc(self.prefix)}",
+                )
+            except Exception as e:
+                raise self._error(e, "ListMultipartUploads", self.prefix) from e
+            for up in page.get("Uploads", []):
+                out.append((self._strip(up["Key"]), up["UploadId"], up["Initiated"]))
+            if not page.get("IsTruncated"):
+                return out
+            params["KeyMarker"] = page.get("NextKeyMarker", "")
+            params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        full = self._full(key)
+        try:
+            self._call(
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id
+                ),
+                f"AbortMultipartUpload {self._loc(full)} {upload_id}",
+            )
+        except Exception as e:
+            if _code(e) == "NoSuchUpload":
+                return
+            raise self._error(e, "AbortMultipartUpload", full) from e
+
+    # -- diagnostics (storage check) -------------------------------------------
+
+    def check_bucket(self) -> None:
+        """Raise StorageError if the bucket cannot be reached with these credentials."""
+        try:
+            self._call(
+                lambda: self.client.head_bucket(Bucket=self.bucket),
+                f"HeadBucket {self._loc()}",
+            )
+        except Exception as e:
+            err = self._error(e, "HeadBucket", "")
+            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+                err = StorageError(
+                    f"{self._loc()}: bucket does not exist (HeadBucket: {_code(e)})",
+                    hint=_HINTS["NoSuchBucket"],
+                )
+            elif _code(e) == "403":
+                err = StorageError(
+                    f"{self._loc()}: access denied (HeadBucket: HTTP 403)",
+                    hint="check the credentials, storage.region and the bucket policy",
+                )
+            raise err from e
+
+    def versioning_status(self) -> str:
+        try:
+            resp = self._call(
+                lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
+                f"GetBucketVersioning {self._loc()}",
+            )
+        except Exception as e:
+            raise self._error(e, "GetBucketVersioning", "") from e
+        return str(resp.get("Status") or "Disabled")
+
+    def object_lock_status(self) -> LockStatus:
+        try:
+            resp = self._call(
+                lambda: self.client.get_object_lock_configuration(Bucket=self.bucket),
+                f"GetObjectLockConfiguration {self._loc()}",
+            )
+        except Exception as e:
+            if _code(e) in NO_LOCK_CODES:
+                return LockStatus(enabled=False)
+            raise self._error(e, "GetObjectLockConfiguration", "") from e
+        conf = resp.get("ObjectLockConfiguration") or {}
+        rule = (conf.get("Rule") or {}).get("DefaultRetention") or {}
+        return LockStatus(
+            enabled=conf.get("ObjectLockEnabled") == "Enabled",
+            default_mode=rule.get("Mode"),
+            default_days=rule.get("Days"),
+            default_years=rule.get("Years"),
+        )
+
+    def probe_checksums(self, key: str) -> ChecksumProbe:
+        """Write *key* three ways (right MD5, wrong MD5, CRC32 header); report what
+        the server did. Leaves *key* holding the MD5-verified bytes."""
+        full = self._full(key)
+        body = b"vkbackup checksum probe\n"
+        lock = self._lock_params()
+        notes: builtins.list[str] = []
+
+        def put(**extra: Any) -> str | None:
+            try:
+                self._call(
+                    lambda: self.client.put_object(
+                        Bucket=self.bucket, Key=full, Body=body, **lock, **extra
+                    ),
+                    f"PutObject {self._loc(full)} (checksum probe)",
+                )
+                return None
+            except botocore.exceptions.ClientError as e:
+                return _code(e) or str(_status(e))
+
+        bad = put(ContentMD5=_b64(_md5(b"something else")))
+        bad_rejected = bad is not None
+        if bad is not None and bad != "BadDigest":
+            notes.append(f"wrong Content-MD5 refused with {bad}")
+        crc = put(ChecksumAlgorithm="CRC32")
+        if crc is not None:
+            notes.append(f"CRC32 checksum header refused with {crc}")
+        good = put(ContentMD5=_b64(_md5(body)))
+        if good is not None:
+            notes.append(f"correct Content-MD5 refused with {good}")
+        return ChecksumProbe(
+            md5_accepted=good is None,
+            bad_md5_rejected=bad_rejected,
+            crc32_accepted=crc is None,
+            detail="; ".join(notes),
+        )
+
+    def probe_locked_delete(self, key: str) -> bool:
+        """Try to delete the current version of *key* for good (not a delete
+        marker). Return True if the server refused (Object Lock enforced)."""
+        full = self._full(key)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except Exception as e:
+            raise self._error(e, "HeadObject", full) from e
+        version = head.get("VersionId")
+        if not version or version == "null":
+            return False
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) in ("AccessDenied", "InvalidRequest", "ObjectLocked") or _status(e) == 403:
+                return True
+            raise self._error(e, "DeleteObject (version)", full) from e
+        return False
+
+
+class _S3ReadStream:
+    """A GetObject body that resumes at its offset after a transient failure."""
+
+    def __init__(self, storage: S3Storage, full: str, resp: dict[str, Any]) -> None:
+        self._s = storage
+        self._full = full
+        self._body: Any = resp["Body"]
+        self._etag: str | None = resp.get("ETag")
+        self._size = int(resp.get("ContentLength", 0))
+        self._pos = 0
+        self._closed = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        failures = 0
+        while True:
+            try:
+                if self._body is None:
+                    self._reopen()
+                data: bytes = self._body.read(n)
+                self._pos += len(data)
+                return data
+            except StorageError:
+                raise
+            except Exception as e:
+                if not retry.is_transient(e) or failures + 1 >= self._s.policy.max_attempts:
+                    raise self._s._error(e, "GetObject (read)", self._full) from e
+                failures += 1
+                delay = retry.backoff_delay(failures, self._s.policy)
+                log.warning(
+                    "%s: read failed at byte %d: %s; resuming %d/%d in %.1fs",
+                    self._s._loc(self._full),
+                    self._pos,
+                    retry.describe_error(e),
+                    failures,
+                    self._s.policy.max_attempts - 1,
+                    delay,
+                )
+                if self._body is not None:
+                    with contextlib.suppress(Exception):
+                        self._body.close()
+                    self._body = None
+                self._s.policy.sleep(delay)
+
+    def _reopen(self) -> None:
+        """Open the object again at the current offset (same ETag only)."""
+        params: dict[str, Any] = {"Bucket": self._s.bucket, "Key": self._full}
+        if self._pos >= self._size:
+            self._body = _Empty()
+            return
+        if self._pos:
+            params["Range"] = f"bytes={self._pos}-"
+        if self._etag:
+            params["IfMatch"] = self._etag
+        try:
+            resp = self._s.client.get_object(**params)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) == "PreconditionFailed":
+                raise StorageError(
+                    f"{self._s._loc(self._full)}: the object changed while it was being read"
+                ) from e
+            raise
+        self._body = resp["Body"]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._body.close()
+
+
+class _Empty:
+    def read(self, n: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        return None
