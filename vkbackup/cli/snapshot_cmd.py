@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, json_output, yes
-from vkbackup.errors import NotImplementedYetError
+from vkbackup.errors import NotImplementedYetError, PartialFailure, SnapshotError, UsageError
+from vkbackup.progress import human_bytes
 
 
 @click.command("init")
@@ -23,11 +25,90 @@ def init_cmd(host: str, out: str | None, yes: bool) -> None:
 @click.option("--break-lock", is_flag=True, help="Take over a stale lock.")
 @dry_run
 @json_output
+@pass_app
 def snapshot_cmd(
-    host: str | None, only: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool
+    app: AppContext,
+    host: str | None,
+    only: tuple[str, ...],
+    break_lock: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
-    """Stream every source of HOST (default: every configured host) into a snapshot."""
-    raise NotImplementedYetError("snapshot is not implemented yet")
+    """Stream every source of HOST (default: every configured host) into a snapshot.
+
+    Exit codes: 0 every source saved, 3 some failed (the snapshot is marked
+    partial), 1 none (no snapshot is recorded).
+    """
+    from vkbackup.actions.snapshot import plan_snapshot, run_snapshot
+    from vkbackup.progress import Progress
+    from vkbackup.storage import open_storage
+    from vkbackup.transport.ssh import connect
+
+    cfg = app.config()
+    hosts = [host] if host else sorted(cfg.hosts)
+    if not hosts:
+        raise UsageError(
+            f"{cfg.source_file or '(embedded defaults)'}: no hosts configured",
+            hint="vkbackup init user@address writes a config for a host",
+        )
+    storage = open_storage(cfg.storage)
+    if dry_run:
+        doc = {
+            name: [f"{sc.type}:{sc.name}" for sc in plan_snapshot(cfg, name, only)]
+            for name in hosts
+        }
+        if as_json:
+            emit_json({"storage": storage.describe(), "hosts": doc})
+        else:
+            click.echo(f"would snapshot into {storage.describe()}:")
+            for name, srcs in doc.items():
+                h = cfg.hosts[name]
+                click.echo(f"  host {name} ({h.user}@{h.address}:{h.port})")
+                for line in srcs:
+                    click.echo(f"    - {line}")
+        return
+    results = []
+    for name in hosts:
+        progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
+        results.append(
+            run_snapshot(
+                cfg,
+                name,
+                storage=storage,
+                connect=connect,
+                only=only,
+                break_lock=break_lock,
+                progress=progress,
+            )
+        )
+    if as_json:
+        emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
+    elif app.verbosity >= 0:
+        for r in results:
+            click.echo(
+                f"snapshot {r.id} of {r.host}: {r.status}, {human_bytes(r.bytes_new)} new, "
+                f"{human_bytes(r.bytes_reused)} reused, {r.seconds:.1f}s -> {r.storage}"
+            )
+            for sr in r.sources:
+                down = sr.downtime_seconds
+                extra = f", containers down {down:.1f}s" if down else ""
+                line = f"  {sr.status:6} {sr.type:13} {sr.name:24} "
+                line += f"{human_bytes(sr.bytes_new):>10} new {human_bytes(sr.bytes_reused):>10} "
+                line += f"reused {sr.seconds:6.1f}s{extra}"
+                click.echo(line)
+                if sr.error:
+                    click.echo(f"         {sr.error}")
+    failed = [r for r in results if r.status == "failed"]
+    partial = [r for r in results if r.status == "partial"]
+    if failed and len(failed) == len(results):
+        raise SnapshotError(
+            "; ".join(f"snapshot of {r.host} failed: no source could be saved" for r in failed)
+        )
+    if failed or partial:
+        raise PartialFailure(
+            "some sources failed: "
+            + ", ".join(f"{r.host}/{s.name}" for r in results for s in r.sources if s.error)
+        )
 
 
 def register(cli: click.Group) -> None:

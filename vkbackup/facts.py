@@ -1,0 +1,116 @@
+"""Host facts recorded at snapshot time, for restore planning.
+
+gather(t) -> dict with: os_release, docker_version, compose ("v2 x.y" / "v1 x.y" / None),
+containers (name, image, image_id, labels, running, restart policy, mounts,
+networks, ports — never the environment, which holds secrets), volumes,
+networks, tools on the host (zstd, gzip).
+
+Pure helpers: sanitize_container(inspect_doc) -> dict, compose_projects(containers) -> dict.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vkbackup.transport.base import Transport, pipeline_argv
+
+FACTS_SCRIPT = r"""
+echo "== os"; cat /etc/os-release 2>/dev/null || true
+echo "== docker"; docker version --format '{{.Server.Version}}' 2>/dev/null || true
+echo "== compose"
+if docker compose version --short >/dev/null 2>&1; then echo "v2 $(docker compose version --short)";
+elif command -v docker-compose >/dev/null 2>&1; then echo "v1 $(docker-compose version --short)"; fi
+echo "== tools"; for x in zstd gzip tar; do command -v $x >/dev/null 2>&1 && echo $x; done
+echo "== volumes"; docker volume ls -q 2>/dev/null || true
+echo "== containers"; ids=$(docker ps -aq 2>/dev/null || true)
+if [ -n "$ids" ]; then docker inspect $ids; else echo "[]"; fi
+"""
+
+
+def sanitize_container(doc: dict[str, Any]) -> dict[str, Any]:
+    """Given `docker inspect` output for one container, keep what restore needs, no secrets."""
+    cfg = doc.get("Config") or {}
+    host = doc.get("HostConfig") or {}
+    state = doc.get("State") or {}
+    nets = (doc.get("NetworkSettings") or {}).get("Networks") or {}
+    return {
+        "name": str(doc.get("Name", "")).lstrip("/"),
+        "image": cfg.get("Image"),
+        "image_id": doc.get("Image"),
+        "labels": cfg.get("Labels") or {},
+        "running": bool(state.get("Running")),
+        "health": (state.get("Health") or {}).get("Status"),
+        "restart": (host.get("RestartPolicy") or {}).get("Name"),
+        "mounts": [
+            {
+                "type": m.get("Type"),
+                "name": m.get("Name"),
+                "source": m.get("Source"),
+                "destination": m.get("Destination"),
+                "rw": m.get("RW"),
+            }
+            for m in doc.get("Mounts") or []
+        ],
+        "networks": sorted(nets),
+        "ports": sorted((host.get("PortBindings") or {}).keys()),
+        "has_healthcheck": bool(cfg.get("Healthcheck")),
+    }
+
+
+def compose_projects(containers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Group containers by compose project: working dir, config files, services."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in containers:
+        labels = c.get("labels") or {}
+        proj = labels.get("com.docker.compose.project")
+        if not proj:
+            continue
+        p = out.setdefault(
+            proj,
+            {
+                "working_dir": labels.get("com.docker.compose.project.working_dir"),
+                "config_files": labels.get("com.docker.compose.project.config_files"),
+                "services": {},
+            },
+        )
+        svc = labels.get("com.docker.compose.service", c["name"])
+        p["services"][svc] = c["name"]
+    return out
+
+
+def parse_facts(text: str) -> dict[str, Any]:
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("== "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current:
+            sections[current].append(line)
+    os_release: dict[str, str] = {}
+    for line in sections.get("os", []):
+        k, _, v = line.partition("=")
+        if k:
+            os_release[k] = v.strip('"')
+    try:
+        raw = json.loads("\n".join(sections.get("containers", [])) or "[]")
+    except json.JSONDecodeError:
+        raw = []
+    containers = [sanitize_container(c) for c in raw if isinstance(c, dict)]
+    compose = (sections.get("compose") or [""])[0].strip() or None
+    return {
+        "os_release": os_release,
+        "docker_version": (sections.get("docker") or [""])[0].strip() or None,
+        "compose": compose,
+        "tools": [t for t in sections.get("tools", []) if t],
+        "volumes": [v for v in sections.get("volumes", []) if v],
+        "containers": containers,
+        "compose_projects": compose_projects(containers),
+    }
+
+
+def gather(t: Transport) -> dict[str, Any]:
+    """Run the facts script on the host and return the parsed facts."""
+    res = t.run(pipeline_argv(FACTS_SCRIPT))
+    return parse_facts(res.stdout.decode("utf-8", errors="replace"))

@@ -1,0 +1,69 @@
+"""Where things live in storage: pure functions from names to object keys.
+
+    snapshots/<host>/<snapshot-id>.json           the manifest: a snapshot exists once this does
+    data/<host>/<snapshot-id>/<source>/<object>   age-encrypted data objects
+    locks/<host>.lock                             one snapshot per host at a time
+    verify/<host>/<snapshot-id>.json              the last verify result of a snapshot
+
+Snapshot ids sort by time: ``20261126T020000Z-3f9a``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+
+ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def snapshot_time(snapshot_id: str) -> datetime:
+    return datetime.strptime(snapshot_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def _check(name: str, what: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValueError(f"invalid {what} name for a storage key: {name!r}")
+    return name
+
+
+def manifest_key(host: str, snapshot_id: str) -> str:
+    return f"snapshots/{_check(host, 'host')}/{_check(snapshot_id, 'snapshot')}.json"
+
+
+def manifests_prefix(host: str | None = None) -> str:
+    return "snapshots/" if host is None else f"snapshots/{_check(host, 'host')}/"
+
+
+def parse_manifest_key(key: str) -> tuple[str, str] | None:
+    """Given a key, return (host, snapshot id) if it is a manifest key, else None."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "snapshots" or not parts[2].endswith(".json"):
+        return None
+    sid = parts[2][: -len(".json")]
+    if not ID_RE.match(sid) or not NAME_RE.match(parts[1]):
+        return None
+    return parts[1], sid
+
+
+def data_prefix(host: str, snapshot_id: str | None = None) -> str:
+    base = f"data/{_check(host, 'host')}/"
+    return base if snapshot_id is None else base + f"{_check(snapshot_id, 'snapshot')}/"
+
+
+def object_key(host: str, snapshot_id: str, source: str, name: str) -> str:
+    return data_prefix(host, snapshot_id) + f"{_check(source, 'source')}/{_check(name, 'object')}"
+
+
+def lock_key(host: str) -> str:
+    return f"locks/{_check(host, 'host')}.lock"
+
+
+def verify_key(host: str, snapshot_id: str) -> str:
+    return f"verify/{_check(host, 'host')}/{_check(snapshot_id, 'snapshot')}.json"

@@ -1,0 +1,133 @@
+"""One snapshot per host at a time: a lock object in the storage itself.
+
+The lock is `locks/<host>.lock`, created with a conditional put (S3
+If-None-Match / local O_EXCL), holding owner, pid, host, time and snapshot id.
+A second run finds it and refuses, naming the holder. A lock is *stale* when
+its owner process on this machine is gone, or it is older than STALE_AFTER;
+a stale lock is reported with its age and taken over only with --break-lock.
+
+Interface:
+    acquire(storage, host, snapshot_id, *, break_lock=False, now=None) -> LockInfo
+    release(storage, host, info) -> None        only if the lock is still ours
+    describe(info, now) -> str
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from vkbackup import layout
+from vkbackup.catalog import read_small
+from vkbackup.errors import LockError, ObjectExistsError, ObjectNotFoundError
+from vkbackup.logs import get_logger
+from vkbackup.storage.base import Storage
+from vkbackup.streams import BytesReader
+
+log = get_logger("lock")
+STALE_AFTER = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    owner: str  # user@machine of the vkbackup process
+    machine: str
+    pid: int
+    host: str  # the backed-up host
+    time: str  # ISO 8601 UTC
+    snapshot_id: str
+
+
+def _age(info: LockInfo, now: datetime) -> timedelta:
+    try:
+        return now - datetime.fromisoformat(info.time)
+    except ValueError:
+        return timedelta(0)
+
+
+def is_stale(info: LockInfo, now: datetime) -> bool:
+    if info.machine == socket.gethostname():
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return _age(info, now) > STALE_AFTER
+
+
+def describe(info: LockInfo, now: datetime) -> str:
+    age = _age(info, now)
+    mins = int(age.total_seconds() // 60)
+    return (
+        f"held by {info.owner} (pid {info.pid}) for snapshot {info.snapshot_id}, "
+        f"since {info.time} ({mins // 60}h{mins % 60:02d}m ago)"
+    )
+
+
+def _read(storage: Storage, key: str) -> LockInfo | None:
+    try:
+        doc = json.loads(read_small(storage, key, 65536))
+        return LockInfo(**doc)
+    except ObjectNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        return LockInfo("unknown", "unknown", 0, "?", "1970-01-01T00:00:00+00:00", "?")
+
+
+def acquire(
+    storage: Storage,
+    host: str,
+    snapshot_id: str,
+    *,
+    break_lock: bool = False,
+    now: datetime | None = None,
+) -> LockInfo:
+    """Take the host's lock or raise LockError naming who holds it."""
+    now = now or datetime.now(UTC)
+    machine = socket.gethostname()
+    user = os.environ.get("USER") or str(os.getuid())
+    info = LockInfo(
+        owner=f"{user}@{machine}",
+        machine=machine,
+        pid=os.getpid(),
+        host=host,
+        time=now.isoformat(),
+        snapshot_id=snapshot_id,
+    )
+    key = layout.lock_key(host)
+    body = json.dumps(asdict(info)).encode()
+    for attempt in (1, 2):
+        try:
+            storage.put(key, BytesReader(body), if_absent=True)
+            return info
+        except ObjectExistsError:
+            held = _read(storage, key)
+            if held is None:
+                continue  # released meanwhile: try again
+            what = describe(held, now)
+            stale = is_stale(held, now)
+            if break_lock and attempt == 1:
+                log.warning("breaking %slock of host %s: %s", "stale " if stale else "", host, what)
+                storage.delete(key)
+                continue
+            if stale:
+                raise LockError(
+                    f"host {host}: a stale lock remains in {storage.describe()}/{key}: {what}",
+                    hint="make sure no other vkbackup runs for this host, then add --break-lock",
+                ) from None
+            raise LockError(
+                f"host {host}: another snapshot is running: {what}",
+                hint="wait for it to finish; if it crashed, --break-lock takes the lock over",
+            ) from None
+    raise LockError(f"host {host}: could not take the lock {key}")
+
+
+def release(storage: Storage, host: str, info: LockInfo) -> None:
+    key = layout.lock_key(host)
+    held = _read(storage, key)
+    if held is not None and held.pid == info.pid and held.snapshot_id == info.snapshot_id:
+        storage.delete(key)

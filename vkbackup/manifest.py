@@ -1,0 +1,246 @@
+"""The manifest: the one record of a snapshot. Written LAST; a snapshot exists once it does.
+
+A manifest is one JSON object in storage with a public part and a private part:
+
+- public (readable with no key, so `list`, `prune` and a light `verify` work on
+  a machine that holds only public keys): format, id, host, times, tool
+  version, status, and for every object its storage key, ciphertext size and
+  ciphertext sha256, the snapshot that uploaded it (for reused objects: an
+  earlier one), and per source its name, type, status and byte counts.
+- private: an age-encrypted JSON document (base64 in the "private" field)
+  holding everything sensitive: paths of files, row counts, server versions,
+  host facts, plaintext sizes and hashes, error messages.
+
+Interface:
+    ObjectRecord, SourceRecord, Manifest    dataclasses (public part)
+    Manifest.private: dict                  decrypted private part (None until decrypted)
+    encode(manifest, recipients) -> bytes   JSON, private part encrypted to recipients
+    decode(data, name) -> Manifest          validates strictly (hostile input refused
+                                            with IntegrityError naming *name*); private stays sealed
+    open_private(manifest, identities) -> dict
+    objects_by_source(manifest) -> dict[str, list[ObjectRecord]]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vkbackup import layout
+from vkbackup.errors import IntegrityError
+
+FORMAT = "vkbackup-manifest/1"
+STATUSES = ("complete", "partial")
+SOURCE_STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    key: str  # storage key of the age-encrypted object
+    source: str  # source name
+    name: str  # object name within the source (e.g. "dump.pgdump.age")
+    role: str  # what it is: "pg-dump", "pg-globals", "tar", "image", "tar-incremental", ...
+    size: int  # ciphertext bytes in storage
+    sha256: str  # ciphertext sha256 (hex)
+    compression: str = "none"  # applied before encryption: "none" | "gzip" | "zstd"
+    uploaded_in: str = ""  # snapshot id that uploaded it ("" = this one)
+    chain: int = 0  # incremental position: 0 = full
+    # sha256("vkbackup-fp:" + content fingerprint): lets a nightly run (public keys
+    # only) see that a source is unchanged and reuse this object. "" = never reused.
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    name: str
+    type: str
+    status: str  # "ok" | "failed" | "skipped"
+    bytes_new: int = 0  # ciphertext bytes uploaded by this snapshot
+    bytes_reused: int = 0  # ciphertext bytes referenced from earlier snapshots
+    seconds: float = 0.0
+
+
+@dataclass
+class Manifest:
+    id: str
+    host: str
+    started: str  # ISO 8601 UTC
+    finished: str
+    tool_version: str
+    status: str  # "complete" | "partial"
+    objects: list[ObjectRecord] = field(default_factory=list)
+    sources: list[SourceRecord] = field(default_factory=list)
+    private_sealed: str = ""  # base64 of the age-encrypted private JSON
+    private: dict[str, Any] | None = None  # decrypted (or being built)
+
+    @property
+    def bytes_new(self) -> int:
+        return sum(o.size for o in self.objects if not o.uploaded_in or o.uploaded_in == self.id)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    @property
+    def bytes_reused(self) -> int:
+        return self.bytes_total - self.bytes_new
+
+    def origin(self, obj: ObjectRecord) -> str:
+        return obj.uploaded_in or self.id
+
+
+def encode(manifest: Manifest, recipients: Sequence[Any]) -> bytes:
+    """Return the manifest as JSON bytes, its private part encrypted to *recipients*."""
+    from vkbackup.crypto import encrypt_bytes
+
+    private = json.dumps(manifest.private or {}, sort_keys=True, default=str).encode()
+    sealed = base64.b64encode(encrypt_bytes(private, list(recipients))).decode()
+    doc = {
+        "format": FORMAT,
+        "id": manifest.id,
+        "host": manifest.host,
+        "started": manifest.started,
+        "finished": manifest.finished,
+        "tool_version": manifest.tool_version,
+        "status": manifest.status,
+        "objects": [asdict(o) for o in manifest.objects],
+        "sources": [asdict(s) for s in manifest.sources],
+        "private": sealed,
+    }
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def _need(doc: dict[str, Any], key: str, typ: type | tuple[type, ...], name: str) -> Any:
+    if key not in doc:
+        raise IntegrityError(f"{name}: manifest is missing {key!r}")
+    v = doc[key]
+    if isinstance(v, bool) and typ in (int, float, (int, float)):
+        raise IntegrityError(f"{name}: manifest field {key!r} has the wrong type")
+    if not isinstance(v, typ):
+        raise IntegrityError(f"{name}: manifest field {key!r} has the wrong type")
+    return v
+
+
+def decode(data: bytes, name: str) -> Manifest:
+    """Parse and validate manifest bytes. Raise IntegrityError naming *name* if bad."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"{name}: manifest is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{name}: manifest is not a JSON object")
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        raise IntegrityError(f"{name}: unknown manifest format {fmt!r} (expected {FORMAT})")
+    sid = _need(doc, "id", str, name)
+    host = _need(doc, "host", str, name)
+    if not layout.ID_RE.match(sid):
+        raise IntegrityError(f"{name}: bad snapshot id {sid[:40]!r}")
+    if not layout.NAME_RE.match(host):
+        raise IntegrityError(f"{name}: bad host name {host[:40]!r}")
+    status = _need(doc, "status", str, name)
+    if status not in STATUSES:
+        raise IntegrityError(f"{name}: bad status {status[:20]!r}")
+    objects: list[ObjectRecord] = []
+    data_prefix = layout.data_prefix(host)
+    for i, o in enumerate(_need(doc, "objects", list, name)):
+        where = f"{name}: objects[{i}]"
+        if not isinstance(o, dict):
+            raise IntegrityError(f"{where}: not an object")
+        try:
+            rec = ObjectRecord(
+                key=_need(o, "key", str, where),
+                source=_need(o, "source", str, where),
+                name=_need(o, "name", str, where),
+                role=_need(o, "role", str, where),
+                size=_need(o, "size", int, where),
+                sha256=_need(o, "sha256", str, where),
+                compression=_need(o, "compression", str, where),
+                uploaded_in=_need(o, "uploaded_in", str, where),
+                chain=_need(o, "chain", int, where),
+                fingerprint=_need(o, "fingerprint", str, where),
+            )
+        except TypeError:
+            raise IntegrityError(f"{where}: malformed object record") from None
+        origin = rec.uploaded_in or sid
+        expected = layout.data_prefix(host, origin) if layout.ID_RE.match(origin) else None
+        if (
+            expected is None
+            or not rec.key.startswith(data_prefix)
+            or not rec.key.startswith(expected)
+            or ".." in rec.key.split("/")
+            or "//" in rec.key
+        ):
+            raise IntegrityError(
+                f"{where}: object key {rec.key[:120]!r} is outside this host's data"
+            )
+        if (
+            rec.size < 0
+            or len(rec.sha256) != 64
+            or any(c not in "0123456789abcdef" for c in rec.sha256)
+        ):
+            raise IntegrityError(f"{where}: bad size or sha256")
+        if rec.compression not in ("none", "gzip", "zstd"):
+            raise IntegrityError(f"{where}: unknown compression {rec.compression[:20]!r}")
+        if not layout.NAME_RE.match(rec.source):
+            raise IntegrityError(f"{where}: bad source name")
+        objects.append(rec)
+    sources: list[SourceRecord] = []
+    for i, s in enumerate(_need(doc, "sources", list, name)):
+        where = f"{name}: sources[{i}]"
+        if not isinstance(s, dict):
+            raise IntegrityError(f"{where}: not an object")
+        rec_s = SourceRecord(
+            name=_need(s, "name", str, where),
+            type=_need(s, "type", str, where),
+            status=_need(s, "status", str, where),
+            bytes_new=_need(s, "bytes_new", int, where),
+            bytes_reused=_need(s, "bytes_reused", int, where),
+            seconds=float(_need(s, "seconds", (int, float), where)),
+        )
+        if rec_s.status not in SOURCE_STATUSES:
+            raise IntegrityError(f"{where}: bad status")
+        sources.append(rec_s)
+    return Manifest(
+        id=sid,
+        host=host,
+        started=_need(doc, "started", str, name),
+        finished=_need(doc, "finished", str, name),
+        tool_version=_need(doc, "tool_version", str, name),
+        status=status,
+        objects=objects,
+        sources=sources,
+        private_sealed=_need(doc, "private", str, name),
+    )
+
+
+def open_private(manifest: Manifest, identities: Sequence[Any], name: str = "") -> dict[str, Any]:
+    """Decrypt and return the manifest's private part (cached on the manifest)."""
+    if manifest.private is not None:
+        return manifest.private
+    from vkbackup.crypto import decrypt_bytes
+
+    where = name or layout.manifest_key(manifest.host, manifest.id)
+    try:
+        sealed = base64.b64decode(manifest.private_sealed, validate=True)
+    except ValueError:
+        raise IntegrityError(f"{where}: private part is not base64") from None
+    plain = decrypt_bytes(sealed, list(identities), name=f"{where} (private part)")
+    try:
+        doc = json.loads(plain)
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{where}: private part is not JSON") from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{where}: private part is not a JSON object")
+    manifest.private = doc
+    return doc
+
+
+def objects_by_source(manifest: Manifest) -> dict[str, list[ObjectRecord]]:
+    out: dict[str, list[ObjectRecord]] = {}
+    for o in manifest.objects:
+        out.setdefault(o.source, []).append(o)
+    return out

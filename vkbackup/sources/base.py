@@ -1,0 +1,83 @@
+"""The source interface: one module per kind of thing backed up.
+
+A source knows (1) which remote commands produce its streams, (2) what
+metadata to record, and (3) how to put a stream back on a target (restore
+side, in the same module). Commands are argv lists built by plain functions,
+so unit tests read them; the only effect is `Transport`.
+
+Interface:
+    Source.type                      "postgres" | "files" | "docker-volume" | "docker-image"
+    Source.plan(t, ctx) -> SourcePlan
+        Inspect the host with small commands (versions, sizes, who uses a
+        volume) and return the streams to take, each with the argv producing
+        it and a content fingerprint (same fingerprint as an object in an
+        earlier complete snapshot => that object is reused, not re-uploaded).
+    Source.after_stream(t, stream, plan, stderr_tail) -> None
+        Runs once a stream's command succeeded: collect what the stream left
+        behind (row counts file, downtime line) into plan.meta.
+
+    PlanContext: snapshot id, the compressor to use, and the private
+    metadata of this source in the previous complete snapshot (for
+    incremental decisions).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vkbackup.config.model import SourceConfig
+from vkbackup.transport.base import Transport
+
+COMPRESSORS: dict[str, list[str]] = {
+    "gzip": ["gzip", "-1", "-c"],
+    "zstd": ["zstd", "-q", "-T0", "-3", "-c"],
+    "none": [],
+}
+DECOMPRESSORS: dict[str, list[str]] = {
+    "gzip": ["gzip", "-d", "-c"],
+    "zstd": ["zstd", "-q", "-d", "-c"],
+    "none": [],
+}
+SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+
+
+def compress_stage(kind: str) -> str:
+    """Return the shell text ' | gzip -1 -c' (or '') that compresses a pipeline."""
+    argv = COMPRESSORS[kind]
+    return (" | " + shlex.join(argv)) if argv else ""
+
+
+@dataclass
+class StreamPlan:
+    name: str  # object name without ".age", e.g. "dump.pgdump"
+    role: str  # "pg-dump", "pg-globals", "tar", "image"
+    argv: list[str]
+    compression: str = "none"
+    fingerprint: str | None = None  # content identity for reuse; None = always upload
+    size_hint: int | None = None  # expected plaintext size, for multipart part sizing
+    meta: dict[str, Any] = field(default_factory=dict)  # private, per object
+
+
+@dataclass
+class SourcePlan:
+    streams: list[StreamPlan]
+    meta: dict[str, Any] = field(default_factory=dict)  # private, per source
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    snapshot_id: str
+    compressor: str = "gzip"
+    previous_meta: dict[str, Any] | None = None
+
+
+class Source(Protocol):
+    cfg: SourceConfig
+
+    def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan: ...
+
+    def after_stream(
+        self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
+    ) -> None: ...

@@ -1,0 +1,128 @@
+"""`files` source: exact paths and globs (Caddyfile, compose files, `.env`
+files) as one tar stream, keeping mode, owner (numeric) and mtime.
+
+A pattern that matches nothing is an error: a typo must never silently drop a
+file from the backup. `secret = true` changes nothing in the data path (every
+object is encrypted on this machine before it leaves it, and nothing is ever
+written to disk here); it marks the source so that its paths are recorded
+only in the manifest's private part and never logged.
+
+Fingerprint: sha256 over "path mode uid gid size mtime sha256(content)" of
+every file, computed on the host, so an unchanged set is reused, not re-uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from typing import Any
+
+from vkbackup.config.model import SourceConfig
+from vkbackup.errors import SnapshotError
+from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, compress_stage
+from vkbackup.transport.base import Transport, pipeline_argv
+
+MARK = "__VKBACKUP_NOMATCH__"
+
+
+def for_each_match(patterns: tuple[str, ...], body: str) -> str:
+    """Bash that runs *body* with $f set to each match of each pattern, or fails naming
+    the first pattern that matches nothing."""
+    pats = " ".join(shlex.quote(p) for p in patterns)
+    return f"""
+for pat in {pats}; do
+  found=0
+  while IFS= read -r f; do found=1; {body}; done < <(compgen -G "$pat" || true)
+  if [ "$found" = 0 ]; then echo "{MARK} $pat" >&2; exit 3; fi
+done
+"""
+
+
+# One line per match: mode uid gid size mtime digest path. A directory's digest
+# covers the metadata of everything below it (tar takes it recursively).
+STAT_BODY = (
+    'if [ -d "$f" ] && [ ! -L "$f" ]; then '
+    "d=$(find \"$f\" -printf '%p %m %U %G %s %T@ %l\\n' | sort | sha256sum | cut -c1-64); "
+    'elif [ -f "$f" ]; then d=$(sha256sum -- "$f" | cut -c1-64); else d=-; fi; '
+    'printf \'%s %s %s\\n\' "$(stat -c \'%a %u %g %s %Y\' -- "$f")" "$d" "$f"'
+)
+
+
+def stat_script(patterns: tuple[str, ...]) -> str:
+    """Bash that prints one line per matched path: mode uid gid size mtime sha256 path."""
+    return for_each_match(patterns, STAT_BODY)
+
+
+def tar_script(patterns: tuple[str, ...], compressor: str) -> str:
+    """Bash that streams one tar of every match (paths relative to /), compressed."""
+    return (
+        "files=()\n"
+        + for_each_match(patterns, 'files+=("${f#/}")')
+        + 'tar -C / -cf - --numeric-owner -- "${files[@]}"'
+        + compress_stage(compressor)
+        + "\n"
+    )
+
+
+class FilesSource:
+    type = "files"
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+
+    def _missing(self, t: Transport, stderr: str) -> SnapshotError:
+        for line in stderr.splitlines():
+            if line.startswith(MARK):
+                pat = line[len(MARK) + 1 :]
+                return SnapshotError(
+                    f"{t.name}: files source {self.cfg.name!r} ({self.cfg.where}.paths): "
+                    f"nothing matches {pat!r}",
+                    hint="fix the path in the config, or remove it if the file is gone on purpose",
+                )
+        return SnapshotError(
+            f"{t.name}: files source {self.cfg.name!r}: cannot list files: {stderr.strip()[-300:]}"
+        )
+
+    def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
+        res = t.run(pipeline_argv(stat_script(self.cfg.paths)), check=False)
+        if res.status != 0:
+            raise self._missing(t, res.stderr)
+        entries: list[dict[str, Any]] = []
+        for line in res.stdout.decode("utf-8", errors="surrogateescape").splitlines():
+            mode, uid, gid, size, mtime, digest, path = line.split(" ", 6)
+            entries.append(
+                {
+                    "path": path,
+                    "mode": mode,
+                    "uid": int(uid),
+                    "gid": int(gid),
+                    "size": int(size),
+                    "mtime": int(mtime),
+                    "sha256": digest,
+                }
+            )
+        fp = hashlib.sha256(
+            "\n".join(
+                f"{e['path']} {e['mode']} {e['uid']} {e['gid']} {e['size']} {e['mtime']} "
+                f"{e['sha256']}"
+                for e in sorted(entries, key=lambda e: str(e["path"]))
+            ).encode("utf-8", errors="surrogateescape")
+        ).hexdigest()
+        total = sum(int(e["size"]) for e in entries)
+        stream = StreamPlan(
+            name="files.tar" + ({"gzip": ".gz", "zstd": ".zst"}.get(ctx.compressor, "")),
+            role="tar",
+            argv=pipeline_argv(tar_script(self.cfg.paths, ctx.compressor)),
+            compression=ctx.compressor,
+            fingerprint="files:" + fp,
+            size_hint=total,
+        )
+        return SourcePlan(
+            streams=[stream],
+            meta={"files": entries, "secret": self.cfg.secret, "patterns": list(self.cfg.paths)},
+        )
+
+    def after_stream(
+        self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
+    ) -> None:
+        return None

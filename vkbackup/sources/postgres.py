@@ -1,0 +1,169 @@
+"""`postgres` source: a consistent `pg_dump -Fc` of one database in a container,
+its roles (`pg_dumpall --globals-only`), and per-table row counts taken from
+the SAME MVCC snapshot as the dump (so a restore can compare them exactly).
+
+How (all on the host, through `docker exec`, never a pty):
+  1. a psql session opens a REPEATABLE READ transaction and exports its
+     snapshot (`pg_export_snapshot()`), counts the rows of every table in
+     it into a root-only temp file, and keeps the transaction open;
+  2. `pg_dump -Fc -Z<level> --snapshot=<id>` streams the dump out;
+  3. the transaction ends; `after_stream` reads and removes the counts file.
+
+Recorded (private part): server version (and major), extensions, the
+container's image, database size, row counts.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from vkbackup.config.model import SourceConfig
+from vkbackup.errors import SnapshotError
+from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan
+from vkbackup.transport.base import Transport, pipeline_argv
+
+END_MARK = "__VKBACKUP_END__"
+
+COUNTS_SQL = (
+    "SELECT n.nspname || '.' || c.relname || E'\\t' || "
+    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
+    "n.nspname, c.relname), false, true, '')))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1;"
+)
+
+INFO_SQL = (
+    "SELECT 'version_num', current_setting('server_version_num') "
+    "UNION ALL SELECT 'version', current_setting('server_version') "
+    "UNION ALL SELECT 'size', pg_database_size(current_database())::text "
+    "UNION ALL SELECT 'encoding', pg_encoding_to_char(encoding) FROM pg_database "
+    "WHERE datname = current_database() "
+    "UNION ALL SELECT 'extension', extname || ' ' || extversion FROM pg_extension;"
+)
+
+
+def counts_file(snapshot_id: str, source: str) -> str:
+    return f"/tmp/vkbackup-{snapshot_id}-{source}.counts"
+
+
+def psql_argv(container: str, user: str, database: str, sql: str) -> list[str]:
+    """argv running one SQL text in the container, unaligned tab-separated output."""
+    return [
+        "docker", "exec", "-i", container,
+        "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+        "-U", user, "-d", database, "-c", sql,
+    ]  # fmt: skip
+
+
+def dump_script(container: str, user: str, database: str, level: int, counts_path: str) -> str:
+    """Return the bash script that streams a consistent dump (see the module docstring)."""
+    q = shlex.quote
+    return f"""
+umask 077
+C={q(container)}; U={q(user)}; D={q(database)}; COUNTS={q(counts_path)}
+coproc PSQL {{ docker exec -i "$C" psql -X -q -A -t -v ON_ERROR_STOP=1 -U "$U" -d "$D"; }}
+IN=${{PSQL[1]}}; OUT=${{PSQL[0]}}
+printf '%s\\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' \
+  'SELECT pg_export_snapshot();' >&$IN
+IFS= read -r -t 120 SNAP <&$OUT || {{ echo "psql in $C did not export a snapshot" >&2; exit 1; }}
+printf '%s\\n' {q(COUNTS_SQL)} "SELECT '{END_MARK}';" >&$IN
+: > "$COUNTS"; line=
+while IFS= read -r -t 3600 line <&$OUT; do
+  [ "$line" = '{END_MARK}' ] && break
+  printf '%s\\n' "$line" >> "$COUNTS"
+done
+[ "$line" = '{END_MARK}' ] || {{ echo "row counting in $C failed" >&2; exit 1; }}
+docker exec "$C" pg_dump -U "$U" -d "$D" -Fc -Z {int(level)} --snapshot="$SNAP"
+printf '%s\\n' 'COMMIT;' '\\q' >&$IN
+wait
+"""
+
+
+def globals_argv(container: str, user: str) -> list[str]:
+    return ["docker", "exec", container, "pg_dumpall", "-U", user, "--globals-only"]
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        table, _, count = line.rpartition("\t")
+        out[table] = int(count)
+    return out
+
+
+class PostgresSource:
+    type = "postgres"
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        assert cfg.container and cfg.database
+        self.container: str = cfg.container
+        self.database: str = cfg.database
+
+    def info(self, t: Transport) -> dict[str, Any]:
+        res = t.run(psql_argv(self.container, self.cfg.user, self.database, INFO_SQL), check=False)
+        if res.status != 0:
+            raise SnapshotError(
+                f"{t.name}: postgres source {self.cfg.name!r} ({self.cfg.where}): cannot query "
+                f"database {self.database!r} in container {self.container!r}: "
+                f"{res.stderr.strip()[-400:]}"
+            )
+        info: dict[str, Any] = {"extensions": []}
+        for line in res.stdout.decode().splitlines():
+            key, _, value = line.partition("\t")
+            if key == "extension":
+                info["extensions"].append(value)
+            elif key:
+                info[key] = value
+        num = int(info.get("version_num", "0"))
+        info["major"] = num // 10000 if num >= 100000 else num // 100
+        image = t.run(["docker", "inspect", "-f", "{{.Config.Image}}", self.container], check=False)
+        info["image"] = image.stdout.decode().strip()
+        return info
+
+    def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
+        info = self.info(t)
+        size = int(info.get("size", "0") or 0)
+        path = counts_file(ctx.snapshot_id, self.cfg.name)
+        streams = [
+            StreamPlan(
+                name="dump.pgdump",
+                role="pg-dump",
+                argv=pipeline_argv(
+                    dump_script(
+                        self.container, self.cfg.user, self.database, self.cfg.compress_level, path
+                    )
+                ),
+                compression="none",  # pg_dump -Fc compresses itself
+                size_hint=size or None,
+                meta={"counts_file": path},
+            )
+        ]
+        if self.cfg.globals:
+            streams.append(
+                StreamPlan(
+                    name="globals.sql",
+                    role="pg-globals",
+                    argv=globals_argv(self.container, self.cfg.user),
+                )
+            )
+        meta = {
+            "container": self.container,
+            "database": self.database,
+            "user": self.cfg.user,
+            "server": info,
+        }
+        return SourcePlan(streams=streams, meta=meta)
+
+    def after_stream(
+        self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
+    ) -> None:
+        if stream.role != "pg-dump":
+            return
+        path = stream.meta.pop("counts_file")
+        res = t.run(pipeline_argv(f"cat {shlex.quote(path)}; rm -f {shlex.quote(path)}"))
+        plan.meta["row_counts"] = parse_counts(res.stdout.decode())
