@@ -10,7 +10,7 @@ Interface (every backend implements `Storage`):
         failure nothing is left half-visible (multipart aborted / temp removed).
         if_absent=True: fail with ObjectExistsError if the key exists (locks).
         A partly consumed stream is never retried from the middle.
-    open(key) -> ReadStream         streaming get; raises ObjectNotFoundError
+    open(key) -> ReadStream         streaming get (a context manager); ObjectNotFoundError
     head(key) -> ObjectInfo | None
     list(prefix) -> Iterator[ObjectInfo]   keys under prefix, any order
     delete(key) -> None             missing key is not an error
@@ -36,7 +36,8 @@ import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from vkbackup.errors import StorageError
 from vkbackup.streams import Readable
@@ -77,9 +78,21 @@ class ObjectInfo:
 
 
 class ReadStream(Protocol):
+    """What open() returns: a Readable that must be closed (usable with `with`)."""
+
     def read(self, n: int = -1, /) -> bytes: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
 
 
 class Storage(Protocol):

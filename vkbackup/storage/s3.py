@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import boto3
@@ -830,6 +831,18 @@ class _S3ReadStream:
                 ) from e
             raise
         self._body = resp["Body"]
+
+    def __enter__(self) -> _S3ReadStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
         if not self._closed:
