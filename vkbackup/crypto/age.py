@@ -60,6 +60,7 @@ FILE_KEY_SIZE = 16
 MAX_HEADER_SIZE = 1024 * 1024
 _HEADER_READ = 16 * 1024
 _ALL_READ = 1024 * 1024
+_MAX_RESERVE = 16 * 1024 * 1024
 _WHITESPACE = b" \t\r\n"
 
 # 12-byte AEAD nonce: 3 zero bytes + 8-byte counter = 11-byte big-endian counter, then the flag.
@@ -94,19 +95,36 @@ class _Output:
         """Bytes ready to be taken."""
         return self._end - self._start
 
+    def _make_room(self, capacity: int) -> None:
+        ready = self._end - self._start
+        if self._start:
+            self._view[:ready] = self._view[self._start : self._end]
+            self._start, self._end = 0, ready
+        if capacity > len(self._buf):
+            bigger = bytearray(capacity)
+            bigger[:ready] = self._view[:ready]
+            self._view.release()
+            self._buf = bigger
+            self._view = memoryview(bigger)
+
+    def reserve(self, n: int) -> None:
+        """Size the buffer for a read(n): n bytes plus two sealed chunks of slack.
+
+        Reads larger than 16 MiB are not reserved up front (the buffer grows
+        as data arrives), so read(huge) does not allocate "huge" on its own.
+        """
+        want = min(n, _MAX_RESERVE) + 2 * SEALED_CHUNK_SIZE
+        if want > len(self._buf):
+            self._make_room(want)
+
     def slot(self, k: int) -> memoryview:
         """Return a writable view of the next *k* bytes (commit() them once written)."""
         if self._end + k > len(self._buf):
             ready = self._end - self._start
-            if self._start:
-                self._view[:ready] = self._view[self._start : self._end]
-                self._start, self._end = 0, ready
-            if ready + k > len(self._buf):
-                bigger = bytearray(max(ready + k, 2 * len(self._buf)))
-                bigger[:ready] = self._view[:ready]
-                self._view.release()
-                self._buf = bigger
-                self._view = memoryview(bigger)
+            capacity = len(self._buf)
+            if ready + k > capacity:
+                capacity = max(ready + k, 2 * capacity)
+            self._make_room(capacity)
         return self._view[self._end : self._end + k]
 
     def commit(self, k: int) -> None:
@@ -196,6 +214,7 @@ class EncryptingReader:
             while not self._eof:
                 self._fill(_ALL_READ)
             return self._out.take_all()
+        self._out.reserve(n)
         while self._out.size < n and not self._eof:
             self._fill(n - self._out.size)
         return self._out.take(n)
@@ -404,6 +423,7 @@ class DecryptingReader:
             while not self._eof:
                 self._fill(_ALL_READ)
             return self._out.take_all()
+        self._out.reserve(n)
         while self._out.size < n and not self._eof:
             self._fill(n - self._out.size)
         return self._out.take(n)
