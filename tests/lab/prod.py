@@ -1,0 +1,813 @@
+"""Lay out and start the production host of the lab, like VisualKit's VPS.
+
+On the prod host (a lab host container, driven with `docker exec` from outside):
+    /etc/caddy/Caddyfile                 api, agent, janus, cdn, support .visualkit.test
+    /opt/{platform-api,vk-agent,chatwoot,janus,caddy}/docker-compose.yml  (0644)
+    /opt/{platform-api,vk-agent,chatwoot,janus}/.env                      (0600, secrets)
+    /srv/lab-build/<image>/              Dockerfiles the images were built from
+Images built there (FROM debian-lab:bookworm, the lab's app base): see IMAGES.
+Containers (compose v1 with container_name, so they carry compose labels): CONTAINERS.
+Named volumes: VOLUMES (chatwoot storage, postgres data, redis data, janus config,
+caddy data), seeded deterministically for a scale.
+
+Interface:
+    IMAGES, CONTAINERS, VOLUMES, PROJECTS, HEALTH_URLS, SERVICES_PORTS
+    make_secrets() -> dict[str, dict[str, str]]     project -> .env secret keys -> values
+    env_files(secrets) -> dict[str, str]             project -> .env text
+    populate(app_image, secrets, scale) -> dict      does everything; returns facts for state.json
+    containers_running() -> dict[str, bool]
+    health() -> dict[str, int]                       HTTP status per URL (curl inside prod)
+    row_counts() -> dict[str, int]
+    psql(sql, database=DATABASE) -> str
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets as pysecrets
+import string
+import tarfile
+import time
+from pathlib import Path
+
+from tests.lab import database
+from tests.lab.paths import DOMAIN, HOSTS
+from tests.lab.sh import LabError, dexec, docker, docker_bin, log, wait_for
+
+PROD = HOSTS["prod"].container
+FILES = Path(__file__).resolve().parent / "files"
+BASE_TAG = "debian-lab:bookworm"
+BUILD_DIR = "/srv/lab-build"
+
+# image tag -> (build context name, Dockerfile text)
+PROJECTS = ("chatwoot", "platform-api", "vk-agent", "janus", "caddy")
+CONTAINERS: dict[str, str] = {
+    # container -> compose project
+    "chatwoot-postgres-1": "chatwoot",
+    "chatwoot-redis-1": "chatwoot",
+    "chatwoot-chatwoot-1": "chatwoot",
+    "chatwoot-chatwoot-sidekiq-1": "chatwoot",
+    "platform-api": "platform-api",
+    "vk-agent": "vk-agent",
+    "janus-gateway": "janus",
+    "caddy": "caddy",
+}
+VOLUMES: dict[str, str] = {
+    # volume -> what it holds
+    "chatwoot_storage_data": "Chatwoot attachments (/app/storage)",
+    "chatwoot_postgres_data": "PostgreSQL data directory",
+    "chatwoot_redis_data": "Redis dump (/data)",
+    "janus_config": "Janus configuration (/usr/local/etc/janus)",
+    "caddy_data": "Caddy certificates and state (/data)",
+}
+SERVICE_PORTS = {"platform-api": 8000, "vk-agent": 8100, "janus-gateway": 8088, "chatwoot": 3000}
+HEALTH_URLS = {
+    **{f"http://127.0.0.1:{p}/health": name for name, p in SERVICE_PORTS.items()},
+    **{
+        f"https://{sub}.{DOMAIN}/health": sub for sub in ("api", "agent", "janus", "cdn", "support")
+    },
+}
+
+_APP_DOCKERFILE = """\
+FROM {base}
+LABEL org.opencontainers.image.title="{service}" \\
+      org.opencontainers.image.vendor="VisualKit (lab stand-in)"
+COPY app.py /app/app.py
+WORKDIR /app
+{extra}ENV SERVICE={service} PORT={port} REQUIRED_ENV={required}
+EXPOSE {port}
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \\
+    CMD curl -fsS http://127.0.0.1:{port}/health >/dev/null || exit 1
+CMD ["python3", "/app/app.py"]
+"""
+
+_PG_ENTRYPOINT = """\
+#!/bin/sh
+# PostgreSQL 15 for the vkbackup lab: initdb on first start (password from the env), then run.
+set -eu
+: "${PGDATA:=/var/lib/postgresql/data}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
+    pwfile=$(mktemp)
+    printf '%s\\n' "$POSTGRES_PASSWORD" > "$pwfile"
+    initdb -D "$PGDATA" -U postgres --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \\
+        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    rm -f "$pwfile"
+    {
+        echo "listen_addresses = '*'"
+        echo "unix_socket_directories = '/var/run/postgresql'"
+        echo "max_connections = 50"
+        echo "shared_buffers = 64MB"
+        echo "jit = off"
+    } >> "$PGDATA/postgresql.conf"
+    echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+fi
+exec "$@"
+"""
+
+_DOCKERFILES: dict[str, str] = {
+    "platform-api:latest": _APP_DOCKERFILE.format(
+        base=BASE_TAG,
+        service="platform-api",
+        port=8000,
+        required="JWT_SECRET,DATABASE_URL",
+        extra="",
+    ),
+    "vk-agent:latest": _APP_DOCKERFILE.format(
+        base=BASE_TAG, service="vk-agent", port=8100, required="AGENT_API_TOKEN", extra=""
+    ),
+    "janus-gateway:latest": _APP_DOCKERFILE.format(
+        base=BASE_TAG,
+        service="janus-gateway",
+        port=8088,
+        required="JANUS_ADMIN_SECRET",
+        extra="RUN mkdir -p /usr/local/etc/janus\n"
+        "ENV REQUIRED_FILES=/usr/local/etc/janus/janus.jcfg\n",
+    ),
+    "chatwoot:lab": _APP_DOCKERFILE.format(
+        base=BASE_TAG,
+        service="chatwoot",
+        port=3000,
+        required="SECRET_KEY_BASE,POSTGRES_PASSWORD,REDIS_PASSWORD",
+        extra="RUN mkdir -p /app/storage\n"
+        "ENV STORAGE_DIR=/app/storage DEPENDS_TCP=postgres:5432,redis:6379\n",
+    ),
+    "postgres:15-lab": f"""\
+FROM {BASE_TAG}
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh \\
+ && mkdir -p /var/lib/postgresql/data /var/run/postgresql \\
+ && chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql \\
+ && chmod 0700 /var/lib/postgresql/data && chmod 2775 /var/run/postgresql
+ENV PGDATA=/var/lib/postgresql/data
+USER postgres
+EXPOSE 5432
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD pg_isready -q -U postgres || exit 1
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["postgres"]
+""",
+    "redis:lab": f"""\
+FROM {BASE_TAG}
+RUN mkdir -p /data && chown redis:redis /data && chmod 0750 /data
+WORKDIR /data
+USER redis
+EXPOSE 6379
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 \\
+    CMD redis-cli --no-auth-warning -a "$REDIS_PASSWORD" ping | grep -q PONG || exit 1
+CMD ["redis-server", "--dir", "/data", "--protected-mode", "no"]
+""",
+    "caddy:lab": f"""\
+FROM {BASE_TAG}
+ENV XDG_DATA_HOME=/data XDG_CONFIG_HOME=/config
+RUN mkdir -p /data /config
+EXPOSE 80 443
+CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+""",
+}
+IMAGES = tuple(_DOCKERFILES)
+
+CADDYFILE = f"""\
+# VisualKit production ingress (vkbackup lab). Certificates from Caddy's local CA.
+{{
+	email ops@{DOMAIN}
+	local_certs
+	skip_install_trust
+}}
+
+api.{DOMAIN} {{
+	encode gzip
+	reverse_proxy 127.0.0.1:8000
+}}
+
+agent.{DOMAIN} {{
+	reverse_proxy 127.0.0.1:8100
+}}
+
+janus.{DOMAIN} {{
+	reverse_proxy 127.0.0.1:8088
+}}
+
+cdn.{DOMAIN} {{
+	header Cache-Control "public, max-age=31536000, immutable"
+	reverse_proxy 127.0.0.1:8000
+}}
+
+support.{DOMAIN} {{
+	reverse_proxy 127.0.0.1:3000
+}}
+"""
+
+COMPOSE: dict[str, str] = {
+    "chatwoot": """\
+version: "3.8"
+# Chatwoot (as in chatwoot/chatwoot docker-compose.production.yaml, with lab images)
+services:
+  chatwoot:
+    image: chatwoot:lab
+    container_name: chatwoot-chatwoot-1
+    env_file: .env
+    depends_on:
+      - postgres
+      - redis
+    volumes:
+      - storage_data:/app/storage
+    ports:
+      - "127.0.0.1:3000:3000"
+    restart: always
+  chatwoot-sidekiq:
+    image: chatwoot:lab
+    container_name: chatwoot-chatwoot-sidekiq-1
+    env_file: .env
+    environment:
+      - SERVICE=chatwoot-sidekiq
+      - PORT=3001
+    depends_on:
+      - postgres
+      - redis
+    volumes:
+      - storage_data:/app/storage
+    healthcheck:
+      test: ["CMD-SHELL", "curl -fsS http://127.0.0.1:3001/health >/dev/null || exit 1"]
+      interval: 5s
+    restart: always
+  postgres:
+    image: postgres:15-lab
+    container_name: chatwoot-postgres-1
+    environment:
+      - POSTGRES_DB=chatwoot_production
+      - POSTGRES_USER=postgres
+      - POSTGRES_PASSWORD=${POSTGRES_PASSWORD}
+    volumes:
+      - postgres_data:/var/lib/postgresql/data
+    restart: always
+  redis:
+    image: redis:lab
+    container_name: chatwoot-redis-1
+    env_file: .env
+    command:
+      - sh
+      - -c
+      - exec redis-server --dir /data --protected-mode no --requirepass "$REDIS_PASSWORD"
+    volumes:
+      - redis_data:/data
+    restart: always
+
+volumes:
+  storage_data:
+  postgres_data:
+  redis_data:
+""",
+    "platform-api": """\
+version: "3.8"
+services:
+  platform-api:
+    image: platform-api:latest
+    container_name: platform-api
+    env_file: .env
+    ports:
+      - "127.0.0.1:8000:8000"
+    restart: unless-stopped
+""",
+    "vk-agent": """\
+version: "3.8"
+services:
+  vk-agent:
+    image: vk-agent:latest
+    container_name: vk-agent
+    env_file: .env
+    ports:
+      - "127.0.0.1:8100:8100"
+    restart: unless-stopped
+""",
+    "janus": """\
+version: "3.8"
+services:
+  janus-gateway:
+    image: janus-gateway:latest
+    container_name: janus-gateway
+    env_file: .env
+    volumes:
+      - config:/usr/local/etc/janus
+    ports:
+      - "127.0.0.1:8088:8088"
+    restart: unless-stopped
+
+volumes:
+  config:
+""",
+    "caddy": """\
+version: "3.8"
+services:
+  caddy:
+    image: caddy:lab
+    container_name: caddy
+    network_mode: host
+    volumes:
+      - /etc/caddy/Caddyfile:/etc/caddy/Caddyfile:ro
+      - data:/data
+    restart: unless-stopped
+
+volumes:
+  data:
+""",
+}
+
+
+def _token(n: int) -> str:
+    return pysecrets.token_urlsafe(n)
+
+
+def _akid() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return "AKIA" + "".join(pysecrets.choice(alphabet) for _ in range(16))
+
+
+def make_secrets() -> dict[str, dict[str, str]]:
+    """Return fresh random secrets: project -> {ENV_NAME: value}."""
+    janus_api = pysecrets.token_hex(20)
+    return {
+        "platform-api": {
+            "DB_PASSWORD": _token(24),
+            "JWT_SECRET": pysecrets.token_hex(32),
+            "JWT_REFRESH_SECRET": pysecrets.token_hex(32),
+            "S3_ACCESS_KEY_ID": _akid(),
+            "S3_SECRET_ACCESS_KEY": _token(30),
+            "STRIPE_SECRET_KEY": "sk_live_" + _token(24),
+            "OPENAI_API_KEY": "sk-proj-" + _token(36),
+        },
+        "vk-agent": {
+            "AGENT_API_TOKEN": pysecrets.token_hex(24),
+            "JWT_SECRET": pysecrets.token_hex(32),
+            "OPENAI_API_KEY": "sk-proj-" + _token(36),
+            "JANUS_API_SECRET": janus_api,
+        },
+        "janus": {
+            "JANUS_ADMIN_SECRET": pysecrets.token_hex(20),
+            "JANUS_API_SECRET": janus_api,
+            "TURN_SECRET": _token(24),
+        },
+        "chatwoot": {
+            "SECRET_KEY_BASE": pysecrets.token_hex(64),
+            "POSTGRES_PASSWORD": _token(24),
+            "CHATWOOT_DB_PASSWORD": _token(24),
+            "ANALYST_DB_PASSWORD": _token(24),
+            "REDIS_PASSWORD": _token(24),
+            "SMTP_PASSWORD": _token(20),
+            "AWS_ACCESS_KEY_ID": _akid(),
+            "AWS_SECRET_ACCESS_KEY": _token(30),
+        },
+    }
+
+
+def env_files(secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Return project -> `.env` text (plain settings and the secrets of *secrets*)."""
+    p, a, j, c = (secrets[k] for k in ("platform-api", "vk-agent", "janus", "chatwoot"))
+    files = {
+        "platform-api": [
+            "# platform-api production settings",
+            "NODE_ENV=production",
+            f"PUBLIC_URL=https://api.{DOMAIN}",
+            f"DATABASE_URL=postgresql://vk_api:{p['DB_PASSWORD']}@db.internal.{DOMAIN}:5432/platform",
+            f"JWT_SECRET={p['JWT_SECRET']}",
+            f"JWT_REFRESH_SECRET={p['JWT_REFRESH_SECRET']}",
+            "S3_BUCKET=visualkit-media",
+            f"S3_ACCESS_KEY_ID={p['S3_ACCESS_KEY_ID']}",
+            f"S3_SECRET_ACCESS_KEY={p['S3_SECRET_ACCESS_KEY']}",
+            f"STRIPE_SECRET_KEY={p['STRIPE_SECRET_KEY']}",
+            f"OPENAI_API_KEY={p['OPENAI_API_KEY']}",
+            f"CDN_URL=https://cdn.{DOMAIN}",
+        ],
+        "vk-agent": [
+            "# vk-agent",
+            "LOG_LEVEL=info",
+            f"PLATFORM_API_URL=https://api.{DOMAIN}",
+            f"AGENT_API_TOKEN={a['AGENT_API_TOKEN']}",
+            f"JWT_SECRET={a['JWT_SECRET']}",
+            f"OPENAI_API_KEY={a['OPENAI_API_KEY']}",
+            f"JANUS_URL=https://janus.{DOMAIN}/janus",
+            f"JANUS_API_SECRET={a['JANUS_API_SECRET']}",
+        ],
+        "janus": [
+            "# Janus WebRTC gateway",
+            f"JANUS_ADMIN_SECRET={j['JANUS_ADMIN_SECRET']}",
+            f"JANUS_API_SECRET={j['JANUS_API_SECRET']}",
+            f"TURN_SECRET={j['TURN_SECRET']}",
+            f"TURN_SERVER=turn:turn.{DOMAIN}:3478",
+        ],
+        "chatwoot": [
+            "# Chatwoot (see chatwoot/chatwoot .env.example)",
+            f"SECRET_KEY_BASE={c['SECRET_KEY_BASE']}",
+            f"FRONTEND_URL=https://support.{DOMAIN}",
+            "RAILS_ENV=production",
+            "NODE_ENV=production",
+            "INSTALLATION_ENV=docker",
+            "POSTGRES_HOST=postgres",
+            "POSTGRES_USERNAME=postgres",
+            f"POSTGRES_PASSWORD={c['POSTGRES_PASSWORD']}",
+            f"POSTGRES_DATABASE={database.DATABASE}",
+            f"DATABASE_URL=postgres://{database.APP_ROLE}:{c['CHATWOOT_DB_PASSWORD']}"
+            f"@postgres:5432/{database.DATABASE}",
+            f"CHATWOOT_DB_PASSWORD={c['CHATWOOT_DB_PASSWORD']}",
+            f"ANALYST_DB_PASSWORD={c['ANALYST_DB_PASSWORD']}",
+            f"REDIS_URL=redis://:{c['REDIS_PASSWORD']}@redis:6379",
+            f"REDIS_PASSWORD={c['REDIS_PASSWORD']}",
+            "ACTIVE_STORAGE_SERVICE=local",
+            f"SMTP_ADDRESS=smtp.{DOMAIN}",
+            "SMTP_USERNAME=chatwoot",
+            f"SMTP_PASSWORD={c['SMTP_PASSWORD']}",
+            f"AWS_ACCESS_KEY_ID={c['AWS_ACCESS_KEY_ID']}",
+            f"AWS_SECRET_ACCESS_KEY={c['AWS_SECRET_ACCESS_KEY']}",
+        ],
+    }
+    return {k: "\n".join(v) + "\n" for k, v in files.items()}
+
+
+def janus_config(secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Return the Janus configuration files (they hold the admin and API secrets)."""
+    j = secrets["janus"]
+    return {
+        "janus.jcfg": f"""general: {{
+\tconfigs_folder = "/usr/local/etc/janus"
+\tplugins_folder = "/usr/local/lib/janus/plugins"
+\tdebug_level = 4
+\tadmin_secret = "{j["JANUS_ADMIN_SECRET"]}"
+\tapi_secret = "{j["JANUS_API_SECRET"]}"
+}}
+media: {{
+\trtp_port_range = "20000-20200"
+}}
+nat: {{
+\tturn_server = "turn.{DOMAIN}"
+\tturn_port = 3478
+\tturn_rest_api_key = "{j["TURN_SECRET"]}"
+}}
+""",
+        "janus.plugin.videoroom.jcfg": """general: {
+\tstring_ids = true
+}
+room-1234: {
+\tdescription = "VisualKit demo room"
+\tpublishers = 6
+\tbitrate = 512000
+}
+""",
+        "janus.transport.http.jcfg": """general: {
+\tjson = "indented"
+\tbase_path = "/janus"
+\thttp = true
+\tport = 8088
+}
+admin: {
+\tadmin_base_path = "/admin"
+\tadmin_http = false
+}
+""",
+        "janus.transport.websockets.jcfg": """general: {
+\tws = true
+\tws_port = 8188
+}
+""",
+    }
+
+
+def _tar(entries: list[tuple[str, bytes | None, int]], mtime: int = 1_700_000_000) -> bytes:
+    """Build a tar of (path, content or None for a directory, mode), owned by root."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for path, data, mode in entries:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.mode = mode
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = mtime
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _on_prod(argv: list[str], *, input: bytes | None = None, timeout: float = 600) -> str:
+    cp = dexec(PROD, argv, input=input, timeout=timeout)
+    return cp.stdout.decode("utf-8", "replace").strip()
+
+
+def _sh(script: str, *, input: bytes | None = None, timeout: float = 600) -> str:
+    return _on_prod(["bash", "-o", "pipefail", "-ec", script], input=input, timeout=timeout)
+
+
+def _put_files(secrets: dict[str, dict[str, str]]) -> None:
+    envs = env_files(secrets)
+    entries: list[tuple[str, bytes | None, int]] = [
+        ("/etc/caddy", None, 0o755),
+        ("/etc/caddy/Caddyfile", CADDYFILE.encode(), 0o644),
+        ("/opt", None, 0o755),
+    ]
+    for project in PROJECTS:
+        entries.append((f"/opt/{project}", None, 0o755))
+        entries.append((f"/opt/{project}/docker-compose.yml", COMPOSE[project].encode(), 0o644))
+        if project in envs:
+            entries.append((f"/opt/{project}/.env", envs[project].encode(), 0o600))
+    app_py = (FILES / "app.py").read_bytes()
+    entries.append((BUILD_DIR, None, 0o755))
+    for image, dockerfile in _DOCKERFILES.items():
+        ctx = f"{BUILD_DIR}/{_ctx(image)}"
+        entries.append((ctx, None, 0o755))
+        entries.append((f"{ctx}/Dockerfile", dockerfile.encode(), 0o644))
+        if "app.py" in dockerfile:
+            entries.append((f"{ctx}/app.py", app_py, 0o644))
+        if "docker-entrypoint.sh" in dockerfile:
+            entries.append((f"{ctx}/docker-entrypoint.sh", _PG_ENTRYPOINT.encode(), 0o755))
+    _on_prod(["tar", "-x", "-p", "--no-same-owner", "-C", "/"], input=_tar(entries))
+
+
+def _ctx(image: str) -> str:
+    return image.split(":")[0]
+
+
+def _load_base(app_image: str) -> None:
+    have = dexec(PROD, ["docker", "image", "inspect", BASE_TAG], check=False).returncode == 0
+    if have:
+        return
+    log(f"loading {app_image} into prod as {BASE_TAG}")
+    import subprocess
+
+    save = subprocess.Popen([docker_bin(), "save", app_image], stdout=subprocess.PIPE)
+    assert save.stdout is not None
+    load = subprocess.Popen(
+        [docker_bin(), "exec", "-i", PROD, "docker", "load", "-q"],
+        stdin=save.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    save.stdout.close()
+    _, err = load.communicate()
+    if save.wait() != 0 or load.returncode != 0:
+        raise LabError(f"loading the app base into prod failed: {err.decode()[-800:]}")
+    _on_prod(["docker", "tag", app_image, BASE_TAG])
+    _on_prod(["docker", "rmi", app_image])
+
+
+def _build_images() -> None:
+    for image in IMAGES:
+        if dexec(PROD, ["docker", "image", "inspect", image], check=False).returncode == 0:
+            continue
+        t0 = time.monotonic()
+        _on_prod(["docker", "build", "-q", "-t", image, f"{BUILD_DIR}/{_ctx(image)}"])
+        log(f"built {image} on prod ({time.monotonic() - t0:.1f}s)")
+
+
+def _compose_up(project: str, *services: str) -> None:
+    _sh(f"cd /opt/{project} && docker-compose up -d --no-build {' '.join(services)} 2>&1")
+
+
+def psql(sql: str, database_name: str = database.DATABASE, user: str = "postgres") -> str:
+    """Run *sql* with psql inside chatwoot-postgres-1 on prod; return its unaligned output."""
+    cp = dexec(
+        PROD,
+        [
+            "docker",
+            "exec",
+            "-i",
+            "chatwoot-postgres-1",
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            user,
+            "-d",
+            database_name,
+        ],
+        input=sql.encode(),
+        timeout=3600,
+    )
+    return cp.stdout.decode("utf-8", "replace").strip()
+
+
+def row_counts() -> dict[str, int]:
+    """Return schema.table -> row count of the lab database on prod."""
+    counts: dict[str, int] = {}
+    for line in psql(database.COUNT_SQL).splitlines():
+        if "|" in line:
+            name, n = line.rsplit("|", 1)
+            counts[name] = int(n)
+    return counts
+
+
+def _wait_postgres() -> None:
+    def ready() -> bool:
+        return (
+            dexec(
+                PROD,
+                ["docker", "exec", "chatwoot-postgres-1", "pg_isready", "-q", "-U", "postgres"],
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    wait_for("chatwoot-postgres-1 accepting connections", ready, 90)
+
+
+def _resp(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _seed_redis(password: str, scale: float) -> int:
+    cmds: list[bytes] = []
+    jobs = max(10, int(200 * scale))
+    for i in range(jobs):
+        job = json.dumps(
+            {
+                "class": "Conversations::ReopenSnoozedConversationsJob",
+                "jid": f"{i:024x}",
+                "queue": "default",
+                "args": [i],
+                "created_at": 1_700_000_000 + i,
+            }
+        )
+        cmds.append(_resp("LPUSH", "queue:default", job))
+    for i in range(jobs // 2):
+        cmds.append(_resp("SET", f"cache:conversation:{i}", f"cached payload {i} " * 8))
+    cmds.append(_resp("SADD", "queues", "default", "mailers", "low"))
+    cmds.append(_resp("HSET", "stat", "processed", str(jobs * 10), "failed", "3"))
+    dexec(
+        PROD,
+        [
+            "docker",
+            "exec",
+            "-i",
+            "chatwoot-redis-1",
+            "redis-cli",
+            "--no-auth-warning",
+            "-a",
+            password,
+            "--pipe",
+        ],
+        input=b"".join(cmds),
+    )
+    _on_prod(
+        [
+            "docker",
+            "exec",
+            "chatwoot-redis-1",
+            "redis-cli",
+            "--no-auth-warning",
+            "-a",
+            password,
+            "SAVE",
+        ]
+    )
+    return jobs + jobs // 2 + 2
+
+
+def _seed_janus(secrets: dict[str, dict[str, str]]) -> None:
+    entries: list[tuple[str, bytes | None, int]] = [
+        (name, text.encode(), 0o640) for name, text in janus_config(secrets).items()
+    ]
+    dexec(
+        PROD,
+        [
+            "docker",
+            "exec",
+            "-i",
+            "-u",
+            "0",
+            "janus-gateway",
+            "tar",
+            "-x",
+            "-p",
+            "-C",
+            "/usr/local/etc/janus",
+        ],
+        input=_tar(entries),
+    )
+
+
+def _seed_storage(scale: float) -> dict[str, object]:
+    script = (FILES / "seed_storage.py").read_bytes()
+    cp = dexec(
+        PROD,
+        [
+            "docker",
+            "exec",
+            "-i",
+            "-u",
+            "0",
+            "chatwoot-chatwoot-1",
+            "python3",
+            "-",
+            "/app/storage",
+            str(scale),
+        ],
+        input=script,
+        timeout=3600,
+    )
+    summary = json.loads(cp.stdout.decode())
+    assert isinstance(summary, dict)
+    return summary
+
+
+def containers_running() -> dict[str, bool]:
+    """Return container -> running, for every container of the prod layout."""
+    cp = dexec(PROD, ["docker", "ps", "--format", "{{.Names}}"], check=False)
+    running = set(cp.stdout.decode().split())
+    return {name: name in running for name in CONTAINERS}
+
+
+def health() -> dict[str, int]:
+    """Return URL -> HTTP status of every health URL, fetched with curl inside prod."""
+    script = []
+    for url in HEALTH_URLS:
+        if url.startswith("https://"):
+            host = url.split("/")[2]
+            script.append(
+                f"printf '%s %s\\n' {url} $(curl -sk -o /dev/null -w '%{{http_code}}' "
+                f"--max-time 5 --resolve {host}:443:127.0.0.1 {url} || true)"
+            )
+        else:
+            script.append(
+                f"printf '%s %s\\n' {url} $(curl -s -o /dev/null -w '%{{http_code}}' "
+                f"--max-time 5 {url} || true)"
+            )
+    cp = dexec(PROD, ["bash", "-c", "\n".join(script)], check=False)
+    result: dict[str, int] = {}
+    for line in cp.stdout.decode().splitlines():
+        url, _, code = line.partition(" ")
+        result[url] = int(code) if code.strip().isdigit() else 0
+    return result
+
+
+def wait_healthy(timeout: float = 120) -> None:
+    """Wait until every container runs and every health URL answers 200."""
+    last: dict[str, int] = {}
+
+    def ok() -> bool:
+        nonlocal last
+        if not all(containers_running().values()):
+            return False
+        last = health()
+        return bool(last) and all(code == 200 for code in last.values())
+
+    try:
+        wait_for("prod services healthy", ok, timeout, interval=1)
+    except LabError as e:
+        bad = {u: c for u, c in last.items() if c != 200}
+        raise LabError(f"{e}: failing {bad} running {containers_running()}") from e
+
+
+def repair() -> None:
+    """Start any stopped compose service on prod (after a host restart, or a killed test)."""
+    for project in PROJECTS:
+        _compose_up(project)
+
+
+def populate(app_image: str, secrets: dict[str, dict[str, str]], scale: float) -> dict[str, object]:
+    """Build the whole prod layout on an empty prod host; return facts for state.json."""
+    t0 = time.monotonic()
+    _put_files(secrets)
+    _load_base(app_image)
+    _build_images()
+    log(f"prod: files and images ready ({time.monotonic() - t0:.0f}s)")
+    _compose_up("chatwoot", "postgres", "redis")
+    _wait_postgres()
+    chat = secrets["chatwoot"]
+    t1 = time.monotonic()
+    psql(
+        database.seed_sql(scale, chat["CHATWOOT_DB_PASSWORD"], chat["ANALYST_DB_PASSWORD"]),
+        database_name="postgres",
+    )
+    log(f"prod: database seeded at scale {scale} ({time.monotonic() - t1:.0f}s)")
+    redis_keys = _seed_redis(chat["REDIS_PASSWORD"], scale)
+    for project in PROJECTS:
+        _compose_up(project)
+    _seed_janus(secrets)
+    storage = _seed_storage(scale)
+    log(f"prod: volumes seeded ({time.monotonic() - t0:.0f}s)")
+    wait_healthy()
+    counts = row_counts()
+    size = psql(f"SELECT pg_database_size('{database.DATABASE}')")
+    log(f"prod: populated in {time.monotonic() - t0:.0f}s")
+    return {
+        "scale": scale,
+        "row_counts": counts,
+        "database_bytes": int(size),
+        "redis_keys": redis_keys,
+        "storage": storage,
+    }
+
+
+def docker_ps_prod() -> str:
+    """`docker ps -a` on prod (for error messages)."""
+    return docker("exec", PROD, "docker", "ps", "-a", check=False).stdout.decode()
