@@ -88,3 +88,39 @@ class BytesReader:
         out = bytes(self._data[self._pos : self._pos + n])
         self._pos += len(out)
         return out
+
+
+class VerifyingReader:
+    """Pass-through reader that checks size and sha256 at the end of *src*.
+
+    On a mismatch, the final read raises IntegrityError (naming *name*)
+    instead of reporting EOF, so a consumer downstream (e.g. the age
+    decryptor, which releases its last chunk only at EOF) never completes
+    with data that is not the recorded object.
+    """
+
+    def __init__(self, src: Readable, size: int, sha256_hex: str, name: str) -> None:
+        self._inner = HashingReader(src)
+        self._size = size
+        self._sha = sha256_hex
+        self._name = name
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._inner.read(n)
+        if data:
+            if self._inner.size > self._size:
+                raise self._error()
+            return data
+        if self._inner.size != self._size or self._inner.sha256_hex() != self._sha:
+            raise self._error()
+        return b""
+
+    def _error(self) -> Exception:
+        from vkbackup.errors import IntegrityError
+
+        return IntegrityError(
+            f"{self._name}: stored object does not match the manifest (expected {self._size} "
+            f"bytes, sha256 {self._sha[:16]}...; read {self._inner.size} bytes"
+            + (f", sha256 {self._inner.sha256_hex()[:16]}...)" if self._inner.size else ")")
+            + ": it is damaged, truncated or was swapped"
+        )

@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from vkbackup.cli.options import dry_run, json_output, yes
-from vkbackup.errors import NotImplementedYetError
+from vkbackup.cli.context import AppContext, emit_json, pass_app
+from vkbackup.cli.options import dry_run, json_output, passphrase_file, yes
+from vkbackup.errors import RestoreError, UsageError
+from vkbackup.progress import human_bytes
+
+
+def print_plan(plan: object) -> None:
+    from vkbackup.restore_plan import Plan
+
+    assert isinstance(plan, Plan)
+    click.echo(
+        f"restore plan for snapshot {plan.snapshot_id} of {plan.host} "
+        f"(playbook: {plan.playbook}), {human_bytes(plan.bytes)} to transfer:"
+    )
+    for i, s in enumerate(plan.steps, 1):
+        size = f"  [{human_bytes(s.bytes)}]" if s.objects else ""
+        click.echo(f"  {i:2}. {s.id:40} {s.title}{size}")
+    for w in plan.warnings:
+        click.echo(f"  warning: {w}")
+
+
+def print_report(report: object) -> None:
+    from vkbackup.actions.restore import RestoreReport
+
+    assert isinstance(report, RestoreReport)
+    click.echo(
+        f"restore of {report.snapshot} ({report.host}) onto {report.target}: {report.status}"
+    )
+    for s in report.steps:
+        click.echo(f"  {s.status:12} {s.seconds:7.1f}s  {s.id:40} {s.detail[:100]}")
+    click.echo(f"  time to healthy (RTO): {report.rto_seconds:.1f}s")
+    click.echo(f"  snapshot age (RPO): {report.snapshot_age_seconds / 3600:.1f}h")
+    if report.verified:
+        click.echo(f"  verified: {len(report.verified)} checks")
+    if report.dns:
+        click.echo("  DNS: point these records at the new host:")
+        for r in report.dns:
+            click.echo(f"    {r}")
+    for w in report.warnings:
+        click.echo(f"  warning: {w}")
 
 
 @click.command("restore")
@@ -13,24 +54,102 @@ from vkbackup.errors import NotImplementedYetError
 @click.option(
     "--to", "to", required=True, metavar="HOST", help="Configured host or user@addr[:port]."
 )
-@click.option("--playbook", metavar="FILE", help="A restore playbook (TOML).")
-@click.option("--only", multiple=True, metavar="STEP_OR_SOURCE")
+@click.option("--host", "host", metavar="NAME", help="Snapshots of this host (for 'latest').")
+@click.option("--playbook", metavar="FILE", help="A restore playbook (TOML) that refines the plan.")
+@click.option("--only", multiple=True, metavar="STEP_OR_SOURCE", help="Only these steps/sources.")
 @click.option("--force", is_flag=True, help="Allow overwriting a target that is not empty.")
+@click.option("--identity", "-i", metavar="PATH", help="Identity file (default: from the config).")
+@passphrase_file
 @dry_run
 @yes
 @json_output
+@pass_app
 def restore_cmd(
+    app: AppContext,
     snapshot: str,
     to: str,
+    host: str | None,
     playbook: str | None,
     only: tuple[str, ...],
     force: bool,
+    identity: str | None,
+    passphrase_file: str | None,
     dry_run: bool,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Rebuild the stack of SNAPSHOT (default: latest) on HOST."""
-    raise NotImplementedYetError("restore is not implemented yet")
+    """Rebuild the stack of SNAPSHOT (default: latest) on HOST.
+
+    Without --playbook the plan is derived from the snapshot itself: files,
+    images, volumes, databases, then the compose projects in dependency
+    order, then health checks and the DNS checklist. Re-running after a
+    failure resumes; re-running after success changes nothing.
+    """
+    from vkbackup.actions.common import identities, parse_target
+    from vkbackup.actions.restore import build_plan, run_restore
+    from vkbackup.crypto.keys import read_passphrase
+    from vkbackup.playbook import Playbook, load_playbook
+    from vkbackup.progress import Progress
+    from vkbackup.storage import open_storage
+    from vkbackup.transport.ssh import connect
+
+    cfg = app.config()
+    storage = open_storage(cfg.storage)
+    ids = identities(cfg, lambda: read_passphrase(passphrase_file), identity)
+    book = load_playbook(Path(playbook)) if playbook else Playbook()
+    if host is None and len(cfg.hosts) > 1 and snapshot == "latest":
+        raise UsageError(
+            "several hosts are configured: say whose latest snapshot (--host NAME)",
+        )
+    if host is None and len(cfg.hosts) == 1 and snapshot == "latest":
+        host = next(iter(cfg.hosts))
+    manifest, plan = build_plan(storage, snapshot, ids, book, host)
+    plan = plan.only(only)
+    target = parse_target(cfg, to)
+    if dry_run:
+        if as_json:
+            emit_json(
+                {
+                    "snapshot": plan.snapshot_id,
+                    "host": plan.host,
+                    "target": f"{target.user}@{target.address}:{target.port}",
+                    "bytes": plan.bytes,
+                    "steps": [
+                        {"id": s.id, "kind": s.kind, "title": s.title, "bytes": s.bytes}
+                        for s in plan.steps
+                    ],
+                    "warnings": plan.warnings,
+                }
+            )
+        else:
+            print_plan(plan)
+        return
+    if not yes and sys.stdin.isatty() and not as_json:
+        print_plan(plan)
+        click.confirm(
+            f"Restore snapshot {plan.snapshot_id} of {plan.host} onto "
+            f"{target.user}@{target.address}:{target.port}?",
+            abort=True,
+        )
+    progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
+    report = run_restore(
+        plan,
+        manifest,
+        target,
+        storage=storage,
+        connect=connect,
+        identities=ids,
+        force=force,
+        progress=progress,
+    )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print_report(report)
+    if report.exception is not None:
+        raise report.exception
+    if report.status != "ok":
+        raise RestoreError(report.error or "restore failed")
 
 
 def register(cli: click.Group) -> None:

@@ -62,3 +62,12 @@ def _q(s: str) -> str:
     import shlex
 
     return shlex.quote(s)
+
+
+def restore_argv(compression: str) -> list[str]:
+    """argv that loads the `docker save` stream on stdin."""
+    from vkbackup.sources.base import DECOMPRESSORS
+
+    dec = DECOMPRESSORS[compression]
+    head = (" ".join(dec) + " | ") if dec else ""
+    return pipeline_argv(f"{head}docker load")

@@ -132,3 +132,49 @@ class DockerVolumeSource:
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
     ) -> None:
         plan.meta["downtime_seconds"] = parse_downtime(stderr_tail)
+
+
+def labels_args(labels_json: str) -> list[str]:
+    """`--label k=v` arguments from the recorded `{{json .Labels}}` text."""
+    import json
+
+    try:
+        labels = json.loads(labels_json or "null") or {}
+    except ValueError:
+        return []
+    out: list[str] = []
+    for k, v in sorted(labels.items()):
+        out += ["--label", f"{k}={v}"]
+    return out
+
+
+def restore_script(volume: str, labels_json: str, compression: str) -> str:
+    """Bash that (re)creates the volume, empties it, and extracts the tar on stdin into it.
+
+    The volume's content becomes exactly the archive's (deletions included).
+    GNU tar refuses absolute names and '..' members; the archive never
+    writes outside the volume's mountpoint.
+    """
+    from vkbackup.sources.base import DECOMPRESSORS
+
+    q = shlex.quote
+    dec = DECOMPRESSORS[compression]
+    head = (shlex.join(dec) + " | ") if dec else ""
+    create = shlex.join(["docker", "volume", "create", *labels_args(labels_json), volume])
+    return f"""
+docker volume inspect {q(volume)} >/dev/null 2>&1 || {create} >/dev/null
+mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})
+[ -n "$mp" ] && [ "$mp" != / ] || {{ echo "bad mountpoint for volume {volume}" >&2; exit 1; }}
+find "$mp" -mindepth 1 -delete
+{head}tar -C "$mp" -xpf - --numeric-owner --same-owner
+"""
+
+
+def volume_state_script(volume: str) -> str:
+    """Bash printing 'absent', 'empty' or 'data' for the volume on a host."""
+    q = shlex.quote
+    return f"""
+if ! docker volume inspect {q(volume)} >/dev/null 2>&1; then echo absent; exit 0; fi
+mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})
+if [ -z "$(ls -A "$mp" 2>/dev/null)" ]; then echo empty; else echo data; fi
+"""

@@ -126,3 +126,18 @@ class FilesSource:
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
     ) -> None:
         return None
+
+
+def restore_script(compression: str, members: list[str]) -> str:
+    """Bash that extracts the tar on stdin at / — only the recorded members, with
+    their modes and numeric owners. Nothing outside those paths is written."""
+    from vkbackup.sources.base import DECOMPRESSORS
+
+    dec = DECOMPRESSORS[compression]
+    head = (shlex.join(dec) + " | ") if dec else ""
+    names = " ".join(shlex.quote(m.lstrip("/")) for m in members)
+    return f"{head}tar -C / -xpf - --numeric-owner --same-owner -- {names}"
+
+
+def target_paths(meta: dict[str, Any]) -> list[str]:
+    return [str(e["path"]) for e in meta.get("files", [])]

@@ -167,3 +167,63 @@ class PostgresSource:
         path = stream.meta.pop("counts_file")
         res = t.run(pipeline_argv(f"cat {shlex.quote(path)}; rm -f {shlex.quote(path)}"))
         plan.meta["row_counts"] = parse_counts(res.stdout.decode())
+
+
+def wait_ready_script(container: str, user: str, seconds: int) -> str:
+    """Bash that waits until the server in *container* accepts queries (stable for 2 s)."""
+    q = shlex.quote
+    return f"""
+ok=0
+for i in $(seq 1 {int(seconds)}); do
+  if docker exec {q(container)} psql -X -q -U {q(user)} -d postgres -c 'select 1' >/dev/null 2>&1; then
+    ok=$((ok+1)); [ $ok -ge 3 ] && exit 0
+  else ok=0; fi
+  sleep 1
+done
+echo "PostgreSQL in {container} did not become ready in {int(seconds)}s" >&2
+docker logs --tail 20 {q(container)} >&2 2>&1 || true
+exit 1
+"""
+
+
+def prepare_globals(sql: bytes, superuser: str) -> bytes:
+    """Make `pg_dumpall --globals-only` output safe to replay on a server that already
+    has some roles: every `CREATE ROLE x;` becomes create-if-missing (the
+    following ALTER ROLE sets its attributes and password either way)."""
+    import re
+
+    out: list[bytes] = []
+    pat = re.compile(rb"^CREATE ROLE (\"?[^;\"]+\"?);\s*$")
+    for line in sql.splitlines(keepends=True):
+        m = pat.match(line)
+        if m:
+            role = m.group(1)
+            out.append(
+                b"DO $vk$BEGIN CREATE ROLE " + role + b"; "
+                b"EXCEPTION WHEN duplicate_object THEN NULL; END$vk$;\n"
+            )
+        else:
+            out.append(line)
+    return b"".join(out)
+
+
+def restore_globals_argv(container: str, user: str) -> list[str]:
+    return [
+        "docker", "exec", "-i", container,
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", "postgres", "-f", "-",
+    ]  # fmt: skip
+
+
+def restore_dump_script(container: str, user: str, database: str, major: int) -> str:
+    """Bash that drops *database* if present and restores the custom-format dump on
+    stdin with `pg_restore -C` (the database is created as recorded)."""
+    q = shlex.quote
+    force = " --force" if major >= 13 else ""
+    return f"""
+docker exec {q(container)} dropdb -U {q(user)} --if-exists{force} {q(database)}
+docker exec -i {q(container)} pg_restore -U {q(user)} -d postgres -C --exit-on-error
+"""
+
+
+def server_major_argv(container: str, user: str) -> list[str]:
+    return psql_argv(container, user, "postgres", "SHOW server_version_num;")

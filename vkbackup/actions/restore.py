@@ -1,0 +1,521 @@
+"""`vkbackup restore SNAPSHOT --to HOST`: rebuild a host's stack from a snapshot.
+
+    storage get -> verify size+sha256 -> age decrypt -> SSH exec on target -> source restore
+
+Interface:
+    build_plan(storage, ref, identities, playbook, host=None) -> (Manifest, Plan)
+    run_restore(plan, manifest, target, *, storage, connect, identities, force=False,
+                confirm=None, progress=None) -> RestoreReport
+        Runs the plan's steps in order on *target*. Each resumable step is
+        recorded on the target when done and verified
+        (/var/lib/vkbackup/restore/<snapshot>.json), so a re-run after a
+        failure or Ctrl-C continues where it stopped, and a re-run after
+        success changes nothing. Preflight refuses a target that already runs
+        the snapshot's containers, has data in its volumes or has its files,
+        unless *force* (or the target holds this snapshot's resume state).
+        Every object is checked against the manifest (size, sha256) and
+        authenticated by age before its last byte reaches the target; a step
+        that fails stops the restore before any service starts on bad data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vkbackup import catalog
+from vkbackup.actions.common import iso, utcnow
+from vkbackup.config.model import HostConfig
+from vkbackup.crypto import DecryptingReader, Identity
+from vkbackup.errors import IntegrityError, RestoreError, VkError
+from vkbackup.logs import get_logger
+from vkbackup.manifest import Manifest, ObjectRecord, open_private
+from vkbackup.playbook import Playbook
+from vkbackup.progress import CountingReader, Progress
+from vkbackup.restore_plan import Plan, Step, derive_plan
+from vkbackup.sources import docker_image, docker_volume, files, postgres
+from vkbackup.storage.base import Storage
+from vkbackup.streams import VerifyingReader, iter_chunks
+from vkbackup.transport.base import Transport, pipeline_argv
+
+log = get_logger("restore")
+STATE_DIR = "/var/lib/vkbackup/restore"
+Connect = Callable[[HostConfig], Transport]
+
+
+@dataclass
+class StepResult:
+    id: str
+    kind: str
+    title: str
+    status: str  # done | already-done | failed | skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class RestoreReport:
+    snapshot: str
+    host: str
+    target: str
+    playbook: str
+    started: str
+    finished: str = ""
+    status: str = "running"  # ok | failed
+    rto_seconds: float = 0.0
+    snapshot_age_seconds: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    exception: VkError | None = None  # the failure, for the CLI to map to an exit code
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "host": self.host,
+            "target": self.target,
+            "playbook": self.playbook,
+            "started": self.started,
+            "finished": self.finished,
+            "status": self.status,
+            "rto_seconds": round(self.rto_seconds, 2),
+            "snapshot_age_seconds": round(self.snapshot_age_seconds, 1),
+            "steps": [s.__dict__ for s in self.steps],
+            "verified": self.verified,
+            "dns": self.dns,
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+
+
+def build_plan(
+    storage: Storage,
+    ref: str,
+    identities: Sequence[Identity],
+    playbook: Playbook,
+    host: str | None = None,
+) -> tuple[Manifest, Plan]:
+    manifest = catalog.resolve(storage, ref, host)
+    private = open_private(manifest, identities)
+    return manifest, derive_plan(manifest, private, playbook)
+
+
+def open_object(storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]) -> Any:
+    """A Readable of the object's plaintext, verified against the manifest before EOF."""
+    raw = storage.open(obj.key)
+    return DecryptingReader(
+        VerifyingReader(raw, obj.size, obj.sha256, obj.key), identities, name=obj.key
+    )
+
+
+def read_object(storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]) -> bytes:
+    if obj.size > 64 * 1024 * 1024:
+        raise IntegrityError(f"{obj.key}: too large to hold in memory ({obj.size} bytes)")
+    return b"".join(iter_chunks(open_object(storage, obj, identities)))
+
+
+def state_path(snapshot_id: str) -> str:
+    return f"{STATE_DIR}/{snapshot_id}.json"
+
+
+def load_state(t: Transport, snapshot_id: str) -> dict[str, Any]:
+    res = t.run(["bash", "-c", f"cat {shlex.quote(state_path(snapshot_id))} 2>/dev/null || true"])
+    if not res.stdout.strip():
+        return {}
+    try:
+        doc = json.loads(res.stdout)
+        return doc if isinstance(doc, dict) else {}
+    except ValueError:
+        return {}
+
+
+def save_state(t: Transport, snapshot_id: str, state: dict[str, Any]) -> None:
+    p = shlex.quote(state_path(snapshot_id))
+    script = f"umask 077; mkdir -p {STATE_DIR} && cat > {p}.tmp && mv {p}.tmp {p}"
+    t.run(pipeline_argv(script), input=json.dumps(state, indent=1).encode())
+
+
+def compose_flavor(t: Transport) -> list[str] | None:
+    if t.run(["docker", "compose", "version"], check=False).status == 0:
+        return ["docker", "compose"]
+    if t.run(["bash", "-c", "command -v docker-compose"], check=False).status == 0:
+        return ["docker-compose"]
+    return None
+
+
+ENSURE_DOCKER = r"""
+if ! docker info >/dev/null 2>&1; then
+  if ! command -v docker >/dev/null 2>&1; then
+    command -v apt-get >/dev/null || {
+      echo "no docker and no apt-get: install Docker Engine" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >&2
+  fi
+  (systemctl start docker 2>/dev/null || (nohup dockerd >/var/log/dockerd.log 2>&1 &)) || true
+  for i in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "Docker Engine did not start" >&2; exit 1; }
+fi
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  command -v apt-get >/dev/null || {
+    echo "no docker compose: install the compose plugin" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >&2
+fi
+docker version --format '{{.Server.Version}}'
+"""
+
+HTTP_CHECK = r"""
+url=$1; rest=${url#http://}; hostport=${rest%%/*}; path=/${rest#*/}
+[ "$rest" = "$hostport" ] && path=/
+h=${hostport%%:*}; p=${hostport##*:}; [ "$p" = "$hostport" ] && p=80
+exec 3<>/dev/tcp/$h/$p || exit 7
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$h" >&3
+IFS= read -r -t 10 line <&3 || exit 8
+echo "$line"
+"""
+
+
+class _Runner:
+    def __init__(
+        self,
+        plan: Plan,
+        manifest: Manifest,
+        target: HostConfig,
+        t: Transport,
+        storage: Storage,
+        identities: Sequence[Identity],
+        report: RestoreReport,
+        progress: Progress,
+    ) -> None:
+        self.plan = plan
+        self.manifest = manifest
+        self.target = target
+        self.t = t
+        self.storage = storage
+        self.identities = identities
+        self.report = report
+        self.progress = progress
+        self.compose: list[str] | None = None
+
+    def feed_object(self, obj: ObjectRecord, argv: list[str]) -> None:
+        counter = self.progress.counter(obj.name)
+        reader = CountingReader(open_object(self.storage, obj, self.identities), counter)
+        try:
+            self.t.feed(argv, reader)
+        finally:
+            counter.done = True
+        self.report.verified.append(f"{obj.key}: size and sha256 match, age authenticated")
+
+    # -- steps -------------------------------------------------------------
+    def preflight(self, step: Step, resuming: bool, force: bool) -> str:
+        names = set(
+            self.t.run(["bash", "-c", "docker ps -a --format '{{.Names}}' 2>/dev/null || true"])
+            .stdout.decode()
+            .split()
+        )
+        problems: list[str] = []
+        expected: set[str] = set()
+        for s in self.plan.steps:
+            if s.kind == "health":
+                expected.update(s.params.get("containers", []))
+        clash = sorted(names & expected)
+        if clash:
+            problems.append(f"containers already exist: {', '.join(clash[:8])}")
+        for s in self.plan.steps:
+            if s.kind == "volume":
+                state = (
+                    self.t.run(
+                        pipeline_argv(docker_volume.volume_state_script(s.params["volume"])),
+                        check=False,
+                    )
+                    .stdout.decode()
+                    .strip()
+                )
+                if state == "data":
+                    problems.append(f"volume {s.params['volume']} exists and holds data")
+            if s.kind == "files":
+                members = s.params.get("members", [])
+                if members:
+                    script = (
+                        "for f in "
+                        + " ".join(shlex.quote(m) for m in members)
+                        + '; do [ -e "$f" ] && echo "$f"; done; true'
+                    )
+                    found = self.t.run(["bash", "-c", script]).stdout.decode().split("\n")
+                    found = [f for f in found if f]
+                    if found:
+                        problems.append(f"files exist: {', '.join(found[:5])}")
+        if problems and not (force or resuming):
+            raise RestoreError(
+                f"{self.t.name}: refusing to restore over a target that is not empty: "
+                + "; ".join(problems),
+                hint="is this the right host? To overwrite it on purpose, add --force",
+            )
+        if problems:
+            return ("resuming; " if resuming else "--force: ") + "; ".join(problems)
+        return "target is empty"
+
+    def ensure_docker(self, step: Step) -> str:
+        res = self.t.run(pipeline_argv(ENSURE_DOCKER))
+        self.compose = compose_flavor(self.t)
+        if self.compose is None:
+            raise RestoreError(f"{self.t.name}: docker compose is not available")
+        return f"Docker {res.stdout.decode().strip()}, compose: {' '.join(self.compose)}"
+
+    def files(self, step: Step) -> str:
+        for obj in step.objects:
+            script = files.restore_script(obj.compression, step.params["members"])
+            self.feed_object(obj, pipeline_argv(script))
+        return f"{len(step.params['members'])} paths"
+
+    def image(self, step: Step) -> str:
+        for obj in step.objects:
+            res_argv = docker_image.restore_argv(obj.compression)
+            self.feed_object(obj, res_argv)
+        return "loaded"
+
+    def volume(self, step: Step) -> str:
+        vol = step.params["volume"]
+        self.t.run(
+            pipeline_argv(
+                f"ids=$(docker ps -q --filter volume={shlex.quote(vol)}); "
+                '[ -z "$ids" ] || docker stop $ids >/dev/null'
+            )
+        )
+        for obj in step.objects:
+            script = docker_volume.restore_script(vol, step.params["labels"], obj.compression)
+            self.feed_object(obj, pipeline_argv(script))
+        return f"volume {vol}"
+
+    def start(self, step: Step) -> str:
+        if self.compose is None:
+            self.compose = compose_flavor(self.t)
+        if self.compose is None:
+            raise RestoreError(f"{self.t.name}: docker compose is not available")
+        wd = step.params.get("working_dir")
+        cfgs = [c for c in str(step.params.get("config_files") or "").split(",") if c]
+        if not wd:
+            raise RestoreError(f"compose project {step.params['project']}: no working directory")
+        fargs: list[str] = []
+        for c in cfgs:
+            fargs += ["-f", c]
+        argv = [
+            *self.compose, "-p", step.params["project"], *fargs, "up", "-d", "--no-build",
+            *step.params["services"],
+        ]  # fmt: skip
+        missing = [c for c in cfgs or [f"{wd}/docker-compose.yml"]]
+        check = self.t.run(
+            ["bash", "-c", 'for f in "$@"; do [ -f "$f" ] || echo "$f"; done', "x", *missing]
+        ).stdout.decode()
+        if check.strip():
+            raise RestoreError(
+                f"{self.t.name}: compose file missing for project {step.params['project']}: "
+                f"{check.strip()}",
+                hint="add the compose files to a `files` source so the snapshot carries them",
+            )
+        self.t.run(pipeline_argv(f"cd {shlex.quote(wd)} && {shlex.join(argv)} 2>&1"))
+        return f"{' '.join(self.compose)} up -d {' '.join(step.params['services'])}"
+
+    def database(self, step: Step) -> str:
+        p = step.params
+        container, user, db = p["container"], p["user"], p["database"]
+        self.t.run(pipeline_argv(postgres.wait_ready_script(container, user, 120)))
+        num = int(self.t.run(postgres.server_major_argv(container, user)).stdout.decode().strip())
+        major = num // 10000 if num >= 100000 else num // 100
+        if p.get("major") and int(p["major"]) != major:
+            raise RestoreError(
+                f"{self.t.name}: container {container} runs PostgreSQL {major}, the dump is "
+                f"from PostgreSQL {p['major']}",
+                hint="restore into the same major version: use the image recorded in the snapshot",
+            )
+        objs = {o.role: o for o in step.objects}
+        if "pg-globals" in objs:
+            sql = postgres.prepare_globals(
+                read_object(self.storage, objs["pg-globals"], self.identities), user
+            )
+            self.t.run(postgres.restore_globals_argv(container, user), input=sql)
+            self.report.verified.append(f"{objs['pg-globals'].key}: roles restored")
+        dump = objs.get("pg-dump")
+        if dump is None:
+            raise RestoreError(f"database {db}: the snapshot has no dump object")
+        self.feed_object(
+            dump, pipeline_argv(postgres.restore_dump_script(container, user, db, major))
+        )
+        res = self.t.run(postgres.psql_argv(container, user, db, postgres.COUNTS_SQL))
+        got = postgres.parse_counts(res.stdout.decode())
+        want = {k: int(v) for k, v in (p.get("row_counts") or {}).items()}
+        diff = sorted(
+            f"{k}: expected {want.get(k)}, found {got.get(k)}"
+            for k in set(want) | set(got)
+            if want.get(k) != got.get(k)
+        )
+        if diff:
+            raise RestoreError(
+                f"database {db} restored but row counts differ from the snapshot: "
+                + "; ".join(diff[:10])
+            )
+        self.report.verified.append(
+            f"database {db}: row counts of {len(want)} tables equal the snapshot's"
+        )
+        return f"{len(want)} tables, {sum(want.values())} rows verified"
+
+    def health(self, step: Step) -> str:
+        containers: list[str] = step.params["containers"]
+        checked: list[str] = step.params["healthchecked"]
+        http: list[dict[str, Any]] = step.params["http"]
+        deadline = time.monotonic() + float(step.params["timeout"])
+        last = ""
+        while True:
+            bad: list[str] = []
+            if containers:
+                res = self.t.run(
+                    [
+                        "docker", "inspect", "-f",
+                        "{{.Name}} {{.State.Running}} "
+                        "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+                        *containers,
+                    ],
+                    check=False,
+                )  # fmt: skip
+                seen = {}
+                for line in res.stdout.decode().splitlines():
+                    parts = line.split()
+                    if len(parts) == 3:
+                        seen[parts[0].lstrip("/")] = (parts[1], parts[2])
+                for c in containers:
+                    running, hstatus = seen.get(c, ("missing", "none"))
+                    if running != "true":
+                        bad.append(f"{c} not running")
+                    elif c in checked and hstatus != "healthy":
+                        bad.append(f"{c} {hstatus}")
+            for h in http:
+                r = self.t.run(["bash", "-c", HTTP_CHECK, "x", h["url"]], check=False)
+                line = r.stdout.decode().strip()
+                m = re.match(r"HTTP/\d(?:\.\d)? (\d{3})", line)
+                if not m or int(m.group(1)) != int(h["expect_status"]):
+                    bad.append(f"{h['name']} ({h['url']}): {line or 'no answer'}")
+            if not bad:
+                for c in containers:
+                    self.report.verified.append(f"container {c} running")
+                for h in http:
+                    self.report.verified.append(f"{h['name']}: {h['url']} answered")
+                return f"{len(containers)} containers running, {len(http)} HTTP checks passed"
+            last = "; ".join(bad)
+            if time.monotonic() > deadline:
+                raise RestoreError(
+                    f"{self.t.name}: not healthy after {step.params['timeout']:.0f}s: {last}",
+                    hint="docker logs <container> on the target shows why",
+                )
+            time.sleep(2)
+
+    def dns(self, step: Step) -> str:
+        records: list[str] = []
+        zone = step.params.get("zone")
+        for r in step.params.get("records") or []:
+            records.append(f"{r}.{zone}" if zone and not r.endswith(zone) else r)
+        if not records:
+            text = self.t.run(
+                ["bash", "-c", "cat /etc/caddy/Caddyfile 2>/dev/null || true"]
+            ).stdout.decode(errors="replace")
+            records = caddy_sites(text)
+        addr = self.target.address
+        self.report.dns = [f"A  {r}  ->  {addr}" for r in records]
+        return f"{len(records)} records to point at {addr}"
+
+
+def caddy_sites(text: str) -> list[str]:
+    """Site addresses (host names) of a Caddyfile's top-level blocks."""
+    out: list[str] = []
+    depth = 0
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if depth == 0 and line.endswith("{") and not line.startswith("("):
+            for addr in line[:-1].replace(",", " ").split():
+                host = re.sub(r"^https?://", "", addr).split(":")[0].split("/")[0]
+                if host and "." in host and not host.startswith("*"):
+                    out.append(host)
+        depth += line.count("{") - line.count("}")
+    return out
+
+
+def run_restore(
+    plan: Plan,
+    manifest: Manifest,
+    target: HostConfig,
+    *,
+    storage: Storage,
+    connect: Connect,
+    identities: Sequence[Identity],
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RestoreReport:
+    started = utcnow()
+    report = RestoreReport(
+        snapshot=manifest.id,
+        host=manifest.host,
+        target=f"{target.user}@{target.address}:{target.port}",
+        playbook=plan.playbook,
+        started=iso(started),
+        warnings=list(plan.warnings),
+    )
+    from vkbackup.layout import snapshot_time
+
+    report.snapshot_age_seconds = (started - snapshot_time(manifest.id)).total_seconds()
+    t0 = time.monotonic()
+    progress = progress or Progress(enabled=False)
+    t = connect(target)
+    try:
+        state = load_state(t, manifest.id)
+        done: dict[str, Any] = dict(state.get("done") or {})
+        resuming = bool(done)
+        runner = _Runner(plan, manifest, target, t, storage, identities, report, progress)
+        progress.start()
+        try:
+            for step in plan.steps:
+                if step.resumable and step.id in done:
+                    report.steps.append(
+                        StepResult(step.id, step.kind, step.title, "already-done", 0.0)
+                    )
+                    continue
+                s0 = time.monotonic()
+                log.info("step %s: %s", step.id, step.title)
+                try:
+                    if step.kind == "preflight":
+                        detail = runner.preflight(step, resuming, force)
+                    else:
+                        detail = getattr(runner, step.kind.replace("-", "_"))(step)
+                except VkError as e:
+                    report.steps.append(
+                        StepResult(
+                            step.id, step.kind, step.title, "failed", time.monotonic() - s0, str(e)
+                        )
+                    )
+                    report.status = "failed"
+                    report.error = f"step {step.id} failed: {e}"
+                    report.exception = e
+                    return report
+                secs = time.monotonic() - s0
+                report.steps.append(
+                    StepResult(step.id, step.kind, step.title, "done", secs, detail)
+                )
+                if step.resumable:
+                    done[step.id] = {"at": iso(utcnow()), "seconds": round(secs, 2)}
+                    save_state(t, manifest.id, {"snapshot": manifest.id, "done": done})
+        finally:
+            progress.stop()
+        report.status = "ok"
+        report.rto_seconds = time.monotonic() - t0
+        return report
+    finally:
+        report.finished = iso(utcnow())
+        if report.status != "ok":
+            report.rto_seconds = time.monotonic() - t0
+        t.close()

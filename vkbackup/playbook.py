@@ -1,0 +1,131 @@
+"""Restore playbooks: a declarative TOML file that REFINES the restore plan
+vkbackup derives from a snapshot (order, health checks, DNS); it never has to
+list what the snapshot already says.
+
+    [playbook]
+    name = "VisualKit"
+    health_timeout = 180            # seconds each start group may take to be healthy
+
+    [[start]]                       # start groups, in order; each waits to be healthy
+    project = "chatwoot"            # compose project (com.docker.compose.project)
+    services = ["postgres", "redis"]  # optional: default every service of the project
+
+    [[health]]                      # HTTP checks, run ON the target host
+    name = "platform-api"
+    url = "http://127.0.0.1:8000/health"
+    expect_status = 200
+
+    [dns]
+    zone = "visualkit.com"
+    records = ["api", "agent", "janus", "cdn", "support"]
+
+Interface:
+    load_playbook(path) -> Playbook      (ConfigError naming file and key path)
+    parse_playbook(doc, source) -> Playbook
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vkbackup.config.load import _Table
+from vkbackup.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StartGroup:
+    project: str
+    services: tuple[str, ...] = ()  # () = all services of the project
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    name: str
+    url: str
+    expect_status: int = 200
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str = "derived"
+    source: str = ""
+    health_timeout: float = 120.0
+    start: tuple[StartGroup, ...] = ()
+    health: tuple[HttpCheck, ...] = ()
+    dns_zone: str | None = None
+    dns_records: tuple[str, ...] = ()
+
+
+def parse_playbook(doc: dict[str, Any], source: str) -> Playbook:
+    top = _Table(doc, "", source)
+    meta = top.table("playbook")
+    name = "playbook"
+    timeout = 120.0
+    if meta is not None:
+        name = meta.get_str("name", "playbook") or "playbook"
+        timeout = meta.get_float("health_timeout", 120.0, lo=1.0, hi=3600.0)
+        meta.get_str("description")
+        meta.finish()
+    starts: list[StartGroup] = []
+    top.used.add("start")
+    raw_start = doc.get("start", [])
+    if not isinstance(raw_start, list):
+        raise top.error("must be an array of tables ([[start]])", "start")
+    for i, s in enumerate(raw_start):
+        t = _Table(s, f"start[{i}]", source)
+        starts.append(
+            StartGroup(project=t.req_str("project"), services=t.str_list("services") or ())
+        )
+        t.finish()
+    checks: list[HttpCheck] = []
+    top.used.add("health")
+    raw_health = doc.get("health", [])
+    if not isinstance(raw_health, list):
+        raise top.error("must be an array of tables ([[health]])", "health")
+    for i, h in enumerate(raw_health):
+        t = _Table(h, f"health[{i}]", source)
+        url = t.req_str("url")
+        if not url.startswith("http://"):
+            raise t.error("must be an http:// URL reachable from the target host", "url")
+        checks.append(
+            HttpCheck(
+                name=t.get_str("name", url) or url,
+                url=url,
+                expect_status=t.get_int("expect_status", 200, lo=100, hi=599),
+            )
+        )
+        t.finish()
+    zone: str | None = None
+    records: tuple[str, ...] = ()
+    dns = top.table("dns")
+    if dns is not None:
+        zone = dns.get_str("zone")
+        records = dns.str_list("records") or ()
+        dns.finish()
+    top.finish()
+    return Playbook(
+        name=name,
+        source=source,
+        health_timeout=timeout,
+        start=tuple(starts),
+        health=tuple(checks),
+        dns_zone=zone,
+        dns_records=records,
+    )
+
+
+def load_playbook(path: Path) -> Playbook:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: playbook not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read playbook: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return parse_playbook(doc, str(path))
+
+
