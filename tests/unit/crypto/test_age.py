@@ -37,7 +37,7 @@ NAME = "snapshots/2026/db.dump.age"
 
 
 def read_all(reader: EncryptingReader | DecryptingReader, n: int) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         chunk = reader.read(n)
         assert len(chunk) <= n
