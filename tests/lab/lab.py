@@ -75,6 +75,14 @@ def _s3_module() -> Any:
     return s3
 
 
+def _s3_answers(server: Any) -> bool:
+    try:
+        server.client().list_buckets()
+    except Exception:
+        return False
+    return True
+
+
 def _start_s3(paths: LabPaths) -> dict[str, Any]:
     s3 = _s3_module()
     server = s3.start(paths.s3_data, s3_port=S3_PORT)
@@ -380,7 +388,7 @@ def status() -> dict[str, Any]:
         s3 = _s3_module()
         rec = s3.load(paths.s3_data)
         if rec is not None:
-            s3_doc = {"endpoint": rec.endpoint, "pid": rec.pid, "running": s3._answers(rec)}
+            s3_doc = {"endpoint": rec.endpoint, "pid": rec.pid, "running": _s3_answers(rec)}
     doc["s3"] = s3_doc
     prod_ok = host_doc["prod"].get("containers", {})
     doc["up"] = bool(

@@ -17,6 +17,7 @@ Interface:
     populate(app_image, secrets, scale) -> dict      does everything; returns facts for state.json
     containers_running() -> dict[str, bool]
     health() -> dict[str, int]                       HTTP status per URL (curl inside prod)
+    health_script() -> str, parse_health(text) -> dict[str, int]   the same, on any host
     row_counts() -> dict[str, int]
     psql(sql, database=DATABASE) -> str
 """
@@ -726,27 +727,33 @@ def containers_running() -> dict[str, bool]:
     return {name: name in running for name in CONTAINERS}
 
 
-def health() -> dict[str, int]:
-    """Return URL -> HTTP status of every health URL, fetched with curl inside prod."""
+def health_script() -> str:
+    """A bash script printing `URL STATUS` per health URL, run on a lab host."""
     script = []
     for url in HEALTH_URLS:
+        resolve = ""
         if url.startswith("https://"):
-            host = url.split("/")[2]
-            script.append(
-                f"printf '%s %s\\n' {url} $(curl -sk -o /dev/null -w '%{{http_code}}' "
-                f"--max-time 5 --resolve {host}:443:127.0.0.1 {url} || true)"
-            )
-        else:
-            script.append(
-                f"printf '%s %s\\n' {url} $(curl -s -o /dev/null -w '%{{http_code}}' "
-                f"--max-time 5 {url} || true)"
-            )
-    cp = dexec(PROD, ["bash", "-c", "\n".join(script)], check=False)
+            resolve = f"-k --resolve {url.split('/')[2]}:443:127.0.0.1 "
+        script.append(
+            f"printf '%s %s\\n' {url} $(curl -s -o /dev/null -w '%{{http_code}}' "
+            f"--max-time 5 {resolve}{url} || true)"
+        )
+    return "\n".join(script)
+
+
+def parse_health(output: str) -> dict[str, int]:
+    """Parse health_script() output into URL -> HTTP status (0: no answer)."""
     result: dict[str, int] = {}
-    for line in cp.stdout.decode().splitlines():
+    for line in output.splitlines():
         url, _, code = line.partition(" ")
-        result[url] = int(code) if code.strip().isdigit() else 0
+        result[url] = int(code) if code.strip().isdigit() and code.strip() != "000" else 0
     return result
+
+
+def health() -> dict[str, int]:
+    """Return URL -> HTTP status of every health URL, fetched with curl inside prod."""
+    cp = dexec(PROD, ["bash", "-c", health_script()], check=False)
+    return parse_health(cp.stdout.decode())
 
 
 def wait_healthy(timeout: float = 120) -> None:
