@@ -40,7 +40,7 @@ STDERR_TAIL_BYTES = 8192
 
 def pipeline_argv(script: str) -> list[str]:
     """Given a bash script (a pipeline), return the argv that runs it with pipefail."""
-    return ["bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c", script]
+    return ["bash", "-c", "set -euo pipefail\n" + script]
 
 
 def command_string(argv: list[str]) -> str:
