@@ -185,7 +185,9 @@ class EncryptingReader:
         self._counter += 1
 
     def _fill(self, want: int) -> None:
-        data = self._src.read(max(want, CHUNK_SIZE))
+        # Ask for whole chunks: when the source returns what was asked, the
+        # pending chunk is always complete and never needs joining.
+        data = self._src.read(max(1, -(-want // SEALED_CHUNK_SIZE)) * CHUNK_SIZE)
         if not data:
             # Non-empty unless the whole payload is empty (then one empty final chunk).
             self._seal(self._pending, final=True)
@@ -403,7 +405,8 @@ class DecryptingReader:
         self._pending = view
 
     def _fill(self, want: int) -> None:
-        data = self._src.read(max(want, SEALED_CHUNK_SIZE))
+        # Ask for whole sealed chunks (see EncryptingReader._fill).
+        data = self._src.read(max(1, -(-want // CHUNK_SIZE)) * SEALED_CHUNK_SIZE)
         if data:
             self._feed(memoryview(data))
             return
