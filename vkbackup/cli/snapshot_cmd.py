@@ -6,17 +6,104 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, json_output, yes
-from vkbackup.errors import NotImplementedYetError, PartialFailure, SnapshotError, UsageError
+from vkbackup.errors import PartialFailure, SnapshotError, UsageError
 from vkbackup.progress import human_bytes
 
 
 @click.command("init")
-@click.argument("host")
-@click.option("--out", metavar="PATH", help="Write the discovered config here.")
+@click.argument("target", metavar="USER@ADDRESS[:PORT]")
+@click.option(
+    "--name", "host_name", metavar="NAME", help="Host name in the config (default: prod)."
+)
+@click.option("--out", metavar="PATH", help="Write the config here (default: standard output).")
+@click.option(
+    "--key-file", metavar="PATH", help="SSH private key (default: the config's, or agent)."
+)
+@click.option("--known-hosts", metavar="PATH", default="~/.ssh/known_hosts", show_default=True)
+@click.option("-r", "--recipient", "recipients", multiple=True, help="age1... public key.")
 @yes
-def init_cmd(host: str, out: str | None, yes: bool) -> None:
-    """Connect to HOST (user@address[:port]) and write a config of what it runs."""
-    raise NotImplementedYetError("init is not implemented yet")
+@pass_app
+def init_cmd(
+    app: AppContext,
+    target: str,
+    host_name: str | None,
+    out: str | None,
+    key_file: str | None,
+    known_hosts: str,
+    recipients: tuple[str, ...],
+    yes: bool,
+) -> None:
+    """Connect to a host, discover what it runs, and write a config that backs it all up.
+
+    Discovers compose projects, their .env files, the Caddyfile and Caddy's
+    data, named volumes and who uses them, PostgreSQL containers and their
+    databases, and the images the containers run. An unknown host key is shown
+    and trusted only on confirmation (or --yes). Storage and encryption come from
+    the current config when there is one, else local storage and --recipient.
+    """
+    from pathlib import Path
+
+    from vkbackup.actions import init as init_action
+    from vkbackup.actions.common import parse_target
+    from vkbackup.config import parse_config
+    from vkbackup.config.model import HostConfig
+    from vkbackup.transport.ssh import connect
+
+    cfg = app.config()
+    if out and Path(out).exists():
+        raise UsageError(f"{out}: already exists; refusing to overwrite it")
+    recips = list(recipients) or list(cfg.encryption.recipients)
+    if not recips:
+        raise UsageError(
+            "no recipient: pass -r age1... or use a config that has encryption.recipients",
+            hint="vkbackup keys generate prints a recipient",
+        )
+    base = parse_target(cfg, target if "@" in target else f"root@{target}")
+    kh = Path(known_hosts).expanduser()
+    host = HostConfig(
+        name=host_name or "prod",
+        address=base.address,
+        port=base.port,
+        user=base.user,
+        key_file=Path(key_file).expanduser() if key_file else base.key_file,
+        known_hosts=kh,
+    )
+
+    def ask(fp: str) -> bool:
+        click.echo(f"{host.address}:{host.port} offers host key {fp}", err=True)
+        if yes:
+            click.echo("trusting it (--yes)", err=True)
+            return True
+        return click.confirm("Trust this key and add it to " + str(kh) + "?", err=True)
+
+    init_action.trust_host_key(host.address, host.port, kh, ask)
+    t = connect(host)
+    try:
+        found = init_action.discover(t)
+    finally:
+        t.close()
+    identity = str(cfg.encryption.identity) if cfg.encryption.identity else None
+    text = init_action.render_config(
+        host.name,
+        host,
+        found,
+        init_action.storage_toml(cfg.storage),
+        init_action.encryption_toml(recips, identity),
+    )
+    import tomllib
+
+    parse_config(tomllib.loads(text), out or "<generated>")  # never write a config we reject
+    if out:
+        p = Path(out).expanduser()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "x") as f:
+            f.write(text)
+        p.chmod(0o600)
+        click.echo(
+            f"wrote {p}: review it, then `vkbackup --config {p} snapshot --dry-run`", err=True
+        )
+    else:
+        click.echo(text, nl=False)
 
 
 @click.command("snapshot")

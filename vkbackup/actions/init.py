@@ -1,0 +1,305 @@
+"""`vkbackup init HOST`: connect, discover what the host runs, write a commented config.
+
+Discovery (over SSH, read-only):
+    compose projects (from container labels): working dir, compose files, the
+    `.env` beside them; /etc/caddy/Caddyfile and Caddy's data (a volume mounted
+    at /data in a caddy container, or /var/lib/caddy on the host); named
+    volumes and which containers use them; PostgreSQL containers (by image or
+    by POSTGRES_* environment keys: names only, never values) and their
+    databases; locally built images (no registry digest) and pulled ones.
+
+Interface:
+    trust_host_key(address, port, known_hosts, ask) -> str
+        Trust on first use: shows the fingerprint; `ask(fp) -> bool` decides.
+        A changed key is refused (HostKeyError), never replaced.
+    discover(t) -> Discovery                  effects: small read-only commands
+    render_config(host_name, host, d, storage_toml, encryption_toml) -> str   pure
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from vkbackup import facts
+from vkbackup.config.model import HostConfig
+from vkbackup.errors import HostKeyError
+from vkbackup.sources.postgres import psql_argv
+from vkbackup.transport.base import Transport, pipeline_argv
+from vkbackup.transport.ssh import fetch_host_key, fingerprint, known_hosts_name
+
+PG_IMAGE_HINTS = ("postgres", "pgvector", "postgis", "timescale")
+
+
+@dataclass
+class Database:
+    container: str
+    user: str
+    databases: list[str]
+
+
+@dataclass
+class Discovery:
+    facts: dict[str, Any]
+    env_files: list[str] = field(default_factory=list)
+    compose_files: list[str] = field(default_factory=list)
+    caddyfile: str | None = None
+    caddy_data_dir: str | None = None
+    volumes: dict[str, list[str]] = field(default_factory=dict)  # volume -> containers using it
+    pg_data_volumes: set[str] = field(default_factory=set)
+    databases: list[Database] = field(default_factory=list)
+    local_images: list[str] = field(default_factory=list)
+    registry_images: list[str] = field(default_factory=list)
+
+
+def trust_host_key(address: str, port: int, known_hosts: Path, ask: Callable[[str], bool]) -> str:
+    """Make sure *known_hosts* has the host's key (trust on first use). Return its fingerprint."""
+    key = fetch_host_key(address, port)
+    fp = fingerprint(key)
+    name = known_hosts_name(address, port)
+    hk = paramiko.HostKeys()
+    if known_hosts.exists():
+        hk.load(str(known_hosts))
+    entry = hk.lookup(name)
+    if entry is not None and key.get_name() in entry:
+        if entry[key.get_name()].asbytes() != key.asbytes():
+            raise HostKeyError(
+                f"{name}: HOST KEY CHANGED: {known_hosts} has "
+                f"{fingerprint(entry[key.get_name()])}, the server offers {fp}; refusing",
+                hint=f"if expected: ssh-keygen -R '{name}' -f {known_hosts}",
+            )
+        return fp
+    if not ask(f"{key.get_name()} {fp}"):
+        raise HostKeyError(f"{name}: host key {fp} not trusted; nothing written")
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    with open(known_hosts, "a") as f:
+        f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+    return fp
+
+
+def _lines(t: Transport, script: str) -> list[str]:
+    res = t.run(pipeline_argv(script), check=False)
+    return [line for line in res.stdout.decode(errors="replace").splitlines() if line.strip()]
+
+
+def discover(t: Transport) -> Discovery:
+    """Inspect the host (read-only) and return what a config should back up."""
+    f = facts.gather(t)
+    d = Discovery(facts=f)
+    for proj in f["compose_projects"].values():
+        wd = proj.get("working_dir")
+        for cf in str(proj.get("config_files") or "").split(","):
+            if cf and cf not in d.compose_files:
+                d.compose_files.append(cf)
+        if wd:
+            env = _lines(
+                t, f"[ -f {shlex.quote(wd + '/.env')} ] && echo {shlex.quote(wd)}/.env || true"
+            )
+            d.env_files += [e for e in env if e not in d.env_files]
+    if _lines(t, "[ -f /etc/caddy/Caddyfile ] && echo yes || true"):
+        d.caddyfile = "/etc/caddy/Caddyfile"
+    if _lines(t, "[ -d /var/lib/caddy ] && echo yes || true"):
+        d.caddy_data_dir = "/var/lib/caddy"
+    pg_containers: list[dict[str, Any]] = []
+    for c in f["containers"]:
+        image = str(c.get("image") or "")
+        env_keys = _lines(
+            t,
+            "docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "
+            + shlex.quote(c["name"])
+            + " | cut -d= -f1",
+        )
+        is_pg = any(h in image for h in PG_IMAGE_HINTS) or "PG_VERSION" in env_keys
+        for m in c.get("mounts") or []:
+            if m.get("type") == "volume" and m.get("name"):
+                d.volumes.setdefault(m["name"], []).append(c["name"])
+                if is_pg and str(m.get("destination", "")).startswith("/var/lib/postgresql"):
+                    d.pg_data_volumes.add(m["name"])
+        if is_pg and c.get("running"):
+            pg_containers.append(c)
+    for c in pg_containers:
+        user_line = _lines(
+            t,
+            "docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "
+            + shlex.quote(c["name"])
+            + " | sed -n 's/^POSTGRES_USER=//p'",
+        )
+        user = user_line[0] if user_line else "postgres"
+        sql = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
+        dbs = _lines(t, shlex.join(psql_argv(c["name"], user, "postgres", sql + " ORDER BY 1")))
+        d.databases.append(Database(c["name"], user, dbs))
+    used = sorted({str(c.get("image")) for c in f["containers"] if c.get("image")})
+    for ref in used:
+        digests = _lines(
+            t, f"docker image inspect -f '{{{{json .RepoDigests}}}}' {shlex.quote(ref)} || true"
+        )
+        try:
+            has_digest = bool(json.loads(digests[0])) if digests else False
+        except ValueError:
+            has_digest = False
+        (d.registry_images if has_digest else d.local_images).append(ref)
+    return d
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(_toml_str(i) for i in items) + "]"
+
+
+def _safe_name(s: str) -> str:
+    import re
+
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-._") or "x"
+    return out[:63]
+
+
+def render_config(
+    host_name: str, host: HostConfig, d: Discovery, storage_toml: str, encryption_toml: str
+) -> str:
+    """Return a commented vkbackup config backing up everything discovered (pure)."""
+    out: list[str] = [
+        f"# vkbackup config for {host.user}@{host.address}:{host.port} (`vkbackup init`).",
+        "# Review it, then: vkbackup config check && vkbackup snapshot --dry-run",
+        "",
+        storage_toml.strip(),
+        "",
+        encryption_toml.strip(),
+        "",
+        f"[hosts.{host_name}]",
+        f"address = {_toml_str(host.address)}",
+        f"port = {host.port}",
+        f"user = {_toml_str(host.user)}",
+    ]
+    if host.key_file:
+        out.append(f"key_file = {_toml_str(str(host.key_file))}")
+    out.append(f"known_hosts = {_toml_str(str(host.known_hosts))}")
+    names: set[str] = set()
+
+    def source(lines: list[str], comment: str) -> None:
+        out.extend(["", f"# {comment}", f"[[hosts.{host_name}.sources]]", *lines])
+
+    def uniq(base: str) -> str:
+        n, i = _safe_name(base), 2
+        while n in names:
+            n, i = f"{_safe_name(base)}-{i}", i + 1
+        names.add(n)
+        return n
+
+    for db in d.databases:
+        for name in db.databases:
+            source(
+                [
+                    'type = "postgres"',
+                    f"name = {_toml_str(uniq(f'{db.container}-{name}'))}",
+                    f"container = {_toml_str(db.container)}",
+                    f"database = {_toml_str(name)}",
+                    f"user = {_toml_str(db.user)}",
+                ],
+                f"PostgreSQL in {db.container}: pg_dump -Fc + roles + row counts",
+            )
+    if d.env_files:
+        source(
+            [
+                'type = "files"',
+                f"name = {_toml_str(uniq('secrets'))}",
+                f"paths = {_toml_list(d.env_files)}",
+                "secret = true",
+            ],
+            ".env files beside the compose files (encrypted here; paths kept private)",
+        )
+    cfg_files = ([d.caddyfile] if d.caddyfile else []) + d.compose_files
+    if cfg_files:
+        source(
+            [
+                'type = "files"',
+                f"name = {_toml_str(uniq('config'))}",
+                f"paths = {_toml_list(cfg_files)}",
+            ],
+            "Caddyfile and compose files",
+        )
+    if d.caddy_data_dir:
+        source(
+            [
+                'type = "files"',
+                f"name = {_toml_str(uniq('caddy-data'))}",
+                f"paths = {_toml_list([d.caddy_data_dir])}",
+                "secret = true",
+            ],
+            "Caddy's data directory (certificates and their private keys)",
+        )
+    for vol in sorted(d.volumes):
+        users = sorted(set(d.volumes[vol]))
+        if vol in d.pg_data_volumes:
+            out.extend(
+                [
+                    "",
+                    f"# volume {vol}: PostgreSQL data of {', '.join(users)}: "
+                    "dumped above, not copied raw",
+                ]
+            )
+            continue
+        source(
+            [
+                'type = "docker-volume"',
+                f"name = {_toml_str(uniq(vol))}",
+                f"volume = {_toml_str(vol)}",
+                f"stop = {_toml_list(users)}",
+            ],
+            f"volume {vol}, used by {', '.join(users) or 'no container'} "
+            "(stopped while it is copied)",
+        )
+    images = d.local_images + d.registry_images
+    if images:
+        source(
+            [
+                'type = "docker-image"',
+                f"name = {_toml_str(uniq('images'))}",
+                f"images = {_toml_list(images)}",
+            ],
+            "images the containers run: "
+            + (f"built here: {', '.join(d.local_images)}" if d.local_images else "")
+            + (
+                "; pulled (saved too, so a restore needs no registry): "
+                + ", ".join(d.registry_images)
+                if d.registry_images
+                else ""
+            ),
+        )
+    return "\n".join(out) + "\n"
+
+
+def storage_toml(s: Any) -> str:
+    """The [storage] table for a StorageConfig (credentials are never copied)."""
+    lines = ["[storage]", f"type = {_toml_str(s.type)}"]
+    if s.type == "local":
+        lines.append(f"path = {_toml_str(str(s.path))}")
+    else:
+        for key in ("bucket", "prefix", "endpoint_url", "region", "profile"):
+            v = getattr(s, key)
+            if v:
+                lines.append(f"{key} = {_toml_str(v)}")
+        if s.addressing_style != "auto":
+            lines.append(f"addressing_style = {_toml_str(s.addressing_style)}")
+        if s.object_lock:
+            lines.append(
+                f'object_lock = {{ mode = "{s.object_lock.mode}", days = {s.object_lock.days} }}'
+            )
+        if s.secret_access_key:
+            lines.append("# credentials: use an AWS profile or the environment, not this file")
+    return "\n".join(lines)
+
+
+def encryption_toml(recipients: list[str], identity: str | None) -> str:
+    lines = ["[encryption]", f"recipients = {_toml_list(recipients)}"]
+    if identity:
+        lines.append(f"identity = {_toml_str(identity)}   # only restore/verify/drill need it")
+    return "\n".join(lines)
