@@ -94,9 +94,16 @@ def setup_logging(
         root.setLevel(logging.DEBUG)
     root.propagate = False
     # Quiet the chatty libraries unless -vv.
-    lib_level = logging.DEBUG if verbosity >= 2 else logging.WARNING
+    # Libraries: silent unless -vv. paramiko's transport thread logs every
+    # handshake failure with a traceback; vkbackup reports those itself.
     for name in ("paramiko", "botocore", "boto3", "s3transfer", "urllib3"):
-        logging.getLogger(name).setLevel(lib_level)
+        lib = logging.getLogger(name)
+        lib.setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
+        for h in list(lib.handlers):
+            lib.removeHandler(h)
+        if verbosity >= 2:
+            lib.addHandler(handler)
+        lib.propagate = False
 
 
 def get_logger(name: str) -> logging.Logger:

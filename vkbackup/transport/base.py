@@ -110,6 +110,17 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def short_command(argv: list[str], limit: int = 160) -> str:
+    """A one-line, bounded rendering of argv for messages (scripts are long)."""
+    if len(argv) >= 3 and argv[0] == "bash" and argv[1] == "-c":
+        body = [ln.strip() for ln in argv[2].splitlines() if ln.strip()]
+        body = [ln for ln in body if ln != "set -euo pipefail"]
+        cmd = "bash -c '" + "; ".join(body) + "'"
+    else:
+        cmd = command_string(argv)
+    return cmd if len(cmd) <= limit else cmd[:limit] + " ..."
+
+
 def describe_status(status: int) -> str:
     if status == -1:
         return "was killed by a signal or the connection dropped (no exit status)"
@@ -120,9 +131,7 @@ def describe_status(status: int) -> str:
 
 def failure(host: str, argv: list[str], status: int, tail: str) -> RemoteCommandError:
     """Build the error for a failed command: host, command, status, stderr tail."""
-    cmd = command_string(argv)
-    if len(cmd) > 300:
-        cmd = cmd[:300] + " ..."
+    cmd = short_command(argv)
     tail = tail.strip()
     msg = f"{host}: command {describe_status(status)}: {cmd}"
     if tail:
