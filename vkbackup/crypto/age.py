@@ -420,6 +420,13 @@ class DecryptingReader:
         """Return up to *n* plaintext bytes (all if n < 0); b"" only after the final chunk."""
         if self._error is not None:
             raise self._error
+        try:
+            return self._read(n)
+        except CryptoError as e:  # sticky: a broken stream stays broken
+            self._error = e
+            raise
+
+    def _read(self, n: int) -> bytes:
         if self._aead is None:
             self._start()
         if n is None or n < 0:

@@ -414,3 +414,13 @@ def test_a_huge_read_request_does_not_allocate_that_much() -> None:
     ct = enc.read(1 << 40)  # a MemoryError here would mean read(n) pre-allocates n
     dec = DecryptingReader(BytesReader(ct), [ALICE])
     assert dec.read(1 << 40) == b"small"
+
+
+def test_armor_errors_are_sticky_too() -> None:
+    bad = armor_encode(CT) + b"trailing garbage\n"
+    dec = DecryptingReader(BytesReader(bad), [ALICE], NAME)
+    with pytest.raises(CryptoError, match="invalid ASCII armor"):
+        while dec.read(1 << 20):
+            pass
+    with pytest.raises(CryptoError, match="invalid ASCII armor"):
+        dec.read(1)
