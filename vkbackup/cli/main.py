@@ -18,6 +18,7 @@ from vkbackup import __version__
 from vkbackup.cli import (
     config_cmd,
     crypto_cmds,
+    drill_cmd,
     lifecycle_cmds,
     restore_cmd,
     snapshot_cmd,
@@ -62,7 +63,15 @@ def cli(
     ctx.obj = AppContext(config_path=config_path, verbosity=verbosity, log_json=log_json)
 
 
-for module in (config_cmd, crypto_cmds, storage_cmd, snapshot_cmd, restore_cmd, lifecycle_cmds):
+for module in (
+    config_cmd,
+    crypto_cmds,
+    storage_cmd,
+    snapshot_cmd,
+    restore_cmd,
+    lifecycle_cmds,
+    drill_cmd,  # after lifecycle_cmds: replaces its placeholder
+):
     module.register(cli)
 
 
