@@ -294,9 +294,10 @@ class S3Storage:
             "ObjectLockRetainUntilDate": until,
         }
 
-    def _read_part(self, src: Readable, size: int) -> bytearray:
-        """Fill one buffer of *size* bytes from *src*; shorter only at the end."""
-        buf = bytearray(size)
+    def _read_part(self, src: Readable, size: int, reuse: bytearray | None = None) -> bytearray:
+        """Fill one buffer of *size* bytes from *src* (reusing *reuse* if given);
+        shorter only at the end of the stream."""
+        buf = reuse if reuse is not None and len(reuse) == size else bytearray(size)
         pos = 0
         with memoryview(buf) as view:
             while pos < size:
@@ -432,17 +433,21 @@ class S3Storage:
         inflight: Future[bytes] | None = None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vkbackup-s3-part")
         try:
-            buf = first
+            # Two buffers take turns: one is uploaded by the worker while the
+            # source fills the other. Nothing else holds part data.
+            sending = first
+            spare: bytearray | None = None
             number = 1
             while True:
-                if inflight is not None:
-                    digests.append(inflight.result())
-                inflight = pool.submit(self._upload_part, full, upload_id, number, buf)
-                total += len(buf)
-                if len(buf) < part_size:
+                inflight = pool.submit(self._upload_part, full, upload_id, number, sending)
+                total += len(sending)
+                if len(sending) < part_size:
                     break  # that was the short, last part
-                buf = self._read_part(src, part_size)  # while the previous part uploads
-                if not buf:
+                filling = self._read_part(src, part_size, spare)
+                digests.append(inflight.result())
+                inflight = None
+                spare, sending = sending, filling
+                if not sending:
                     break
                 number += 1
                 if number > MAX_PARTS:
@@ -451,9 +456,10 @@ class S3Storage:
                         f"bytes ({MAX_PARTS * part_size} bytes)",
                         hint="pass a size hint, or raise storage.part_size_mib",
                     )
-            digests.append(inflight.result())
-            inflight = None
-            del buf
+            if inflight is not None:
+                digests.append(inflight.result())
+                inflight = None
+            del sending, spare
             info = self._complete(key, full, upload_id, digests, total, if_absent)
         except BaseException as e:
             self._abort_after_failure(full, upload_id, inflight)

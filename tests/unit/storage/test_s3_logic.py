@@ -112,7 +112,10 @@ def test_buffering_is_bounded_to_two_parts() -> None:
     uploaded = {"bytes": 0}
     worst = {"ahead": 0}
 
+    buffers: set[int] = set()
+
     def on_part(kw: dict[str, object]) -> None:
+        buffers.add(id(kw["Body"]))
         ahead = src.consumed - uploaded["bytes"]
         worst["ahead"] = max(worst["ahead"], ahead)
         uploaded["bytes"] += int(kw["ContentLength"])  # type: ignore[call-overload]
@@ -122,6 +125,7 @@ def test_buffering_is_bounded_to_two_parts() -> None:
     assert fake.objects["pre/fix/big"] == data
     # never more than the part being sent plus the one being filled
     assert 0 < worst["ahead"] <= 2 * PART
+    assert len(buffers) == 2  # two part buffers, recycled
 
 
 def test_object_lock_headers_on_put_and_create() -> None:
