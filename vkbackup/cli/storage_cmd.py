@@ -1,11 +1,23 @@
-"""`vkbackup storage check`."""
+"""`vkbackup storage check [--json]`: probe the configured storage, print a table.
+
+Exit status 0 when every required capability works, 1 (a StorageError raised
+to the CLI entry point) when one fails; --json prints the report either way.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import json_output
-from vkbackup.errors import NotImplementedYetError
+from vkbackup.errors import StorageError
+
+if TYPE_CHECKING:
+    from vkbackup.actions.storage_check import CheckReport
+
+_MARK = {"ok": "ok", "fail": "FAIL", "warn": "warn", "info": "info", "skip": "skip"}
 
 
 @click.group("storage")
@@ -15,9 +27,42 @@ def storage_group() -> None:
 
 @storage_group.command("check")
 @json_output
-def storage_check(as_json: bool) -> None:
-    """Probe the storage: write, read back, list, delete, multipart, checksums, Object Lock."""
-    raise NotImplementedYetError("storage check is not implemented yet")
+@pass_app
+def storage_check(app: AppContext, as_json: bool) -> None:
+    """Probe the storage: write, read back, list, delete, multipart, checksums,
+    versioning and Object Lock. Exit 1 if a required capability fails."""
+    from vkbackup.actions.storage_check import run_storage_check
+
+    report = run_storage_check(app.config().storage)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(render_table(report))
+    failed = report.failed()
+    if failed:
+        raise StorageError(
+            f"{report.target}: {len(failed)} required storage capability(ies) failed: "
+            + ", ".join(c.name for c in failed)
+        )
+
+
+def render_table(report: CheckReport) -> str:
+    """Given a CheckReport, return the human table with hints under the rows."""
+    rows = [
+        (c.name + (" *" if c.required else ""), _MARK[c.status], c.detail) for c in report.checks
+    ]
+    w1 = max([len(r[0]) for r in rows] + [5])
+    w2 = max([len(r[1]) for r in rows] + [6])
+    lines = [f"storage: {report.target}", "", f"{'CHECK':<{w1}}  {'RESULT':<{w2}}  DETAIL"]
+    for c, (name, mark, detail) in zip(report.checks, rows, strict=True):
+        lines.append(f"{name:<{w1}}  {mark:<{w2}}  {detail}")
+        if c.hint and c.status in ("fail", "warn", "info"):
+            lines.append(f"{'':<{w1}}  {'':<{w2}}  -> {c.hint}")
+    lines.append("")
+    lines.append(
+        "* required" + ("" if report.ok else "   RESULT: storage is NOT usable as configured")
+    )
+    return "\n".join(lines)
 
 
 def register(cli: click.Group) -> None:
