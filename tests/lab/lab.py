@@ -100,9 +100,15 @@ def _start_s3(paths: LabPaths) -> dict[str, Any]:
     }
 
 
-def _secret_values(env: dict[str, dict[str, str]], s3: dict[str, Any]) -> list[str]:
+def _secret_values(
+    paths: LabPaths, env: dict[str, dict[str, str]], s3: dict[str, Any]
+) -> list[str]:
+    """Every value that must never show up in logs, manifests or plaintext storage."""
     values = {v for project in env.values() for v in project.values()}
     values.add(str(s3["secret_key"]))
+    for line in paths.identity.read_text().splitlines():
+        if line.startswith("AGE-SECRET-KEY-"):
+            values.add(line.strip())
     return sorted(values)
 
 
@@ -180,7 +186,7 @@ def up(scale: float | None = None) -> dict[str, Any]:
         facts["complete"] = True
         facts["populated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     assert secrets_doc is not None
-    secrets_doc["values"] = _secret_values(secrets_doc["env"], s3)
+    secrets_doc["values"] = _secret_values(paths, secrets_doc["env"], s3)
     secrets_doc["s3"] = {"access_key": s3["access_key"], "secret_key": s3["secret_key"]}
     _write_json(paths.secrets, secrets_doc)
 

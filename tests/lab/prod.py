@@ -30,6 +30,7 @@ import secrets as pysecrets
 import string
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.lab import database
@@ -554,12 +555,19 @@ def _load_base(app_image: str) -> None:
 
 
 def _build_images() -> None:
-    for image in IMAGES:
-        if dexec(PROD, ["docker", "image", "inspect", image], check=False).returncode == 0:
-            continue
+    missing = [
+        image
+        for image in IMAGES
+        if dexec(PROD, ["docker", "image", "inspect", image], check=False).returncode != 0
+    ]
+
+    def build(image: str) -> None:
         t0 = time.monotonic()
         _on_prod(["docker", "build", "-q", "-t", image, f"{BUILD_DIR}/{_ctx(image)}"])
         log(f"built {image} on prod ({time.monotonic() - t0:.1f}s)")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(build, missing))
 
 
 def _compose_up(project: str, *services: str) -> None:
