@@ -202,11 +202,19 @@ def ensure_images(build_dir: Path, log_dir: Path, cache_dir: Path) -> dict[str, 
         errors: list[BaseException] = []
 
         def work(spec: ImageSpec) -> None:
-            try:
-                _build(spec, build_dir, log_dir, cache_dir)
-                _drop_old_tags(spec)
-            except BaseException as e:
-                errors.append(e)
+            for attempt in (1, 2):  # one retry: a mirror hiccup should not fail CI
+                try:
+                    _build(spec, build_dir, log_dir, cache_dir)
+                    _drop_old_tags(spec)
+                    return
+                except LabError as e:
+                    if attempt == 2:
+                        errors.append(e)
+                    else:
+                        log(f"building {spec.tag} failed, retrying once: {str(e)[:300]}")
+                except BaseException as e:
+                    errors.append(e)
+                    return
 
         threads = [threading.Thread(target=work, args=(s,)) for s in missing]
         for t in threads:
