@@ -83,7 +83,7 @@ NO_LOCK_CODES = frozenset(
     }
 )
 #: seconds to wait for an in-flight part before aborting a failed upload
-ABORT_WAIT = 120.0
+ABORT_WAIT = 30.0
 
 
 def make_client(cfg: StorageConfig) -> Any:

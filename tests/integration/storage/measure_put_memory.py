@@ -5,10 +5,9 @@
 
 Without --endpoint it starts its own SeaweedFS (tests.lab.s3) in a temp dir.
 Prints one JSON line: size, part size, seconds, MB/s, baseline RSS and the
-peak RSS growth during the put (ru_maxrss minus the RSS just before). With
---s3transfer it measures boto3's upload_fileobj on the same kind of
-non-seekable stream instead, for comparison. Run each in its own process:
-ru_maxrss is a high-water mark.
+peak RSS growth during the put (VmHWM, reset just before the put, minus the
+RSS just before). With --s3transfer it measures boto3's upload_fileobj on the
+same kind of non-seekable stream instead, for comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import tempfile
 import time
@@ -54,6 +52,23 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak() -> None:
+    """Reset this process's RSS high-water mark (Linux >= 4.0: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_bytes() -> int:
+    """VmHWM: the peak RSS of this process image. Not ru_maxrss, which Linux
+    carries over exec() from the forking parent (a big pytest parent would
+    show up as this process's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def measure(
     endpoint: str, key_id: str, secret: str, size: int, part: int, s3transfer: bool
 ) -> dict[str, Any]:
@@ -77,6 +92,7 @@ def measure(
     store = S3Storage(client, bucket, part_size=part)
     store.put("warmup", BytesReader(b"x" * 1000))
     base = rss_bytes()
+    reset_peak()
     t0 = time.monotonic()
     if s3transfer:
         from boto3.s3.transfer import TransferConfig
@@ -86,7 +102,7 @@ def measure(
     else:
         store.put("obj", Generated(size))
     secs = time.monotonic() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_bytes()
     head = store.head("obj")
     assert head is not None and head.size == size, head
     return {

@@ -424,3 +424,21 @@ def test_unknown_profile_is_a_storage_error() -> None:
     cfg = StorageConfig(type="s3", bucket="b", profile="no-such-profile-vkbackup-test")
     with pytest.raises(StorageError, match="no-such-profile"):
         make_client(cfg)
+
+
+def test_no_credentials_is_a_named_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE", raising=False)
+    store = S3Storage.from_config(
+        StorageConfig(type="s3", bucket="bkt", endpoint_url="http://127.0.0.1:9", max_attempts=1)
+    )
+    with pytest.raises(StorageError) as info:
+        store.head("k")
+    assert "s3://bkt/k" in str(info.value) and "no S3 credentials" in str(info.value)
+    assert info.value.hint and "access_key_id" in info.value.hint
