@@ -1,0 +1,523 @@
+"""`vkbackup verify`: read every object of a snapshot back and prove it is intact.
+
+For each object in the manifest, the object is streamed from storage (bounded
+memory), its bytes counted and hashed against the manifest's size and sha256,
+and, unless in light mode, decrypted to the end so age authenticates every
+chunk. The manifest's own private part is decrypted too. Light mode
+(``identities=None``, the CLI's ``--no-decrypt``) needs only the public part:
+size and sha256. Each bad object is named with what is wrong with it:
+
+    missing   the key is not in storage
+    size      its byte count differs from the manifest (truncated, or extended)
+    sha256    same size, other content (a flipped bit, an overwrite)
+    swapped   its content is another object's, found by hash in the manifests read
+    age       size and sha256 match the manifest, yet age refuses it (wrong key,
+              or a manifest forged to match damaged data)
+    read      storage failed while reading it
+    manifest  the manifest itself cannot be read, or its private part not opened
+    chain     the manifest's incremental chain of a source has a gap
+
+The result of each snapshot is recorded in storage at ``verify/<host>/<id>.json``
+(``list`` shows it as "last verified"). An object shared by several snapshots
+(``uploaded_in`` an earlier one) is read once per run.
+
+Interface:
+    BadObject(key, source, problem, detail)
+    SnapshotVerify   one snapshot's result: host, id, time, mode, ok, objects, bytes,
+                     shared (objects checked earlier in the run), bad, seconds
+                     .to_json() (also the stored record), .summary()
+    VerifyRecord     a stored record: host, id, time, ok, mode, bad_count
+    DeepCheck        Callable[[Manifest, Storage, Sequence[Identity]], list[BadObject]]:
+                     the hook for `verify --deep` (restore into a throwaway database);
+                     called once a snapshot's objects all passed
+    select_snapshots(storage, ref=None, *, latest=False, all_=False, host=None)
+        -> list[tuple[str, str]]        (host, id) pairs, oldest first
+    check_object(storage, obj, identities, *, known=None) -> tuple[BadObject | None, int]
+    verify_snapshot(storage, manifest, *, identities=None, cache=None, known=None,
+                    deep_check=None, clock=utcnow) -> SnapshotVerify
+    run_verify(storage, targets, *, identities=None, deep_check=None, record=True,
+               clock=utcnow) -> list[SnapshotVerify]
+    failure(results) -> IntegrityError | None   the error naming every bad object
+    record_key(host, id); write_record(storage, result); load_record(storage, host, id);
+    load_records(storage, host=None) -> dict[tuple[str, str], VerifyRecord]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from vkbackup import __version__, catalog, layout
+from vkbackup.actions.common import iso, utcnow
+from vkbackup.crypto import DecryptingReader, Identity
+from vkbackup.errors import (
+    CryptoError,
+    IntegrityError,
+    ObjectNotFoundError,
+    StorageError,
+    UsageError,
+    VkError,
+)
+from vkbackup.logs import get_logger
+from vkbackup.manifest import Manifest, ObjectRecord, objects_by_source, open_private
+from vkbackup.storage.base import Storage
+from vkbackup.streams import CHUNK, BytesReader, HashingReader
+
+log = get_logger("verify")
+
+RECORD_FORMAT = "vkbackup-verify/1"
+MODE_FULL = "full"
+MODE_LIGHT = "no-decrypt"
+
+
+@dataclass(frozen=True)
+class BadObject:
+    key: str  # the object (or manifest) at fault
+    source: str  # its source ("" for the manifest)
+    problem: str  # missing | size | sha256 | swapped | age | read | manifest | chain
+    detail: str  # a sentence naming the key and what is wrong
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "source": self.source,
+            "problem": self.problem,
+            "detail": self.detail,
+        }
+
+
+#: The `verify --deep` hook: given a snapshot whose objects all passed, restore what
+#: needs restoring somewhere safe and return what is wrong (empty: all good).
+DeepCheck = Callable[[Manifest, Storage, Sequence[Identity]], list[BadObject]]
+
+
+@dataclass
+class SnapshotVerify:
+    host: str
+    id: str
+    time: str  # ISO 8601 UTC, when the check ended
+    mode: str  # "full" | "no-decrypt"
+    objects: int = 0  # objects in the manifest
+    bytes: int = 0  # bytes read from storage in this snapshot's checks
+    shared: int = 0  # objects already checked earlier in this run
+    bad: list[BadObject] = field(default_factory=list)
+    seconds: float = 0.0
+    deep: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "host": self.host,
+            "id": self.id,
+            "time": self.time,
+            "ok": self.ok,
+            "mode": self.mode,
+            "deep": self.deep,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "shared": self.shared,
+            "seconds": round(self.seconds, 3),
+            "bad": [b.to_json() for b in self.bad],
+            "tool_version": __version__,
+        }
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok else f"BAD ({len(self.bad)} bad)"
+        shared = f", {self.shared} shared checked earlier in this run" if self.shared else ""
+        return (
+            f"{self.host}/{self.id}: {verdict}: {self.objects} objects, "
+            f"{self.bytes} bytes read{shared} ({self.mode}, {self.seconds:.1f}s)"
+        )
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    host: str
+    id: str
+    time: str
+    ok: bool
+    mode: str
+    bad_count: int
+
+    def describe(self) -> str:
+        light = " (no-decrypt)" if self.mode == MODE_LIGHT else ""
+        verdict = "ok" if self.ok else f"FAILED, {self.bad_count} bad"
+        return f"{self.time} {verdict}{light}"
+
+
+# -- records ---------------------------------------------------------------------
+
+
+def record_key(host: str, snapshot_id: str) -> str:
+    return layout.verify_key(host, snapshot_id)
+
+
+def write_record(storage: Storage, result: SnapshotVerify) -> None:
+    """Store *result* at verify/<host>/<id>.json (replacing the previous record)."""
+    body = json.dumps(result.to_json(), indent=1, sort_keys=True).encode()
+    storage.put(record_key(result.host, result.id), BytesReader(body))
+
+
+def _parse_record(data: bytes, host: str, snapshot_id: str) -> VerifyRecord | None:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
+        return None
+    bad = doc.get("bad")
+    t = doc.get("time")
+    ok = doc.get("ok")
+    if not isinstance(t, str) or not isinstance(ok, bool) or not isinstance(bad, list):
+        return None
+    return VerifyRecord(
+        host=host,
+        id=snapshot_id,
+        time=t,
+        ok=ok,
+        mode=str(doc.get("mode", MODE_FULL)),
+        bad_count=len(bad),
+    )
+
+
+def load_record(storage: Storage, host: str, snapshot_id: str) -> VerifyRecord | None:
+    """Return the stored verify record of a snapshot, or None (absent or unreadable)."""
+    try:
+        data = catalog.read_small(storage, record_key(host, snapshot_id), 4 * 1024 * 1024)
+    except ObjectNotFoundError:
+        return None
+    return _parse_record(data, host, snapshot_id)
+
+
+def load_records(storage: Storage, host: str | None = None) -> dict[tuple[str, str], VerifyRecord]:
+    """Return every stored verify record (of *host*), keyed by (host, id)."""
+    prefix = "verify/" if host is None else f"verify/{host}/"
+    out: dict[tuple[str, str], VerifyRecord] = {}
+    for info in storage.list(prefix):
+        parts = info.key.split("/")
+        if len(parts) != 3 or not parts[2].endswith(".json"):
+            continue
+        h, sid = parts[1], parts[2][: -len(".json")]
+        if not layout.ID_RE.match(sid) or not layout.NAME_RE.match(h):
+            continue
+        rec = load_record(storage, h, sid)
+        if rec is not None:
+            out[(h, sid)] = rec
+    return out
+
+
+# -- selection --------------------------------------------------------------------
+
+
+def select_snapshots(
+    storage: Storage,
+    ref: str | None = None,
+    *,
+    latest: bool = False,
+    all_: bool = False,
+    host: str | None = None,
+) -> list[tuple[str, str]]:
+    """Given SNAPSHOT, --latest or --all (none: --latest), return the (host, id)
+    pairs to verify, oldest first. --latest without --host means the newest
+    complete snapshot of every host. Raise UsageError on contradictory options,
+    ObjectNotFoundError if nothing matches."""
+    if sum((ref is not None, latest, all_)) > 1:
+        raise UsageError("give one of SNAPSHOT, --latest or --all")
+    if ref is not None and ref != "latest":
+        m = catalog.resolve(storage, ref, host)
+        return [(m.host, m.id)]
+    snaps = catalog.list_snapshots(storage, host)
+    where = f" of host {host!r}" if host else ""
+    if not snaps:
+        raise ObjectNotFoundError(f"{storage.describe()}: no snapshot{where} to verify")
+    if all_:
+        return snaps
+    out: list[tuple[str, str]] = []
+    for h in sorted({h for h, _ in snaps}):
+        m = catalog.resolve(storage, "latest", h)
+        out.append((m.host, m.id))
+    return sorted(out, key=lambda hs: (hs[1], hs[0]))
+
+
+# -- checks ------------------------------------------------------------------------
+
+
+def _drain(src: Any) -> None:
+    while src.read(CHUNK):
+        pass
+
+
+def check_object(
+    storage: Storage,
+    obj: ObjectRecord,
+    identities: Sequence[Identity] | None,
+    *,
+    known: dict[str, str] | None = None,
+) -> tuple[BadObject | None, int]:
+    """Given an object record, read the object back (and decrypt it when
+    *identities* are given). Return (the problem or None, bytes read).
+    *known* maps ciphertext sha256 to the key of the object that has it."""
+    try:
+        raw = storage.open(obj.key)
+    except ObjectNotFoundError:
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "missing",
+                f"{obj.key}: missing from storage (source {obj.source}, {obj.size} bytes expected)",
+            ),
+            0,
+        )
+    except StorageError as e:
+        return BadObject(obj.key, obj.source, "read", f"{obj.key}: cannot open: {e}"), 0
+    hasher = HashingReader(raw)
+    age_error: CryptoError | None = None
+    try:
+        with raw:
+            if identities:
+                try:
+                    _drain(DecryptingReader(hasher, identities, name=obj.key))
+                except CryptoError as e:
+                    age_error = e
+            _drain(hasher)  # the rest, so size and sha256 cover every byte stored
+    except (StorageError, OSError) as e:
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "read",
+                f"{obj.key}: read failed after {hasher.size} bytes: {e}",
+            ),
+            hasher.size,
+        )
+    size, sha = hasher.size, hasher.sha256_hex()
+    also = f"; age: {age_error}" if age_error is not None else ""
+    if sha != obj.sha256 and known and known.get(sha, obj.key) != obj.key:
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "swapped",
+                f"{obj.key}: holds the content of {known[sha]} ({size} bytes), not the object "
+                f"the manifest records ({obj.size} bytes, sha256 {obj.sha256[:16]}...): "
+                "it was swapped or overwritten",
+            ),
+            size,
+        )
+    if size != obj.size:
+        how = "truncated" if size < obj.size else "longer than recorded"
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "size",
+                f"{obj.key}: {how}: {size} bytes in storage, the manifest records {obj.size}"
+                + also,
+            ),
+            size,
+        )
+    if sha != obj.sha256:
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "sha256",
+                f"{obj.key}: content differs from the manifest (sha256 {sha[:16]}..., "
+                f"recorded {obj.sha256[:16]}...): damaged in storage" + also,
+            ),
+            size,
+        )
+    if age_error is not None:
+        return (
+            BadObject(
+                obj.key,
+                obj.source,
+                "age",
+                f"{obj.key}: size and sha256 match the manifest but age refuses it: {age_error}",
+            ),
+            size,
+        )
+    return None, size
+
+
+def chain_problems(manifest: Manifest) -> list[BadObject]:
+    """Given a manifest, name every source whose incremental chain has a gap
+    (positions must run 0 (the full), 1, 2, ... without a hole)."""
+    key = layout.manifest_key(manifest.host, manifest.id)
+    out: list[BadObject] = []
+    for source, objs in sorted(objects_by_source(manifest).items()):
+        positions = sorted({o.chain for o in objs})
+        if not positions or positions == [0]:
+            continue
+        missing = sorted(set(range(positions[-1] + 1)) - set(positions))
+        if missing:
+            out.append(
+                BadObject(
+                    key,
+                    source,
+                    "chain",
+                    f"{key}: source {source}: the incremental chain is broken: no object at "
+                    f"position{'s' if len(missing) > 1 else ''} "
+                    + ", ".join(str(m) for m in missing)
+                    + " (0 is the full)",
+                )
+            )
+    return out
+
+
+def verify_snapshot(
+    storage: Storage,
+    manifest: Manifest,
+    *,
+    identities: Sequence[Identity] | None = None,
+    cache: dict[tuple[str, int, str], BadObject | None] | None = None,
+    known: dict[str, str] | None = None,
+    deep_check: DeepCheck | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> SnapshotVerify:
+    """Given a manifest, check every object it lists (see the module docstring).
+    *cache* carries results between snapshots of one run, so a shared object is
+    read once. Return the result; raise nothing for bad data."""
+    t0 = time.monotonic()
+    res = SnapshotVerify(
+        host=manifest.host,
+        id=manifest.id,
+        time="",
+        mode=MODE_FULL if identities else MODE_LIGHT,
+        objects=len(manifest.objects),
+        deep=deep_check is not None,
+    )
+    mkey = layout.manifest_key(manifest.host, manifest.id)
+    if identities:
+        try:
+            open_private(manifest, identities, mkey)
+        except VkError as e:
+            res.bad.append(
+                BadObject(mkey, "", "manifest", f"{mkey}: private part cannot be opened: {e}")
+            )
+    res.bad.extend(chain_problems(manifest))
+    for obj in manifest.objects:
+        ck = (obj.key, obj.size, obj.sha256)
+        if cache is not None and ck in cache:
+            res.shared += 1
+            bad = cache[ck]
+        else:
+            log.debug("verify %s (%d bytes)", obj.key, obj.size)
+            bad, n = check_object(storage, obj, identities, known=known)
+            res.bytes += n
+            if cache is not None:
+                cache[ck] = bad
+        if bad is not None:
+            res.bad.append(bad)
+    if deep_check is not None and not res.bad and identities:
+        res.bad.extend(deep_check(manifest, storage, identities))
+    res.seconds = time.monotonic() - t0
+    res.time = iso(clock())
+    return res
+
+
+def _verify_one(
+    storage: Storage,
+    host: str,
+    snapshot_id: str,
+    manifest: Manifest | None,
+    identities: Sequence[Identity] | None,
+    cache: dict[tuple[str, int, str], BadObject | None],
+    known: dict[str, str],
+    deep_check: DeepCheck | None,
+    clock: Callable[[], datetime],
+) -> SnapshotVerify:
+    if manifest is None:
+        mkey = layout.manifest_key(host, snapshot_id)
+        try:
+            manifest = catalog.load_manifest(storage, host, snapshot_id)
+        except VkError as e:
+            return SnapshotVerify(
+                host=host,
+                id=snapshot_id,
+                time=iso(clock()),
+                mode=MODE_FULL if identities else MODE_LIGHT,
+                bad=[BadObject(mkey, "", "manifest", f"{mkey}: cannot be read: {e}")],
+            )
+    return verify_snapshot(
+        storage,
+        manifest,
+        identities=identities,
+        cache=cache,
+        known=known,
+        deep_check=deep_check,
+        clock=clock,
+    )
+
+
+def _known_hashes(manifests: Sequence[Manifest]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for m in manifests:
+        for o in m.objects:
+            out.setdefault(o.sha256, o.key)
+    return out
+
+
+def run_verify(
+    storage: Storage,
+    targets: Sequence[tuple[str, str]],
+    *,
+    identities: Sequence[Identity] | None = None,
+    deep_check: DeepCheck | None = None,
+    record: bool = True,
+    clock: Callable[[], datetime] = utcnow,
+    on_result: Callable[[SnapshotVerify], None] | None = None,
+) -> list[SnapshotVerify]:
+    """Given (host, id) pairs, verify each snapshot (oldest first), record each
+    result in storage when *record*, and return the results. A manifest that
+    cannot be read is a bad result naming it, not an exception."""
+    hosts = sorted({h for h, _ in targets})
+    # Every manifest of these hosts: to name the object a swapped one came from.
+    peers: list[Manifest] = []
+    for h in hosts:
+        for hh, sid in catalog.list_snapshots(storage, h):
+            try:
+                peers.append(catalog.load_manifest(storage, hh, sid))
+            except VkError:
+                continue
+    by_id = {(m.host, m.id): m for m in peers}
+    known = _known_hashes(peers)
+    cache: dict[tuple[str, int, str], BadObject | None] = {}
+    results: list[SnapshotVerify] = []
+    for h, sid in sorted(targets, key=lambda hs: (hs[1], hs[0])):
+        res = _verify_one(
+            storage, h, sid, by_id.get((h, sid)), identities, cache, known, deep_check, clock
+        )
+        if record:
+            try:
+                write_record(storage, res)
+            except VkError as e:
+                log.warning("could not record the verify result of %s/%s: %s", h, sid, e)
+        if on_result is not None:
+            on_result(res)
+        results.append(res)
+    return results
+
+
+def failure(results: Sequence[SnapshotVerify]) -> IntegrityError | None:
+    """Given verify results, return the error naming every bad object, or None."""
+    bad = [(r, b) for r in results for b in r.bad]
+    if not bad:
+        return None
+    lines = [f"{r.host}/{r.id}: {b.problem}: {b.detail}" for r, b in bad]
+    snaps = len({(r.host, r.id) for r, _ in bad})
+    return IntegrityError(
+        f"verify found {len(bad)} bad object{'s' if len(bad) > 1 else ''} in {snaps} "
+        f"snapshot{'s' if snaps > 1 else ''}:\n  " + "\n  ".join(lines),
+        hint="a damaged snapshot cannot be repaired: take a new snapshot now, and check "
+        "the storage (disk, bucket policy, lifecycle rules) that lost or changed the data",
+    )

@@ -1,0 +1,428 @@
+"""Monitoring: pings on start, success and failure, and a Prometheus textfile.
+
+Nothing here ever fails a backup: every problem is logged as a warning and
+returned as a message, never raised.
+
+Interface:
+    notify(cfg, event, *, host, summary=None, reason=None, timeout=10.0, attempts=2) -> list[str]
+        cfg: MonitoringConfig; event: "start" | "success" | "failure".
+        - cfg.healthchecks_url (healthchecks.io style): POST <url>/start on start,
+          POST <url> on success (body: a one-line summary), POST <url>/fail on
+          failure (body: the reason). For one URL per host, put "{host}" in the
+          URL: it is replaced by the host name.
+        - cfg.webhook_url: POST a JSON document
+          {"tool": "vkbackup", "version", "event", "host", "time", "summary", "reason"}.
+        Every text sent (reason, summary) goes through vkbackup.logs.redact, so a
+        registered secret never leaves the machine. Returns the warnings (empty
+        when every configured endpoint answered 2xx).
+    RunMetrics(host, status, finished, seconds, bytes_new=0, bytes_reused=0, sources=())
+        RunMetrics.from_result(SnapshotResult) / RunMetrics.failed(host, seconds, finished=None)
+    SourceMetrics(name, bytes, ok)
+    write_textfile(path, results) -> list[str]
+        results: SnapshotResult or RunMetrics items. Rewrites the node_exporter
+        textfile atomically (temp file in the same directory, fsync, rename),
+        replacing the series of the hosts in *results* and keeping those of
+        every other host (the old file is parsed). Metrics, all with a host label:
+            vkbackup_last_success_timestamp_seconds   last complete snapshot (kept
+                                                      from the old file when this
+                                                      run is not complete; 0 = never)
+            vkbackup_last_run_timestamp_seconds
+            vkbackup_last_status                      0 complete, 1 partial, 2 failed
+            vkbackup_duration_seconds
+            vkbackup_bytes_new, vkbackup_bytes_reused ciphertext bytes
+            vkbackup_source_bytes{source}             new + reused, per source
+            vkbackup_source_ok{source}                1 saved, 0 failed or skipped
+        Returns the warnings (empty on success).
+    parse_textfile(text) -> list[Sample];  render_textfile(samples) -> str
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from vkbackup import __version__
+from vkbackup.config.model import MonitoringConfig
+from vkbackup.logs import get_logger, redact
+
+if TYPE_CHECKING:
+    from vkbackup.actions.snapshot import SnapshotResult
+
+log = get_logger("monitoring")
+
+Event = Literal["start", "success", "failure"]
+EVENTS: tuple[str, ...] = ("start", "success", "failure")
+#: healthchecks.io stores at most 100 kB of a ping body; stay well below.
+MAX_BODY_CHARS = 10_000
+USER_AGENT = f"vkbackup/{__version__}"
+
+
+# -- pings ---------------------------------------------------------------------
+
+
+def safe_url(url: str) -> str:
+    """Given a URL, return it with its path, query and credentials hidden (they
+    often carry the token): "https://hc-ping.com/…"."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def _redact_doc(value: Any) -> Any:
+    """Given a JSON-able value, return it with every string passed through redact()."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(k)): _redact_doc(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_doc(v) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return redact(str(value))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - 12] + "\n[truncated]"
+
+
+def summary_line(host: str, summary: Mapping[str, Any] | None) -> str:
+    """Given a host and a summary dict, return one human line for a ping body."""
+    if not summary:
+        return f"vkbackup {host}"
+    fields = " ".join(
+        f"{k}={v}" for k, v in summary.items() if isinstance(v, str | int | float | bool)
+    )
+    return f"vkbackup {host}: {fields}".strip()
+
+
+def _post(url: str, body: bytes, content_type: str, timeout: float, attempts: int) -> str | None:
+    """POST *body* to *url*; return None on a 2xx answer, else what went wrong."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        return f"{safe_url(url)}: only http:// and https:// URLs are pinged"
+    problem = "not attempted"
+    for attempt in range(1, max(1, attempts) + 1):
+        req = urllib.request.Request(  # noqa: S310 - scheme checked above
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type, "User-Agent": USER_AGENT},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                resp.read(65536)
+                return None
+        except urllib.error.HTTPError as e:
+            problem = f"HTTP {e.code} {e.reason}"
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                break  # our request is wrong: retrying does not help
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            problem = f"{type(e).__name__}: {reason}"
+        if attempt < attempts:
+            time.sleep(min(2.0, 0.5 * attempt))
+    return f"{safe_url(url)}: {problem}"
+
+
+def notify(
+    cfg: MonitoringConfig,
+    event: Event,
+    *,
+    host: str,
+    summary: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    timeout: float = 10.0,
+    attempts: int = 2,
+) -> list[str]:
+    """Given the monitoring config and an event of *host*'s run, ping every
+    configured endpoint. Return the warnings (each also logged); never raise."""
+    warnings: list[str] = []
+    try:
+        if event not in EVENTS:
+            raise ValueError(f"unknown monitoring event {event!r} (expected {EVENTS})")
+        text_reason = _clip(redact(reason)) if reason else ""
+        if cfg.healthchecks_url:
+            base = cfg.healthchecks_url.replace("{host}", host).rstrip("/")
+            if event == "start":
+                url, body = base + "/start", b""
+            elif event == "success":
+                url, body = base, _clip(redact(summary_line(host, summary))).encode()
+            else:
+                url = base + "/fail"
+                body = (text_reason or f"vkbackup {host}: failed").encode()
+            problem = _post(url, body, "text/plain; charset=utf-8", timeout, attempts)
+            if problem:
+                warnings.append(f"healthchecks ping ({event}) failed: {problem}")
+        if cfg.webhook_url:
+            doc = {
+                "tool": "vkbackup",
+                "version": __version__,
+                "event": event,
+                "host": host,
+                "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "summary": _redact_doc(dict(summary or {})),
+                "reason": text_reason or None,
+            }
+            body = json.dumps(doc, sort_keys=True, default=str).encode()
+            url = cfg.webhook_url.replace("{host}", host)
+            problem = _post(url, body, "application/json", timeout, attempts)
+            if problem:
+                warnings.append(f"webhook ({event}) failed: {problem}")
+    except Exception as e:  # monitoring never fails a backup
+        warnings.append(f"monitoring ({event}) failed: {type(e).__name__}: {redact(str(e))}")
+    for w in warnings:
+        log.warning("%s", w)
+    return warnings
+
+
+# -- Prometheus textfile ---------------------------------------------------------
+
+METRICS: dict[str, tuple[str, str]] = {
+    # name: (type, help)
+    "vkbackup_last_success_timestamp_seconds": (
+        "gauge",
+        "Unix time of the last complete snapshot (0: never).",
+    ),
+    "vkbackup_last_run_timestamp_seconds": ("gauge", "Unix time the last snapshot run ended."),
+    "vkbackup_last_status": ("gauge", "Last snapshot run: 0 complete, 1 partial, 2 failed."),
+    "vkbackup_duration_seconds": ("gauge", "Duration of the last snapshot run."),
+    "vkbackup_bytes_new": ("gauge", "Ciphertext bytes uploaded by the last snapshot."),
+    "vkbackup_bytes_reused": (
+        "gauge",
+        "Ciphertext bytes the last snapshot reused from earlier ones.",
+    ),
+    "vkbackup_source_bytes": (
+        "gauge",
+        "Ciphertext bytes of one source in the last snapshot (new + reused).",
+    ),
+    "vkbackup_source_ok": ("gauge", "1 if the source was saved by the last snapshot, else 0."),
+}
+STATUS_VALUE = {"complete": 0, "partial": 1, "failed": 2}
+
+
+@dataclass(frozen=True)
+class SourceMetrics:
+    name: str
+    bytes: int
+    ok: bool
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """One host's snapshot run, as the textfile reports it."""
+
+    host: str
+    status: str  # "complete" | "partial" | "failed"
+    finished: datetime
+    seconds: float
+    bytes_new: int = 0
+    bytes_reused: int = 0
+    sources: tuple[SourceMetrics, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUS_VALUE:
+            raise ValueError(f"host {self.host}: unknown run status {self.status!r}")
+
+    @classmethod
+    def from_result(cls, result: SnapshotResult) -> RunMetrics:
+        """Given a SnapshotResult, return its metrics."""
+        try:
+            finished = datetime.fromisoformat(result.finished)
+        except ValueError:
+            finished = datetime.now(UTC)
+        return cls(
+            host=result.host,
+            status=result.status,
+            finished=finished,
+            seconds=float(result.seconds),
+            bytes_new=result.bytes_new,
+            bytes_reused=result.bytes_reused,
+            sources=tuple(
+                SourceMetrics(s.name, s.bytes_new + s.bytes_reused, s.status == "ok")
+                for s in result.sources
+            ),
+        )
+
+    @classmethod
+    def failed(cls, host: str, seconds: float, finished: datetime | None = None) -> RunMetrics:
+        """A run of *host* that raised before it had a result (lock, connection...)."""
+        return cls(host, "failed", finished or datetime.now(UTC), float(seconds))
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+
+_SAMPLE_RE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$"
+)
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def _unescape(v: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def parse_textfile(text: str) -> list[Sample]:
+    """Given Prometheus text exposition, return its samples (comments and lines
+    that do not parse are skipped)."""
+    out: list[Sample] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            continue
+        labels: list[tuple[str, str]] = []
+        raw = m.group("labels") or ""
+        pos = 0
+        ok = True
+        while pos < len(raw):
+            lm = _LABEL_RE.match(raw, pos)
+            if not lm:
+                ok = False
+                break
+            labels.append((lm.group(1), _unescape(lm.group(2))))
+            pos = lm.end()
+        try:
+            value = float(m.group("value"))
+        except ValueError:
+            ok = False
+        if ok:
+            out.append(Sample(m.group("name"), tuple(labels), value))
+    return out
+
+
+def _fmt(value: float) -> str:
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render_textfile(samples: Iterable[Sample]) -> str:
+    """Given samples of the known metrics, return the textfile (HELP, TYPE, sorted)."""
+    by_name: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_name.setdefault(s.name, []).append(s)
+    lines: list[str] = []
+    for name in sorted(by_name):
+        typ, help_text = METRICS.get(name, ("gauge", ""))
+        if help_text:
+            lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {typ}")
+        for s in sorted(by_name[name], key=lambda s: s.labels):
+            lbl = ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels)
+            lines.append(f"{name}{{{lbl}}} {_fmt(s.value)}" if lbl else f"{name} {_fmt(s.value)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _as_metrics(item: Any) -> RunMetrics:
+    if isinstance(item, RunMetrics):
+        return item
+    from vkbackup.actions.snapshot import SnapshotResult
+
+    if isinstance(item, SnapshotResult):
+        return RunMetrics.from_result(item)
+    raise TypeError(f"write_textfile: expected RunMetrics or SnapshotResult, got {type(item)}")
+
+
+def _samples_for(run: RunMetrics, old: list[Sample]) -> list[Sample]:
+    host = (("host", run.host),)
+    last_success = 0.0
+    if run.status == "complete":
+        last_success = run.finished.timestamp()
+    else:
+        for s in old:
+            if s.name == "vkbackup_last_success_timestamp_seconds" and s.label("host") == run.host:
+                last_success = s.value
+    out = [
+        Sample("vkbackup_last_success_timestamp_seconds", host, last_success),
+        Sample("vkbackup_last_run_timestamp_seconds", host, run.finished.timestamp()),
+        Sample("vkbackup_last_status", host, float(STATUS_VALUE[run.status])),
+        Sample("vkbackup_duration_seconds", host, round(run.seconds, 3)),
+        Sample("vkbackup_bytes_new", host, float(run.bytes_new)),
+        Sample("vkbackup_bytes_reused", host, float(run.bytes_reused)),
+    ]
+    sources = list(run.sources)
+    if not sources and run.status == "failed":
+        # A run that failed before any source ran: every source known from the
+        # last run is reported as not saved, so an alert on source_ok fires.
+        known = sorted(
+            {
+                name
+                for s in old
+                if s.name == "vkbackup_source_ok"
+                and s.label("host") == run.host
+                and (name := s.label("source")) is not None
+            }
+        )
+        sources = [SourceMetrics(name, 0, False) for name in known]
+    for src in sources:
+        labels = (("host", run.host), ("source", src.name))
+        out.append(Sample("vkbackup_source_bytes", labels, float(src.bytes)))
+        out.append(Sample("vkbackup_source_ok", labels, 1.0 if src.ok else 0.0))
+    return out
+
+
+def write_textfile(path: Path, results: Iterable[Any]) -> list[str]:
+    """Given the textfile path and this run's results (SnapshotResult or
+    RunMetrics), rewrite the file atomically. Return the warnings; never raise."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        runs = [_as_metrics(r) for r in results]
+        old: list[Sample] = []
+        with contextlib.suppress(FileNotFoundError):
+            old = parse_textfile(path.read_text(encoding="utf-8", errors="replace"))
+        hosts = {r.host for r in runs}
+        keep = [s for s in old if s.name in METRICS and s.label("host") not in hosts]
+        new: list[Sample] = []
+        for run in runs:
+            new.extend(_samples_for(run, old))
+        text = render_textfile(keep + new)
+        # node_exporter reads only *.prom: the temporary name must not end so.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+        return []
+    except Exception as e:  # monitoring never fails a backup
+        msg = f"{path}: could not write the Prometheus textfile: {type(e).__name__}: {e}"
+        log.warning("%s", msg)
+        return [msg]
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
