@@ -109,6 +109,13 @@ def _inspect(container: str) -> dict[str, object] | None:
     return data[0] if data else None
 
 
+def _owner(info: dict[str, object]) -> str | None:
+    config = info.get("Config")
+    labels = config.get("Labels") if isinstance(config, dict) else None
+    owner = labels.get(f"{LABEL}.dir") if isinstance(labels, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
 def host_running(spec: HostSpec) -> bool:
     """Return True when the host's container exists and runs."""
     info = _inspect(spec.container)
@@ -121,6 +128,11 @@ def host_running(spec: HostSpec) -> bool:
 def ensure_host(spec: HostSpec, image: str, paths: LabPaths) -> bool:
     """Start the host's container, creating it when missing. Return True when created."""
     info = _inspect(spec.container)
+    if info is not None and _owner(info) != str(paths.root):
+        # left by another checkout's lab (other keys, other /lab mount): not ours to reuse
+        log(f"{spec.container} belongs to the lab in {_owner(info)}: recreating it")
+        remove_host(spec)
+        info = None
     if info is not None:
         state = info.get("State")
         if isinstance(state, dict) and not state.get("Running"):
@@ -142,6 +154,8 @@ def ensure_host(spec: HostSpec, image: str, paths: LabPaths) -> bool:
         f"{LABEL}=1",
         "--label",
         f"{LABEL}.host={spec.name}",
+        "--label",
+        f"{LABEL}.dir={paths.root}",
         "--init",
         "--stop-timeout",
         "60",

@@ -164,7 +164,9 @@ def up(scale: float | None = None) -> dict[str, Any]:
         log("prod exists but is not the populated prod this lab recorded: recreating it")
         hosts.remove_host(spec)
     for host in HOSTS.values():
-        hosts.ensure_host(host, tags["host"], paths)
+        created = hosts.ensure_host(host, tags["host"], paths)
+        if created and host.name == "prod":
+            populated = False
     for host in HOSTS.values():
         hosts.wait_ready(host, paths)
     s3 = _start_s3(paths)
