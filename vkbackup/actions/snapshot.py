@@ -370,12 +370,22 @@ def run_snapshot(
             log.warning("could not release the lock of %s: %s", host_name, e)
 
 
+CONFIG_KEYS = {
+    "postgres": ("container", "database", "user", "compress_level", "globals"),
+    "files": ("paths", "secret"),
+    "docker-volume": ("volume", "stop"),
+    "docker-image": ("images",),
+}
+
+
 def _source_config_doc(s: SourceConfig) -> dict[str, Any]:
-    return {
-        k: (list(v) if isinstance(v, tuple) else v)
-        for k, v in s.__dict__.items()
-        if v is not None and v != () and k != "where"
-    }
+    """The source's config as recorded in the private part (only its type's keys)."""
+    doc: dict[str, Any] = {"name": s.name, "type": s.type}
+    for k in CONFIG_KEYS.get(s.type, ()):
+        v = getattr(s, k)
+        if v is not None:
+            doc[k] = list(v) if isinstance(v, tuple) else v
+    return doc
 
 
 def _cleanup(storage: Storage, keys: list[str]) -> None:
