@@ -158,10 +158,28 @@ def ensure_dockerd(timeout: float = 60) -> None:
         raise LabError("dockerd is not installed (apt-get install docker.io)")
     if os.geteuid() != 0:
         raise LabError("docker daemon is not running and only root can start it")
+    pidfile = Path("/var/run/docker.pid")
+    try:
+        old_pid = int(pidfile.read_text().strip())
+        os.kill(old_pid, 0)
+    except (OSError, ValueError):
+        old_pid = 0
+    deadline = time.monotonic() + timeout
+    if old_pid:
+        # a dockerd is starting or shutting down: let it finish before starting another
+        log(f"dockerd (pid {old_pid}) exists but does not answer yet; waiting")
+        while time.monotonic() < deadline:
+            if run([client, "info"], check=False, timeout=30).returncode == 0:
+                return
+            try:
+                os.kill(old_pid, 0)
+            except OSError:
+                break
+            time.sleep(0.5)
     log(f"starting {dockerd} (log: {DOCKERD_LOG})")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as logf:
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [dockerd],
             stdout=logf,
             stderr=subprocess.STDOUT,
@@ -172,6 +190,9 @@ def ensure_dockerd(timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         if run([client, "info"], check=False, timeout=30).returncode == 0:
             return
+        if proc.poll() is not None:
+            tail = DOCKERD_LOG.read_bytes()[-1500:].decode("utf-8", "replace")
+            raise LabError(f"dockerd exited with {proc.returncode}:\n{tail}")
         time.sleep(0.5)
     raise LabError(f"dockerd did not answer within {timeout}s; see {DOCKERD_LOG}")
 
