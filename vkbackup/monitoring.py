@@ -34,6 +34,16 @@ Interface:
             vkbackup_source_ok{source}                1 saved, 0 failed or skipped
         Returns the warnings (empty on success).
     parse_textfile(text) -> list[Sample];  render_textfile(samples) -> str
+
+The two calls a snapshot command needs, around each host's run:
+    report_result(cfg, result: SnapshotResult) -> list[str]
+        "success" ping for a complete snapshot, "failure" (reason: the failed
+        sources and their errors) for a partial or failed one; then the textfile
+        if cfg.textfile is set.
+    report_error(cfg, host, error, seconds) -> list[str]
+        the run raised (lock held, host unreachable, Ctrl-C...): "failure" ping
+        with the error, and a failed run in the textfile.
+    run_summary(result) -> dict    what the success ping and the webhook carry
 """
 
 from __future__ import annotations
@@ -426,3 +436,50 @@ def write_textfile(path: Path, results: Iterable[Any]) -> list[str]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+# -- the snapshot command's calls ----------------------------------------------------
+
+
+def run_summary(result: SnapshotResult) -> dict[str, Any]:
+    """Given a snapshot result, return the summary sent with pings (no secrets:
+    ids, status, sizes, source names)."""
+    return {
+        "id": result.id,
+        "status": result.status,
+        "seconds": round(result.seconds, 1),
+        "bytes_new": result.bytes_new,
+        "bytes_reused": result.bytes_reused,
+        "sources_ok": sum(1 for s in result.sources if s.status == "ok"),
+        "sources_failed": ",".join(s.name for s in result.sources if s.status != "ok"),
+    }
+
+
+def report_result(cfg: MonitoringConfig, result: SnapshotResult) -> list[str]:
+    """Given the monitoring config and one host's snapshot result, ping and write
+    the textfile. Return the warnings; never raise."""
+    summary = run_summary(result)
+    if result.status == "complete":
+        warnings = notify(cfg, "success", host=result.host, summary=summary)
+    else:
+        failed = "; ".join(
+            f"{s.name}: {s.error or s.status}" for s in result.sources if s.status != "ok"
+        )
+        reason = f"snapshot {result.id} of {result.host} is {result.status}: {failed}"
+        warnings = notify(cfg, "failure", host=result.host, summary=summary, reason=reason)
+    if cfg.textfile is not None:
+        warnings += write_textfile(cfg.textfile, [result])
+    return warnings
+
+
+def report_error(
+    cfg: MonitoringConfig, host: str, error: BaseException | str, seconds: float
+) -> list[str]:
+    """Given a run of *host* that raised, ping "failure" with the error and record
+    a failed run in the textfile. Return the warnings; never raise."""
+    text = str(error) or type(error).__name__
+    reason = f"snapshot of {host} failed: {text}"
+    warnings = notify(cfg, "failure", host=host, summary={"status": "failed"}, reason=reason)
+    if cfg.textfile is not None:
+        warnings += write_textfile(cfg.textfile, [RunMetrics.failed(host, seconds)])
+    return warnings

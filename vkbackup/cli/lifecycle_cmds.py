@@ -18,6 +18,15 @@ identity_option = click.option(
 host_option = click.option("--host", "host", metavar="NAME", help="Only snapshots of this host.")
 
 
+def _check_host(host: str | None) -> str | None:
+    """Given a --host or HOST argument, return it; raise UsageError if it cannot be a host."""
+    from vkbackup import layout
+
+    if host is not None and not layout.NAME_RE.match(host):
+        raise UsageError(f"{host!r} is not a valid host name")
+    return host
+
+
 def _identity_loader(
     app: AppContext, identity: str | None, passphrase_path: str | None
 ) -> Callable[[], Sequence[Identity]] | None:
@@ -47,7 +56,7 @@ def list_cmd(app: AppContext, host: str | None, as_json: bool) -> None:
     from vkbackup.storage import open_storage
 
     storage = open_storage(app.config().storage)
-    rows = list_rows(storage, host)
+    rows = list_rows(storage, _check_host(host))
     now = utcnow()
     if as_json:
         emit_json([r.to_json(now) for r in rows])
@@ -90,7 +99,7 @@ def show_cmd(
     else:
         reason = f"{cfg.source_file or '(no config file)'}: encryption.identity is not set"
     result = show_snapshot(
-        storage, snapshot, host=host, load_identities=loader, sealed_reason=reason
+        storage, snapshot, host=_check_host(host), load_identities=loader, sealed_reason=reason
     )
     now = utcnow()
     if as_json:
@@ -146,7 +155,7 @@ def verify_cmd(
         raise UsageError("--no-decrypt and --identity contradict each other")
     cfg = app.config()
     storage = open_storage(cfg.storage)
-    targets = select_snapshots(storage, snapshot, latest=latest, all_=all_, host=host)
+    targets = select_snapshots(storage, snapshot, latest=latest, all_=all_, host=_check_host(host))
     ids: Sequence[Identity] | None = None
     if not no_decrypt:
         loader = _identity_loader(app, identity, passphrase_file)
@@ -195,7 +204,7 @@ def prune_cmd(
     report = run_prune(
         storage,
         cfg.retention,
-        hosts=[host] if host else None,
+        hosts=[host] if host is not None and _check_host(host) else None,
         dry_run=dry_run,
         break_lock=break_lock,
     )

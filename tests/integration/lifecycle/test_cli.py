@@ -138,3 +138,10 @@ def test_prune_dry_run_then_prune(two: LifecycleEnv) -> None:
     assert catalog.list_snapshots(env.storage, "box") == snaps[1:]
     # the kept snapshot still verifies end to end
     assert run(env, "verify", "--all").returncode == 0
+
+
+def test_bad_host_names_are_usage_errors(env: LifecycleEnv) -> None:
+    for args in (["list", "../etc"], ["prune", "--host", "a/b"], ["verify", "--host", ".x"]):
+        r = run(env, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "is not a valid host name" in r.stderr and "Traceback" not in r.stderr

@@ -19,6 +19,7 @@ import pytest
 
 from vkbackup.actions.snapshot import SnapshotResult, SourceResult
 from vkbackup.config.model import MonitoringConfig
+from vkbackup.errors import LockError
 from vkbackup.logs import register_secret
 from vkbackup.monitoring import (
     RunMetrics,
@@ -27,6 +28,8 @@ from vkbackup.monitoring import (
     notify,
     parse_textfile,
     render_textfile,
+    report_error,
+    report_result,
     safe_url,
     write_textfile,
 )
@@ -61,10 +64,13 @@ def server() -> Iterator[Server]:
             )
             if state.delay:
                 time.sleep(state.delay)
-            self.send_response(state.status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"OK")
+            try:
+                self.send_response(state.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+            except OSError:
+                pass  # the client gave up (the timeout test)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -276,3 +282,29 @@ def test_textfile_parse_render_roundtrip() -> None:
     )
     with pytest.raises(ValueError):
         RunMetrics("x", "weird", T1, 1.0)
+
+
+def test_report_result_and_error(server: Server, tmp_path: Path) -> None:
+    prom = tmp_path / "vkbackup.prom"
+    cfg = MonitoringConfig(healthchecks_url=f"{server.url}/{UUID}", textfile=prom)
+    assert report_result(cfg, result("prod", "complete", T1)) == []
+    partial = result("prod", "partial", T2)
+    partial.sources[1].error = "docker save failed: no such image"
+    assert report_result(cfg, partial) == []
+    assert report_error(cfg, "prod", LockError("host prod: another snapshot is running"), 2) == []
+    ok, part, err = server.requests
+    assert ok.path == f"/{UUID}" and b"status=complete" in ok.body and b"sources_ok=2" in ok.body
+    assert part.path == f"/{UUID}/fail"
+    assert part.body.decode() == (
+        "snapshot 20260102T021500Z-abcd of prod is partial: img: docker save failed: no such image"
+    )
+    assert err.path == f"/{UUID}/fail"
+    assert err.body.decode() == "snapshot of prod failed: host prod: another snapshot is running"
+    v = values(prom)
+    assert v[("vkbackup_last_status", H("prod"))] == 2
+    assert v[("vkbackup_last_success_timestamp_seconds", H("prod"))] == T1.timestamp()
+    # monitoring never fails the run: a dead endpoint is only a warning
+    server.status = 503
+    warnings = report_error(cfg, "prod", KeyboardInterrupt(), 1)
+    assert len(warnings) == 1 and "HTTP 503" in warnings[0]
+    assert server.requests[-1].body == b"snapshot of prod failed: KeyboardInterrupt"
