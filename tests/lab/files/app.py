@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +119,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    # PID 1 in a container ignores SIGTERM unless it installs a handler: without this,
+    # `docker stop` waits its whole timeout, unlike the real services this stands in for.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     httpd = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     print(f"{SERVICE}: listening on :{PORT}", flush=True)
     httpd.serve_forever()
