@@ -134,9 +134,9 @@ def derive_plan(manifest: Manifest, private: dict[str, Any], playbook: Playbook)
     for name, info in sources.items():
         if name in ok and info.get("type") == "docker-image":
             for o in by_source.get(name, []):
-                ref = (private.get("objects", {}).get(o.key) or {}).get("ref", o.name)
+                refs = (private.get("objects", {}).get(o.key) or {}).get("refs", [o.name])
                 steps.append(
-                    Step(f"image:{name}:{o.name}", "image", f"load image {ref}", name, [o])
+                    Step(f"image:{name}", "image", f"load images {', '.join(refs)}", name, [o])
                 )
     for name, info in sources.items():
         if name in ok and info.get("type") == "docker-volume":

@@ -1,24 +1,33 @@
-"""`docker-image` source: `docker save` of images built on the host, one object
-per image, so a fresh host needs no registry and no build.
+"""`docker-image` source: one `docker save` of all the source's images, so a fresh
+host needs no registry and no build.
 
-Fingerprint: the image ID. An image whose ID is unchanged since an earlier
-complete snapshot is referenced, not uploaded again.
+All images go into ONE archive: `docker save a b c` stores each layer once, and
+locally built images usually share their base layers (in the lab, seven images
+share one base: one archive is ~7x smaller than seven). Fingerprint: the sorted
+image IDs with their tags; if none changed since an earlier complete snapshot,
+the archive is referenced, not uploaded again. Split images into several
+`docker-image` sources to make them reusable independently.
 """
 
 from __future__ import annotations
 
-import re
+import shlex
 
 from vkbackup.config.model import SourceConfig
 from vkbackup.errors import SnapshotError
-from vkbackup.sources.base import SUFFIX, PlanContext, SourcePlan, StreamPlan, compress_stage
+from vkbackup.sources.base import (
+    DECOMPRESSORS,
+    SUFFIX,
+    PlanContext,
+    SourcePlan,
+    StreamPlan,
+    compress_stage,
+)
 from vkbackup.transport.base import Transport, pipeline_argv
 
 
-def object_name(ref: str, compressor: str) -> str:
-    """A storage-safe object name for an image reference."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref).strip("._-") or "image"
-    return f"image-{safe[:80]}.tar{SUFFIX[compressor]}"
+def save_script(refs: tuple[str, ...], compressor: str) -> str:
+    return "docker save " + " ".join(shlex.quote(r) for r in refs) + compress_stage(compressor)
 
 
 class DockerImageSource:
@@ -28,7 +37,6 @@ class DockerImageSource:
         self.cfg = cfg
 
     def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
-        streams: list[StreamPlan] = []
         images: list[dict[str, object]] = []
         for ref in self.cfg.images:
             res = t.run(["docker", "image", "inspect", "-f", "{{.Id}} {{.Size}}", ref], check=False)
@@ -39,18 +47,17 @@ class DockerImageSource:
                 )
             image_id, size = res.stdout.decode().split()
             images.append({"ref": ref, "id": image_id, "size": int(size)})
-            streams.append(
-                StreamPlan(
-                    name=object_name(ref, ctx.compressor),
-                    role="image",
-                    argv=pipeline_argv("docker save " + _q(ref) + compress_stage(ctx.compressor)),
-                    compression=ctx.compressor,
-                    fingerprint=f"image:{image_id}:{ref}",
-                    size_hint=int(size),
-                    meta={"ref": ref, "id": image_id},
-                )
-            )
-        return SourcePlan(streams=streams, meta={"images": images})
+        fp = "images:" + ",".join(sorted(f"{i['id']}={i['ref']}" for i in images))
+        stream = StreamPlan(
+            name="images.tar" + SUFFIX[ctx.compressor],
+            role="image",
+            argv=pipeline_argv(save_script(self.cfg.images, ctx.compressor)),
+            compression=ctx.compressor,
+            fingerprint=fp,
+            size_hint=sum(int(str(i["size"])) for i in images),
+            meta={"refs": list(self.cfg.images)},
+        )
+        return SourcePlan(streams=[stream], meta={"images": images})
 
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
@@ -58,16 +65,8 @@ class DockerImageSource:
         return None
 
 
-def _q(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
-
 def restore_argv(compression: str) -> list[str]:
     """argv that loads the `docker save` stream on stdin."""
-    from vkbackup.sources.base import DECOMPRESSORS
-
     dec = DECOMPRESSORS[compression]
     head = (" ".join(dec) + " | ") if dec else ""
     return pipeline_argv(f"{head}docker load")

@@ -66,7 +66,7 @@ def lab_like() -> tuple[Manifest, dict[str, Any]]:
         obj("db", "globals.sql.age", "pg-globals"),
         obj("secrets", "files.tar.gz.age", "tar"),
         obj("storage", "volume.tar.gz.age", "tar"),
-        obj("images", "image-platform-api_latest.tar.gz.age", "image"),
+        obj("images", "images.tar.gz.age", "image"),
     ]
     m = Manifest(
         id=SID,
@@ -108,7 +108,7 @@ def lab_like() -> tuple[Manifest, dict[str, Any]]:
             "images": {"type": "docker-image", "meta": {}},
             "broken": {"type": "files", "meta": {}},
         },
-        "objects": {objects[4].key: {"ref": "platform-api:latest"}},
+        "objects": {objects[4].key: {"refs": ["platform-api:latest"]}},
     }
     return m, private
 
@@ -119,7 +119,7 @@ def test_derived_order_without_playbook() -> None:
     ids = [s.id for s in plan.steps]
     assert ids[:2] == ["preflight", "ensure-docker"]
     # data before services; the database container starts right before its restore
-    assert ids.index("files:secrets") < ids.index("image:images:" + m.objects[4].name)
+    assert ids.index("files:secrets") < ids.index("image:images")
     assert ids.index("volume:storage") < ids.index("start:chatwoot:postgres")
     assert ids.index("start:chatwoot:postgres") == ids.index("database:db") - 1
     starts = [s for s in plan.steps if s.kind == "start"]
