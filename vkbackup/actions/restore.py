@@ -299,9 +299,14 @@ class _Runner:
         if self.compose is None:
             raise RestoreError(f"{self.t.name}: docker compose is not available")
         wd = step.params.get("working_dir")
-        cfgs = [c for c in str(step.params.get("config_files") or "").split(",") if c]
         if not wd:
             raise RestoreError(f"compose project {step.params['project']}: no working directory")
+        # compose v2 records absolute paths, v1 paths relative to the working dir
+        cfgs = [
+            c if c.startswith("/") else f"{wd.rstrip('/')}/{c}"
+            for c in str(step.params.get("config_files") or "").split(",")
+            if c
+        ]
         fargs: list[str] = []
         for c in cfgs:
             fargs += ["-f", c]
@@ -309,9 +314,9 @@ class _Runner:
             *self.compose, "-p", step.params["project"], *fargs, "up", "-d", "--no-build",
             *step.params["services"],
         ]  # fmt: skip
-        missing = [c for c in cfgs or [f"{wd}/docker-compose.yml"]]
+        wanted = cfgs or [f"{wd}/docker-compose.yml"]
         check = self.t.run(
-            ["bash", "-c", 'for f in "$@"; do [ -f "$f" ] || echo "$f"; done', "x", *missing]
+            ["bash", "-c", 'for f in "$@"; do [ -f "$f" ] || echo "$f"; done', "x", *wanted]
         ).stdout.decode()
         if check.strip():
             raise RestoreError(

@@ -175,7 +175,8 @@ def wait_ready_script(container: str, user: str, seconds: int) -> str:
     return f"""
 ok=0
 for i in $(seq 1 {int(seconds)}); do
-  if docker exec {q(container)} psql -X -q -U {q(user)} -d postgres -c 'select 1' >/dev/null 2>&1; then
+  if docker exec {q(container)} psql -X -q -U {q(user)} -d postgres -c 'select 1' \
+       >/dev/null 2>&1; then
     ok=$((ok+1)); [ $ok -ge 3 ] && exit 0
   else ok=0; fi
   sleep 1
