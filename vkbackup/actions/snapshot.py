@@ -133,18 +133,19 @@ def fingerprint_tag(fp: str) -> str:
     return hashlib.sha256(b"vkbackup-fp:" + fp.encode()).hexdigest()
 
 
-def previous_objects(storage: Storage, host: str) -> dict[str, ObjectRecord]:
-    """Fingerprint tag -> (absolute) object record, from the newest manifest of *host*."""
-    snaps = list_snapshots(storage, host)
-    if not snaps:
-        return {}
-    prev = load_manifest(storage, *snaps[-1])
-    ok = {s.name for s in prev.sources if s.status == "ok"}
+def previous_objects(storage: Storage, host: str, lookback: int = 10) -> dict[str, ObjectRecord]:
+    """Fingerprint tag -> (absolute) object record, for reuse: for each source, the
+    objects of the newest of the last *lookback* manifests in which it succeeded
+    (a --only or partial snapshot does not hide the others' objects)."""
     out: dict[str, ObjectRecord] = {}
-    for o in prev.objects:
-        if o.fingerprint and o.source in ok:
-            origin = prev.origin(o)
-            out[o.fingerprint] = ObjectRecord(**{**o.__dict__, "uploaded_in": origin})
+    seen: set[str] = set()
+    for h, sid in reversed(list_snapshots(storage, host)[-lookback:]):
+        prev = load_manifest(storage, h, sid)
+        ok = {s.name for s in prev.sources if s.status == "ok"} - seen
+        seen |= ok
+        for o in prev.objects:
+            if o.fingerprint and o.source in ok and o.fingerprint not in out:
+                out[o.fingerprint] = ObjectRecord(**{**o.__dict__, "uploaded_in": prev.origin(o)})
     return out
 
 
@@ -307,7 +308,20 @@ def run_snapshot(
             progress.stop()
         finished = utcnow()
         ok = [r for r in results if r.status == "ok"]
-        status = "complete" if len(ok) == len(results) else ("partial" if ok else "failed")
+        # --only: the sources not taken are recorded as skipped, and a snapshot
+        # without every configured source is never "complete" (restore latest
+        # and prune's rules only count complete ones).
+        taken = {s.name for s in sources}
+        skipped = [
+            SourceResult(name=s.name, type=s.type, status="skipped")
+            for s in host.sources
+            if s.name not in taken
+        ]
+        if len(ok) == len(results) and not skipped:
+            status = "complete"
+        else:
+            status = "partial" if ok else "failed"
+        results_all = results + skipped
         manifest_key: str | None = None
         if ok:
             manifest = Manifest(
@@ -327,7 +341,7 @@ def run_snapshot(
                         bytes_reused=r.bytes_reused,
                         seconds=round(r.seconds, 3),
                     )
-                    for r in results
+                    for r in results_all
                 ],
                 private={
                     "facts": host_facts,

@@ -186,7 +186,8 @@ def snapshot_cmd(
                 if sr.error:
                     click.echo(f"         {sr.error}")
     failed = [r for r in results if r.status == "failed"]
-    partial = [r for r in results if r.status == "partial"]
+    # a --only snapshot is "partial" but succeeded: only failed sources count here
+    partial = [r for r in results if any(sr.status == "failed" for sr in r.sources)]
     if failed and len(failed) == len(results):
         raise SnapshotError(
             "; ".join(f"snapshot of {r.host} failed: no source could be saved" for r in failed)
