@@ -127,5 +127,3 @@ def load_playbook(path: Path) -> Playbook:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     return parse_playbook(doc, str(path))
-
-

@@ -15,7 +15,7 @@ from tests.lab.api import Lab
 TREE_SCRIPT = r"""
 set -euo pipefail
 cd "$(docker volume inspect -f '{{.Mountpoint}}' "$1")"
-find . -printf '%p\t%y\t%m\t%U\t%G\t%s\t%l\t%i\t%b\t%Ts\0'
+find . -printf '%y\0%m\0%U\0%G\0%s\0%l\0%i\0%b\0%Ts\0%p\0'
 printf '\0--HASHES--\0'
 find . -type f -print0 | xargs -0 -r sha256sum -z
 """
@@ -26,10 +26,9 @@ def volume_signature(lab: Lab, host: str, volume: str) -> dict[str, Any]:
     meta_part, _, hash_part = out.partition(b"\0\0--HASHES--\0")
     entries: dict[bytes, dict[str, Any]] = {}
     inodes: dict[str, list[bytes]] = {}
-    for rec in meta_part.split(b"\0"):
-        if not rec:
-            continue
-        path, typ, mode, uid, gid, size, link, inode, blocks, mtime = rec.split(b"\t")
+    fields = meta_part.split(b"\0")
+    for i in range(0, len(fields) - 9, 10):
+        typ, mode, uid, gid, size, link, inode, blocks, mtime, path = fields[i : i + 10]
         entries[path] = {
             "type": typ.decode(),
             "mode": mode.decode(),
