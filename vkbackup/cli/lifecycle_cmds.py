@@ -1,4 +1,4 @@
-"""`vkbackup list`, `show`, `verify`, `prune`, `drill`: thin commands over
+"""`vkbackup list`, `show`, `verify`, `prune`: thin commands over
 `vkbackup.actions.list_show`, `.verify` and `.prune`."""
 
 from __future__ import annotations
@@ -218,16 +218,6 @@ def prune_cmd(
         raise err
 
 
-@click.command("drill")
-@click.option("--to", "to", required=True, metavar="HOST")
-@click.option("--report", metavar="DIR")
-@click.option("--teardown", is_flag=True)
-@json_output
-def drill_cmd(to: str, report: str | None, teardown: bool, as_json: bool) -> None:
-    """Restore the latest snapshot onto a scratch host and measure RTO and RPO."""
-    raise NotImplementedYetError("drill is not implemented yet")
-
-
 def register(cli: click.Group) -> None:
-    for cmd in (list_cmd, show_cmd, verify_cmd, prune_cmd, drill_cmd):
+    for cmd in (list_cmd, show_cmd, verify_cmd, prune_cmd):
         cli.add_command(cmd)

@@ -70,7 +70,7 @@ for module in (
     snapshot_cmd,
     restore_cmd,
     lifecycle_cmds,
-    drill_cmd,  # after lifecycle_cmds: replaces its placeholder
+    drill_cmd,
 ):
     module.register(cli)
 

@@ -6,7 +6,7 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, json_output, yes
-from vkbackup.errors import PartialFailure, SnapshotError, UsageError
+from vkbackup.errors import PartialFailure, SnapshotError, UsageError, VkError
 from vkbackup.progress import human_bytes
 
 
@@ -126,6 +126,9 @@ def snapshot_cmd(
     Exit codes: 0 every source saved, 3 some failed (the snapshot is marked
     partial), 1 none (no snapshot is recorded).
     """
+    import time
+
+    from vkbackup import monitoring
     from vkbackup.actions.snapshot import plan_snapshot, run_snapshot
     from vkbackup.progress import Progress
     from vkbackup.storage import open_storage
@@ -157,8 +160,10 @@ def snapshot_cmd(
     results = []
     for name in hosts:
         progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
-        results.append(
-            run_snapshot(
+        monitoring.notify(cfg.monitoring, "start", host=name)
+        t0 = time.monotonic()
+        try:
+            result = run_snapshot(
                 cfg,
                 name,
                 storage=storage,
@@ -167,7 +172,11 @@ def snapshot_cmd(
                 break_lock=break_lock,
                 progress=progress,
             )
-        )
+        except (VkError, KeyboardInterrupt) as e:
+            monitoring.report_error(cfg.monitoring, name, e, time.monotonic() - t0)
+            raise
+        monitoring.report_result(cfg.monitoring, result)
+        results.append(result)
     if as_json:
         emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
     elif app.verbosity >= 0:
