@@ -43,11 +43,24 @@ def test_guide_has_the_expected_shape() -> None:
 
 def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_path: Path) -> None:
     lab = fresh_lab
+    # two snapshots with a change between: the second is an incremental link of the
+    # storage volume's chain (a file added, one deleted), so the guide must apply a chain
+    cp = lab.vkbackup("snapshot", "prod")
+    assert cp.returncode == 0, cp.stderr
+    lab.ssh(
+        "prod",
+        "cd $(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data) && "
+        "echo added-by-break-glass-test > added.txt && "
+        "rm -f \"$(find . -type f -name '*.txt' ! -name added.txt | sort | head -n 1)\"",
+    )
     cp = lab.vkbackup("snapshot", "prod", "--json")  # the newest complete snapshot
     assert cp.returncode == 0, cp.stderr
     newest = json.loads(cp.stdout)["id"]
     storage = open_storage(load_config(lab.config_path).storage)
-    assert catalog.resolve(storage, "latest", "prod").id == newest
+    latest = catalog.resolve(storage, "latest", "prod")
+    assert latest.id == newest
+    levels = sorted(o.chain for o in latest.objects if o.source == "chatwoot-storage")
+    assert levels[-1] >= 1, "the storage volume should be an incremental chain here"
     _, blocks = guide_blocks()
     target = shlex.join(lab.ssh_argv("fresh"))
     script = "\n".join(

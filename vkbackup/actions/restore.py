@@ -288,10 +288,21 @@ class _Runner:
                 '[ -z "$ids" ] || docker stop $ids >/dev/null'
             )
         )
-        for obj in step.objects:
-            script = docker_volume.restore_script(vol, step.params["labels"], obj.compression)
+        chain = sorted(step.objects, key=lambda o: o.chain)
+        if [o.chain for o in chain] != list(range(len(chain))):
+            have = ", ".join(f"{o.chain}: {o.key}" for o in chain)
+            raise IntegrityError(
+                f"volume {vol}: broken incremental chain in snapshot {self.manifest.id} "
+                f"(levels present: {have}); a level is missing"
+            )
+        for obj in chain:
+            script = docker_volume.restore_script(
+                vol, step.params["labels"], obj.compression, wipe=obj.chain == 0
+            )
             self.feed_object(obj, pipeline_argv(script))
-        return f"volume {vol}"
+        return f"volume {vol}" + (
+            f" (full + {len(chain) - 1} incrementals)" if len(chain) > 1 else ""
+        )
 
     def start(self, step: Step) -> str:
         if self.compose is None:

@@ -21,7 +21,6 @@ Interface:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode
 from vkbackup.progress import CountingReader, Progress
 from vkbackup.sources import PlanContext, SourcePlan, StreamPlan, make_source
+from vkbackup.sources.base import fingerprint_tag
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader, HashingReader
 from vkbackup.transport.base import Transport
@@ -129,23 +129,20 @@ def plan_snapshot(cfg: Config, host_name: str, only: Sequence[str] = ()) -> list
     return [s for s in host.sources if not only or s.name in only]
 
 
-def fingerprint_tag(fp: str) -> str:
-    return hashlib.sha256(b"vkbackup-fp:" + fp.encode()).hexdigest()
-
-
-def previous_objects(storage: Storage, host: str, lookback: int = 10) -> dict[str, ObjectRecord]:
-    """Fingerprint tag -> (absolute) object record, for reuse: for each source, the
-    objects of the newest of the last *lookback* manifests in which it succeeded
-    (a --only or partial snapshot does not hide the others' objects)."""
-    out: dict[str, ObjectRecord] = {}
-    seen: set[str] = set()
+def previous_objects(
+    storage: Storage, host: str, lookback: int = 10
+) -> dict[str, list[ObjectRecord]]:
+    """Source name -> its objects (uploaded_in made absolute) in the newest of the
+    last *lookback* manifests in which it succeeded (so a --only or partial
+    snapshot does not hide the other sources' objects)."""
+    out: dict[str, list[ObjectRecord]] = {}
     for h, sid in reversed(list_snapshots(storage, host)[-lookback:]):
         prev = load_manifest(storage, h, sid)
-        ok = {s.name for s in prev.sources if s.status == "ok"} - seen
-        seen |= ok
+        ok = {s.name for s in prev.sources if s.status == "ok"} - set(out)
         for o in prev.objects:
-            if o.fingerprint and o.source in ok and o.fingerprint not in out:
-                out[o.fingerprint] = ObjectRecord(**{**o.__dict__, "uploaded_in": prev.origin(o)})
+            if o.source in ok:
+                rec = ObjectRecord(**{**o.__dict__, "uploaded_in": prev.origin(o)})
+                out.setdefault(o.source, []).append(rec)
     return out
 
 
@@ -172,7 +169,7 @@ class _Run:
         self.uploaded: list[str] = []
         self.uploaded_lock = threading.Lock()
         self.cancel = threading.Event()
-        self.previous: dict[str, ObjectRecord] = {}
+        self.previous: dict[str, list[ObjectRecord]] = {}
         self.compressor = "gzip"
 
     def upload(
@@ -206,6 +203,7 @@ class _Run:
             size=cipher.size,
             sha256=cipher.sha256_hex(),
             compression=stream.compression,
+            chain=stream.chain,
             fingerprint=fingerprint_tag(stream.fingerprint) if stream.fingerprint else "",
         )
         private = {"plain_size": plain.size, "plain_sha256": plain.sha256_hex(), **stream.meta}
@@ -221,15 +219,32 @@ class _Run:
                 raise SnapshotError("cancelled")
             t = self.connect(self.host)
             source = make_source(src)
-            ctx = PlanContext(snapshot_id=self.id, compressor=self.compressor)
+            previous = self.previous.get(src.name, [])
+            if any(self.storage.head(o.key) is None for o in previous):
+                log.warning(
+                    "source %s: an object of its previous snapshot is missing from storage: "
+                    "nothing is reused, everything is taken again",
+                    src.name,
+                )
+                previous = []
+            ctx = PlanContext(
+                snapshot_id=self.id,
+                compressor=self.compressor,
+                previous=tuple(previous),
+                full_every_days=self.cfg.snapshot.full_every_days,
+                max_chain=self.cfg.snapshot.max_chain,
+            )
+            by_tag = {o.fingerprint: o for o in previous if o.fingerprint}
             plan: SourcePlan = source.plan(t, ctx)
+            for rec in plan.reuse:
+                res.objects.append(rec)
+                res.bytes_reused += rec.size
+                res.private_objects[rec.key] = {"reused": True}
             for stream in plan.streams:
                 tag = fingerprint_tag(stream.fingerprint) if stream.fingerprint else None
-                prev = self.previous.get(tag) if tag else None
-                if prev is not None and self.storage.head(prev.key) is not None:
-                    rec = ObjectRecord(
-                        **{**prev.__dict__, "source": src.name, "name": stream.name + ".age"}
-                    )
+                prev = by_tag.get(tag) if tag else None
+                if prev is not None:
+                    rec = ObjectRecord(**{**prev.__dict__, "source": src.name})
                     res.objects.append(rec)
                     res.bytes_reused += rec.size
                     res.private_objects[rec.key] = {"reused": True, **stream.meta}

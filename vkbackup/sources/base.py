@@ -23,11 +23,14 @@ Interface:
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from vkbackup.config.model import SourceConfig
+from vkbackup.manifest import ObjectRecord
 from vkbackup.transport.base import Transport
 
 COMPRESSORS: dict[str, list[str]] = {
@@ -57,6 +60,7 @@ class StreamPlan:
     compression: str = "none"
     fingerprint: str | None = None  # content identity for reuse; None = always upload
     size_hint: int | None = None  # expected plaintext size, for multipart part sizing
+    chain: int = 0  # position in an incremental chain (0 = full)
     meta: dict[str, Any] = field(default_factory=dict)  # private, per object
 
 
@@ -64,13 +68,26 @@ class StreamPlan:
 class SourcePlan:
     streams: list[StreamPlan]
     meta: dict[str, Any] = field(default_factory=dict)  # private, per source
+    # objects of earlier snapshots this snapshot references as they are (e.g. the
+    # earlier links of an incremental chain), listed before the new streams' objects
+    reuse: list[ObjectRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class PlanContext:
     snapshot_id: str
     compressor: str = "gzip"
-    previous_meta: dict[str, Any] | None = None
+    # this source's objects in the newest earlier snapshot where it succeeded (public
+    # records; uploaded_in is always set), all verified present in storage
+    previous: tuple[ObjectRecord, ...] = ()
+    full_every_days: int = 7
+    max_chain: int = 6
+    now: datetime | None = None
+
+
+def fingerprint_tag(fp: str) -> str:
+    """The public form of a content fingerprint: sha256("vkbackup-fp:" + fp)."""
+    return hashlib.sha256(b"vkbackup-fp:" + fp.encode()).hexdigest()
 
 
 class Source(Protocol):

@@ -14,6 +14,21 @@ The downtime is printed on stderr as `VKBACKUP-DOWNTIME-MS <milliseconds>` and r
 The tar is made on the host from the volume's mountpoint with GNU tar
 (`--numeric-owner -S -p`, so owners, modes, sparse files, hard links,
 symlinks and odd names survive), then compressed on the host.
+
+Incremental chains (GNU tar's `--listed-incremental` format, so a break-glass
+restore is "the full, then each incremental, with stock tar"):
+- a volume whose tree is unchanged (same fingerprint: every entry's type, mode,
+  owner, size, mtime, ctime, inode, link count and link target) references the
+  previous chain as it is: nothing is stopped, nothing is uploaded;
+- else a level-N incremental (`volume-N.tar.gz`) on top of the previous chain,
+  while the chain has at most `snapshot.max_chain` incrementals, its full is
+  younger than `snapshot.full_every_days`, and the host still has the tar
+  snapshot file of the chain's last link;
+- else a new full (`volume-0.tar.gz`).
+The tar snapshot files (.snar) stay on the host, in
+/var/lib/vkbackup/snar/<volume>/<snapshot-id>.snar (they describe the host's own
+tree, nothing secret); a new one is written under a temporary name and renamed
+only after tar succeeded, so a failed run never breaks a chain.
 """
 
 from __future__ import annotations
@@ -24,11 +39,27 @@ from typing import Any
 
 from vkbackup.config.model import SourceConfig
 from vkbackup.errors import SnapshotError
-from vkbackup.sources.base import SUFFIX, PlanContext, SourcePlan, StreamPlan, compress_stage
+from vkbackup.layout import snapshot_time
+from vkbackup.sources.base import (
+    SUFFIX,
+    PlanContext,
+    SourcePlan,
+    StreamPlan,
+    compress_stage,
+    fingerprint_tag,
+)
 from vkbackup.transport.base import Transport, pipeline_argv
 
 DOWNTIME_RE = re.compile(r"^VKBACKUP-DOWNTIME-MS (\d+)$", re.M)
-TAR_CREATE = ["tar", "-cf", "-", "--numeric-owner", "-S", "-p", "."]
+TAR_CREATE = ["tar", "-cf", "-", "--numeric-owner", "-S", "-p", "--no-check-device"]
+SNAR_DIR = "/var/lib/vkbackup/snar"
+CHAIN_ROLES = ("tar", "tar-incremental")
+
+# Prints the tree fingerprint of a volume: sha256 over every entry's metadata.
+TREE_FP = (
+    'cd "$(docker volume inspect -f \'{{.Mountpoint}}\' "$1")" && '
+    "find . -printf '%y %m %U %G %s %T@ %C@ %i %n %l %p\\0' | sort -z | sha256sum | cut -c1-64"
+)
 
 
 def stop_start_script(containers: list[str], body: str) -> str:
@@ -63,13 +94,60 @@ fi
 """
 
 
-def volume_tar_script(volume: str, stop: list[str], compressor: str) -> str:
+def snar_path(volume: str, snapshot_id: str) -> str:
+    return f"{SNAR_DIR}/{volume}/{snapshot_id}.snar"
+
+
+def volume_tar_script(
+    volume: str,
+    stop: list[str],
+    compressor: str,
+    snapshot_id: str,
+    base_snapshot: str | None = None,
+) -> str:
+    """Bash streaming the volume as a GNU incremental tar: level 0 when *base_snapshot*
+    is None, else on top of that snapshot's .snar (see the module docstring)."""
     q = shlex.quote
+    new = snar_path(volume, snapshot_id)
+    start = (
+        f"cp {q(snar_path(volume, base_snapshot))} {q(new + '.tmp')}"
+        if base_snapshot
+        else f"rm -f {q(new + '.tmp')}"
+    )
+    keep = f"! -name {q(snapshot_id + '.snar')}"
+    if base_snapshot:
+        keep += f" ! -name {q(base_snapshot + '.snar')}"
     body = (
         f"mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})\n"
-        f'cd "$mp"\n' + shlex.join(TAR_CREATE) + compress_stage(compressor)
+        f"mkdir -p {q(SNAR_DIR + '/' + volume)}\n{start}\n"
+        'cd "$mp"\n'
+        + shlex.join([*TAR_CREATE, f"--listed-incremental={new}.tmp", "."])
+        + compress_stage(compressor)
+        + f"\nmv {q(new + '.tmp')} {q(new)}\n"
+        f"find {q(SNAR_DIR + '/' + volume)} -name '*.snar' {keep} -delete\n"
     )
     return stop_start_script(stop, body)
+
+
+def chain_of(previous: tuple[Any, ...]) -> list[Any]:
+    """The previous snapshot's chain for this source, in order, or [] if not contiguous."""
+    chain = sorted((o for o in previous if o.role in CHAIN_ROLES), key=lambda o: o.chain)
+    if not chain or [o.chain for o in chain] != list(range(len(chain))):
+        return []
+    return chain
+
+
+def choose_level(ctx: PlanContext, chain: list[Any], snar_on_host: bool) -> int:
+    """0 for a new full, else the level of the next incremental (pure)."""
+    if not chain or not snar_on_host or ctx.max_chain <= 0:
+        return 0
+    if len(chain) > ctx.max_chain:
+        return 0
+    now = ctx.now or snapshot_time(ctx.snapshot_id)
+    age_days = (now - snapshot_time(chain[0].uploaded_in)).total_seconds() / 86400
+    if age_days >= ctx.full_every_days:
+        return 0
+    return len(chain)
 
 
 def parse_downtime(stderr: str) -> float | None:
@@ -112,13 +190,6 @@ class DockerVolumeSource:
         labels = t.run(
             ["docker", "volume", "inspect", "-f", "{{json .Labels}}", self.volume], check=False
         ).stdout.decode()
-        stream = StreamPlan(
-            name="volume.tar" + SUFFIX[ctx.compressor],
-            role="tar",
-            argv=pipeline_argv(volume_tar_script(self.volume, stop, ctx.compressor)),
-            compression=ctx.compressor,
-            size_hint=size,
-        )
         meta: dict[str, Any] = {
             "volume": self.volume,
             "used_by": users,
@@ -126,7 +197,32 @@ class DockerVolumeSource:
             "size": size,
             "labels": labels.strip(),
         }
-        return SourcePlan(streams=[stream], meta=meta)
+        tree = t.run([*pipeline_argv(TREE_FP + "\n"), "x", self.volume]).stdout.decode().strip()
+        tree_fp = f"volume-tree:{self.volume}:{tree}"
+        chain = chain_of(ctx.previous)
+        if chain and chain[-1].fingerprint == fingerprint_tag(tree_fp):
+            meta["chain"] = {"unchanged": True, "levels": len(chain)}
+            return SourcePlan(streams=[], meta=meta, reuse=chain)
+        base = chain[-1].uploaded_in if chain else None
+        snar_ok = bool(base) and (
+            t.run(["test", "-f", snar_path(self.volume, str(base))], check=False).status == 0
+        )
+        level = choose_level(ctx, chain, snar_ok)
+        stream = StreamPlan(
+            name=f"volume-{level}.tar" + SUFFIX[ctx.compressor],
+            role="tar" if level == 0 else "tar-incremental",
+            argv=pipeline_argv(
+                volume_tar_script(
+                    self.volume, stop, ctx.compressor, ctx.snapshot_id, base if level else None
+                )
+            ),
+            compression=ctx.compressor,
+            size_hint=size,
+            chain=level,
+            fingerprint=tree_fp,
+        )
+        meta["chain"] = {"level": level, "base": base if level else None}
+        return SourcePlan(streams=[stream], meta=meta, reuse=chain[:level])
 
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
@@ -148,10 +244,12 @@ def labels_args(labels_json: str) -> list[str]:
     return out
 
 
-def restore_script(volume: str, labels_json: str, compression: str) -> str:
-    """Bash that (re)creates the volume, empties it, and extracts the tar on stdin into it.
+def restore_script(volume: str, labels_json: str, compression: str, wipe: bool = True) -> str:
+    """Bash that (re)creates the volume, empties it (*wipe*: for the chain's full), and
+    extracts the tar on stdin into it as GNU incremental archives are extracted.
 
-    The volume's content becomes exactly the archive's (deletions included).
+    After the full and every incremental of a chain, the volume's content is
+    exactly the last snapshot's (deletions included).
     GNU tar refuses absolute names and '..' members; the archive never
     writes outside the volume's mountpoint.
     """
@@ -165,8 +263,8 @@ def restore_script(volume: str, labels_json: str, compression: str) -> str:
 docker volume inspect {q(volume)} >/dev/null 2>&1 || {create} >/dev/null
 mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})
 [ -n "$mp" ] && [ "$mp" != / ] || {{ echo "bad mountpoint for volume {volume}" >&2; exit 1; }}
-find "$mp" -mindepth 1 -delete
-{head}tar -C "$mp" -xpf - --numeric-owner --same-owner
+{'find "$mp" -mindepth 1 -delete' if wipe else ""}
+{head}tar -C "$mp" -xpf - --numeric-owner --same-owner --listed-incremental=/dev/null
 """
 
 
