@@ -10,7 +10,7 @@ import click
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, json_output, passphrase_file
 from vkbackup.crypto import Identity
-from vkbackup.errors import NotImplementedYetError, UsageError
+from vkbackup.errors import UsageError
 
 identity_option = click.option(
     "--identity", "-i", metavar="PATH", help="Identity file (default: encryption.identity)."
@@ -119,7 +119,18 @@ def show_cmd(
     is_flag=True,
     help="Check size and sha256 only: needs no private key, proves no age authentication.",
 )
-@click.option("--deep", is_flag=True, help="Also restore the database into a throwaway one.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also restore each database dump into a throwaway server and compare row counts.",
+)
+@click.option(
+    "--on",
+    "deep_on",
+    metavar="HOST",
+    help="Where --deep runs its throwaway server (configured host or user@addr[:port]; "
+    "default: the snapshot's own host).",
+)
 @identity_option
 @passphrase_file
 @json_output
@@ -132,6 +143,7 @@ def verify_cmd(
     host: str | None,
     no_decrypt: bool,
     deep: bool,
+    deep_on: str | None,
     identity: str | None,
     passphrase_file: str | None,
     as_json: bool,
@@ -145,12 +157,8 @@ def verify_cmd(
     from vkbackup.actions.verify import SnapshotVerify, failure, run_verify, select_snapshots
     from vkbackup.storage import open_storage
 
-    if deep:
-        raise NotImplementedYetError(
-            "verify --deep (restore the PostgreSQL dump into a throwaway database and compare "
-            "row counts) is not implemented yet",
-            hint="run `vkbackup verify` (objects read back and decrypted) or a drill",
-        )
+    if deep and no_decrypt:
+        raise UsageError("--deep needs the private key: it contradicts --no-decrypt")
     if no_decrypt and identity:
         raise UsageError("--no-decrypt and --identity contradict each other")
     cfg = app.config()
@@ -175,7 +183,20 @@ def verify_cmd(
         for b in r.bad:
             click.echo(f"  {b.problem:8} {b.detail}")
 
-    results = run_verify(storage, targets, identities=ids, on_result=show)
+    deep_check = None
+    if deep:
+        from vkbackup.actions.common import parse_target
+        from vkbackup.actions.deep_verify import make_deep_check
+        from vkbackup.transport.ssh import connect
+
+        where = deep_on
+        if where is None:
+            hosts = sorted({h for h, _ in targets})
+            if len(hosts) != 1 or hosts[0] not in cfg.hosts:
+                raise UsageError("--deep: say on which host to run the throwaway server (--on)")
+            where = hosts[0]
+        deep_check = make_deep_check(parse_target(cfg, where), connect)
+    results = run_verify(storage, targets, identities=ids, on_result=show, deep_check=deep_check)
     if as_json:
         emit_json([r.to_json() for r in results])
     err = failure(results)
