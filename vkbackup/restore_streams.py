@@ -1,0 +1,247 @@
+"""Restore-side readers of tar objects: verified, decrypted, decompressed here, and
+checked by `vkbackup.targuard` before a byte reaches the target.
+
+    storage get -> VerifyingReader (size, sha256) -> DecryptingReader (age)
+                -> gunzip (zlib, streaming, bounded) -> TarGuard -> target
+
+Two ways to hand the checked archive to the target; both refuse a hostile
+member before the chunk that completes its header leaves this machine:
+
+- `open_plain_tar`: the *decompressed* tar. The target extracts it as is:
+  restore with ``restore_script(..., compression="none")``. Costs bandwidth
+  (the tar crosses the SSH link uncompressed).
+- `open_checked_object`: the object's plaintext *as stored* (still gzip),
+  each chunk released only after everything it decompresses to passed the
+  guard (a shadow decompression: the target's gzip, fed the same bytes, can
+  produce nothing the guard has not seen). Restore with
+  ``restore_script(..., obj.compression)``, unchanged.
+
+Memory is bounded: zlib output is taken at most CHUNK bytes at a time (a
+gzip bomb costs time, never memory), and the guard holds no member data.
+'zstd' objects cannot be decompressed here (no zstd in Python 3.11's standard
+library): they are refused with a RestoreError naming the object.
+
+Interface:
+    Gunzip(name)                   streaming gzip decoder: .feed(data) -> Iterator[bytes], .end()
+    GunzipReader(src, name)        Readable of the decompressed bytes of a gzip Readable
+    open_plain_tar(storage, obj, identities, *, allowed=None, absolute_symlinks=True)
+        -> CheckedStream           the decompressed, guarded tar
+    open_checked_object(storage, obj, identities, *, allowed=None, absolute_symlinks=True)
+        -> CheckedStream           the stored (compressed) plaintext, shadow-checked
+    guard_options(step_kind, members) -> dict   the guard settings for a restore step:
+                                   files: allowed=members; volume: the volume is the root
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from vkbackup.crypto import DecryptingReader, Identity
+from vkbackup.errors import IntegrityError, RestoreError
+from vkbackup.manifest import ObjectRecord
+from vkbackup.storage.base import ReadStream, Storage
+from vkbackup.streams import CHUNK, Readable, VerifyingReader
+from vkbackup.targuard import TarGuard
+
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip container only
+
+
+class Gunzip:
+    """Streaming gzip decoder: concatenated members, bounded output pieces, strict end."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._d = zlib.decompressobj(GZIP_WBITS)
+        self._fed = False  # bytes given to the current member's decoder
+        self._members = 0
+
+    def _error(self, why: str) -> IntegrityError:
+        return IntegrityError(f"{self._name}: gzip stream {why}")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Given the next compressed bytes, yield the decompressed bytes (pieces of at
+        most CHUNK bytes). Raise IntegrityError on corrupt or trailing data."""
+        while data:
+            self._fed = True
+            try:
+                out = self._d.decompress(data, CHUNK)
+            except zlib.error as e:
+                if self._members:
+                    raise self._error(f"has trailing data that is not gzip ({e})") from None
+                raise self._error(f"is corrupt: {e}") from None
+            data = self._d.unconsumed_tail
+            if out:
+                yield out
+            if self._d.eof:
+                self._members += 1
+                data = self._d.unused_data + data
+                self._d = zlib.decompressobj(GZIP_WBITS)
+                self._fed = False
+        # output pending inside zlib once all input is consumed (a long match)
+        while not self._d.eof and self._fed:
+            try:
+                out = self._d.decompress(b"", CHUNK)
+            except zlib.error as e:  # pragma: no cover - zlib reports at feed time
+                raise self._error(f"is corrupt: {e}") from None
+            if not out:
+                break
+            yield out
+
+    def end(self) -> None:
+        """The compressed stream ended: raise IntegrityError if a member is unfinished."""
+        if self._fed:
+            raise self._error("is truncated (ends inside a member)")
+        if not self._members:
+            raise self._error("is empty")
+
+
+class GunzipReader:
+    """Readable of the decompressed bytes of the gzip Readable *src*."""
+
+    def __init__(self, src: Readable, name: str) -> None:
+        self._src = src
+        self._gz = Gunzip(name)
+        self._pieces: Iterator[bytes] = iter(())
+        self._left = b""
+        self._done = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        limit = n if n and n > 0 else CHUNK
+        while not self._left:
+            piece = next(self._pieces, None)
+            if piece is not None:
+                self._left = piece
+                break
+            if self._done:
+                return b""
+            data = self._src.read(CHUNK)
+            if not data:
+                self._done = True
+                self._gz.end()
+                return b""
+            self._pieces = self._gz.feed(data)
+        out, self._left = self._left[:limit], self._left[limit:]
+        return out
+
+
+class CheckedStream:
+    """A Readable that closes the storage stream under it (use `with` or close())."""
+
+    def __init__(self, reader: Readable, raw: ReadStream, guard: TarGuard) -> None:
+        self._reader = reader
+        self._raw = raw
+        self.guard = guard
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._reader.read(n)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> CheckedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ShadowChecked:
+    """Pass the stored (compressed) bytes through unchanged, each chunk only after its
+    decompressed bytes went through the guard."""
+
+    def __init__(self, src: Readable, compression: str, guard: TarGuard, name: str) -> None:
+        self._src = src
+        self._guard = guard
+        self._gz = Gunzip(name) if compression == "gzip" else None
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._src.read(n)
+        if self._gz is None:
+            if data:
+                self._guard.feed(data)
+            else:
+                self._guard.finish()
+            return data
+        if data:
+            for piece in self._gz.feed(data):
+                self._guard.feed(piece)
+        else:
+            self._gz.end()
+            self._guard.finish()
+        return data
+
+
+def _check_compression(obj: ObjectRecord) -> None:
+    if obj.compression not in ("gzip", "none"):
+        raise RestoreError(
+            f"{obj.key}: compression {obj.compression!r} cannot be decompressed on this "
+            "machine, so its tar cannot be checked before it reaches the target",
+            hint="restore it by hand (BREAK-GLASS.md), or take a new snapshot with gzip",
+        )
+
+
+def _plaintext(
+    storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]
+) -> tuple[ReadStream, Readable]:
+    raw = storage.open(obj.key)
+    try:
+        plain = DecryptingReader(
+            VerifyingReader(raw, obj.size, obj.sha256, obj.key), identities, name=obj.key
+        )
+    except BaseException:
+        raw.close()
+        raise
+    return raw, plain
+
+
+def open_plain_tar(
+    storage: Storage,
+    obj: ObjectRecord,
+    identities: Sequence[Identity],
+    *,
+    allowed: Iterable[str] | None = None,
+    absolute_symlinks: bool = True,
+) -> CheckedStream:
+    """Given a tar object, return its decompressed tar, verified against the manifest,
+    authenticated by age and checked by TarGuard as it is read. Feed it to a restore
+    script built with compression "none"."""
+    _check_compression(obj)
+    raw, plain = _plaintext(storage, obj, identities)
+    tar: Readable = GunzipReader(plain, obj.key) if obj.compression == "gzip" else plain
+    guard = TarGuard(tar, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks)
+    return CheckedStream(guard, raw, guard)
+
+
+def open_checked_object(
+    storage: Storage,
+    obj: ObjectRecord,
+    identities: Sequence[Identity],
+    *,
+    allowed: Iterable[str] | None = None,
+    absolute_symlinks: bool = True,
+) -> CheckedStream:
+    """Given a tar object, return its plaintext as stored (compressed as recorded),
+    verified, authenticated, and released chunk by chunk only once TarGuard passed
+    what the chunk decompresses to. Feed it to a restore script built with
+    obj.compression, as before."""
+    _check_compression(obj)
+    raw, plain = _plaintext(storage, obj, identities)
+    guard = TarGuard(plain, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks)
+    return CheckedStream(_ShadowChecked(plain, obj.compression, guard, obj.key), raw, guard)
+
+
+def guard_options(step_kind: str, members: Sequence[str] | None = None) -> dict[str, Any]:
+    """Given a restore step kind ("files" or "volume") and, for files, the recorded
+    member paths, return the keyword arguments for open_plain_tar/open_checked_object.
+
+    Both allow absolute symlink targets: a volume's name paths inside the container
+    that mounts it (the lab's volume has two), a files source's name paths on the
+    host, where they pointed before. Neither can be written through: the guard
+    refuses any member below a symlink of the archive."""
+    if step_kind == "files":
+        return {"allowed": list(members or []), "absolute_symlinks": True}
+    if step_kind == "volume":
+        return {"allowed": None, "absolute_symlinks": True}
+    raise ValueError(f"no tar guard for restore steps of kind {step_kind!r}")
