@@ -24,10 +24,12 @@ library): they are refused with a RestoreError naming the object.
 Interface:
     Gunzip(name)                   streaming gzip decoder: .feed(data) -> Iterator[bytes], .end()
     GunzipReader(src, name)        Readable of the decompressed bytes of a gzip Readable
-    open_plain_tar(storage, obj, identities, *, allowed=None, absolute_symlinks=True)
-        -> CheckedStream           the decompressed, guarded tar
-    open_checked_object(storage, obj, identities, *, allowed=None, absolute_symlinks=True)
-        -> CheckedStream           the stored (compressed) plaintext, shadow-checked
+    open_plain_tar(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
+                   state=None) -> CheckedStream        the decompressed, guarded tar
+    open_checked_object(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
+                        state=None) -> CheckedStream   the stored plaintext, shadow-checked
+        *state*: one GuardState shared by the objects of one volume's incremental
+        chain, in order (a fresh one per volume).
     guard_options(step_kind, members) -> dict   the guard settings for a restore step:
                                    files: allowed=members; volume: the volume is the root
 """
@@ -43,7 +45,7 @@ from vkbackup.errors import IntegrityError, RestoreError
 from vkbackup.manifest import ObjectRecord
 from vkbackup.storage.base import ReadStream, Storage
 from vkbackup.streams import CHUNK, Readable, VerifyingReader
-from vkbackup.targuard import TarGuard
+from vkbackup.targuard import GuardState, TarGuard
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip container only
 
@@ -203,6 +205,7 @@ def open_plain_tar(
     *,
     allowed: Iterable[str] | None = None,
     absolute_symlinks: bool = True,
+    state: GuardState | None = None,
 ) -> CheckedStream:
     """Given a tar object, return its decompressed tar, verified against the manifest,
     authenticated by age and checked by TarGuard as it is read. Feed it to a restore
@@ -210,7 +213,9 @@ def open_plain_tar(
     _check_compression(obj)
     raw, plain = _plaintext(storage, obj, identities)
     tar: Readable = GunzipReader(plain, obj.key) if obj.compression == "gzip" else plain
-    guard = TarGuard(tar, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks)
+    guard = TarGuard(
+        tar, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state
+    )
     return CheckedStream(guard, raw, guard)
 
 
@@ -221,6 +226,7 @@ def open_checked_object(
     *,
     allowed: Iterable[str] | None = None,
     absolute_symlinks: bool = True,
+    state: GuardState | None = None,
 ) -> CheckedStream:
     """Given a tar object, return its plaintext as stored (compressed as recorded),
     verified, authenticated, and released chunk by chunk only once TarGuard passed
@@ -228,7 +234,9 @@ def open_checked_object(
     obj.compression, as before."""
     _check_compression(obj)
     raw, plain = _plaintext(storage, obj, identities)
-    guard = TarGuard(plain, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks)
+    guard = TarGuard(
+        plain, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state
+    )
     return CheckedStream(_ShadowChecked(plain, obj.compression, guard, obj.key), raw, guard)
 
 

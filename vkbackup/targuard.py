@@ -12,7 +12,10 @@ Refused (each with the member named):
   the POSIX prefix, a GNU long name 'L', a pax `path` or `GNU.sparse.name`:
   every candidate is checked, so parsers that disagree on precedence cannot
   be played against each other);
-- a member below a symlink the archive created earlier (writing through it);
+- a member below a symlink the archive created earlier (writing through it),
+  or that an earlier archive of the same incremental chain created (pass one
+  `GuardState` along the chain: GNU tar writes through a symlink already on
+  disk); a file or directory member replaces a symlink of its name, as tar does;
 - a symlink whose target climbs out of the archive root, resolved from the
   link's own directory; or whose target is absolute, unless
   ``absolute_symlinks=True`` (a volume's absolute links name paths inside the
@@ -40,10 +43,13 @@ Cost: nothing per data byte (a counter skips member data), one 512-byte
 parse per header; measured in tests/unit/test_targuard.py.
 
 Interface:
-    TarGuard(src, name, *, allowed=None, absolute_symlinks=False)   Readable
+    TarGuard(src, name, *, allowed=None, absolute_symlinks=False, state=None)   Readable
         .read(n)        the next bytes of *src*, unchanged, once checked
         .feed(data) / .finish()   the same checks for bytes the caller holds (src unused)
         .members        members seen so far
+        .state          a GuardState: pass it to the guard of the next level of an
+                        incremental chain (symlinks made earlier stay on the target)
+    GuardState()    symlinks made so far (shared along an incremental chain)
     check_tar(src, name, **kw) -> int    read *src* to the end through a guard; return its size
 """
 
@@ -51,6 +57,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from vkbackup.errors import IntegrityError
 from vkbackup.streams import CHUNK, Readable
@@ -99,6 +106,18 @@ def _components(path: bytes) -> list[bytes]:
     return [c for c in path.split(b"/") if c and c != b"."]
 
 
+@dataclass
+class GuardState:
+    """What the archives read so far left on the target: the symlinks they created
+    (normalized names) and, for each directory some symlink climbs out of with '..',
+    that symlink. An incremental chain passes one state from level to level, because
+    a symlink a full created is still there when the next level is extracted, and GNU
+    tar writes through a symlink that is already on disk."""
+
+    symlinks: set[bytes] = field(default_factory=set)
+    popped: dict[bytes, bytes] = field(default_factory=dict)
+
+
 class TarGuard:
     """Pass-through reader that refuses hostile tar members (see the module docstring)."""
 
@@ -109,6 +128,7 @@ class TarGuard:
         *,
         allowed: Iterable[str] | None = None,
         absolute_symlinks: bool = False,
+        state: GuardState | None = None,
     ) -> None:
         self._src = src
         self._name = name
@@ -134,9 +154,9 @@ class TarGuard:
         self._global: dict[bytes, bytes] = {}
         self._long_name: bytes | None = None
         self._long_link: bytes | None = None
-        self._symlinks: set[bytes] = set()
-        # directory -> the symlink whose target climbs out of it with '..'
-        self._popped: dict[bytes, bytes] = {}
+        self.state = state if state is not None else GuardState()
+        self._symlinks = self.state.symlinks
+        self._popped = self.state.popped
         self._eof = False
         self._failed: IntegrityError | None = None
         self.members = 0
@@ -402,6 +422,9 @@ class TarGuard:
         self._below_symlink(comps, member, "member")
         if self._allowed is not None and kind != _LABEL and not self._in_allowed(comps):
             raise self._refuse(member, "not one of the paths this snapshot recorded")
+        if self._symlinks and kind not in (_SYMLINK, _HARDLINK, _LABEL):
+            # tar replaces a symlink on disk by a file or directory of the same name
+            self._symlinks.discard(b"/".join(comps))
 
         if kind in _REGULAR:
             if kind == 0 and member.endswith(b"/") and size:
@@ -424,6 +447,10 @@ class TarGuard:
                 raise self._refuse(member, "hard link in place of the archive root")
             for t in link_candidates:
                 self._check_hardlink(member, comps, t)
+            if b"/".join(_components(link_candidates[-1])) in self._symlinks:
+                self._add_symlink(member, comps)  # a hard link to a symlink is that symlink
+            else:
+                self._symlinks.discard(b"/".join(comps))
             self._after_data(0)
         elif kind == _DUMPDIR_T:
             self._dd.clear()
@@ -507,8 +534,6 @@ class TarGuard:
             raise self._refuse(
                 member, f"hard link target {_show(target)} is not a path this snapshot recorded"
             )
-        if b"/".join(tcomps) in self._symlinks:
-            self._add_symlink(member, comps)  # a hard link to a symlink is that symlink
 
     # -- GNU incremental dumpdirs ------------------------------------------------
 
@@ -555,9 +580,10 @@ def check_tar(
     *,
     allowed: Iterable[str] | None = None,
     absolute_symlinks: bool = False,
+    state: GuardState | None = None,
 ) -> int:
     """Read *src* to its end through a `TarGuard`; return the byte count (tests, tools)."""
-    guard = TarGuard(src, name, allowed=allowed, absolute_symlinks=absolute_symlinks)
+    guard = TarGuard(src, name, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state)
     total = 0
     while True:
         chunk = guard.read(CHUNK)

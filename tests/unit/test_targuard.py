@@ -33,7 +33,7 @@ from tests.unit.tarcraft import (
 from vkbackup.errors import IntegrityError
 from vkbackup.restore_streams import GunzipReader
 from vkbackup.streams import BytesReader, iter_chunks
-from vkbackup.targuard import TarGuard, check_tar
+from vkbackup.targuard import GuardState, TarGuard, check_tar
 
 KEY = "data/prod/20261126T020000Z-abcd/vol/volume.tar.gz.age"
 
@@ -476,3 +476,42 @@ def test_guard_speed_on_256_mib(
     print(f"tar guard: {mixed:.0f} MB/s (256 MiB mixed), {small:.0f} MB/s (2 KB files)")
     assert len(data) >= 256 << 20
     assert mixed > 300
+
+
+# -- incremental chains ----------------------------------------------------------------
+
+
+def test_a_chain_shares_symlinks_between_levels() -> None:
+    """GNU tar writes through a symlink already on disk (an earlier level made it):
+    the next level may not put a member below it, unless it replaces it first."""
+    level0 = with_tarfile([Entry("x", "symlink", link="/etc"), Entry("f", data=b"1")])
+    sneaky = with_tarfile([Entry("x/cron.d/evil", data=b"* * * * * root sh")])
+    honest = with_tarfile([Entry("x", "dir"), Entry("x/file", data=b"now a directory")])
+    state = GuardState()
+    check_tar(BytesReader(level0), KEY, absolute_symlinks=True, state=state)
+    with pytest.raises(IntegrityError) as info:
+        check_tar(BytesReader(sneaky), KEY, absolute_symlinks=True, state=state)
+    assert "'x/cron.d/evil'" in str(info.value) and "lies below 'x'" in str(info.value)
+    # each level alone is fine: only the chain shows the problem
+    check_tar(BytesReader(sneaky), KEY, absolute_symlinks=True)
+    state = GuardState()
+    check_tar(BytesReader(level0), KEY, absolute_symlinks=True, state=state)
+    check_tar(BytesReader(honest), KEY, absolute_symlinks=True, state=state)
+    assert b"x" not in state.symlinks
+
+
+def test_gnu_incremental_chain_where_a_symlink_became_a_directory(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "real").mkdir()
+    os.symlink("/app/data", src / "data")
+    snar = tmp_path / "snar"
+    argv = ["tar", "-C", str(src), f"--listed-incremental={snar}", "-cf", "-", "."]
+    level0 = subprocess.run(argv, check=True, capture_output=True).stdout
+    (src / "data").unlink()
+    (src / "data").mkdir()
+    (src / "data" / "new.txt").write_text("x")
+    level1 = subprocess.run(argv, check=True, capture_output=True).stdout
+    state = GuardState()
+    for lv in (level0, level1):
+        check_tar(BytesReader(lv), KEY, absolute_symlinks=True, state=state)
