@@ -205,6 +205,10 @@ def test_snapshot_killed_midway_restarts_containers(lab: Lab, snap: dict[str, An
             open_storage(load_config(lab.config_path).storage), "prod"
         )
     ]
+    # a changed volume (else it is referenced, not copied, and nothing is stopped), and a
+    # 200 MB random file so the copy lasts long enough to be killed midway
+    mp = "$(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data)"
+    lab.ssh("prod", f"head -c 200000000 /dev/urandom > {mp}/kill-test.bin")
     argv = [
         sys.executable, "-m", "vkbackup", "--config", str(lab.config_path), "snapshot", "prod",
         "--only", "chatwoot-storage",
@@ -228,6 +232,7 @@ def test_snapshot_killed_midway_restarts_containers(lab: Lab, snap: dict[str, An
         time.sleep(1)
     else:
         pytest.fail("the guard did not start the stopped containers again")
+    lab.ssh("prod", f"rm -f {mp}/kill-test.bin")
     storage = open_storage(load_config(lab.config_path).storage)
     after = [sid for _, sid in catalog.list_snapshots(storage, "prod")]
     assert after == before, "a killed snapshot must not be listed"

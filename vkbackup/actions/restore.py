@@ -125,10 +125,13 @@ def state_path(snapshot_id: str) -> str:
     return f"{STATE_DIR}/{snapshot_id}.json"
 
 
-def load_state(t: Transport, snapshot_id: str) -> dict[str, Any]:
-    res = t.run(["bash", "-c", f"cat {shlex.quote(state_path(snapshot_id))} 2>/dev/null || true"])
-    if not res.stdout.strip():
-        return {}
+def load_state(t: Transport, snapshot_id: str) -> dict[str, Any] | None:
+    """This snapshot's restore state on the target: None if there is none; {} if a state
+    file exists but cannot be read (a restore of this snapshot was under way)."""
+    p = shlex.quote(state_path(snapshot_id))
+    res = t.run(["bash", "-c", f"[ -e {p} ] || exit 3; cat {p}"], check=False)
+    if res.status == 3:
+        return None
     try:
         doc = json.loads(res.stdout)
         return doc if isinstance(doc, dict) else {}
@@ -137,9 +140,15 @@ def load_state(t: Transport, snapshot_id: str) -> dict[str, Any]:
 
 
 def save_state(t: Transport, snapshot_id: str, state: dict[str, Any]) -> None:
+    """Write the state atomically: the file is replaced only if every byte arrived
+    (a connection cut mid-write gives `cat` an early EOF, not an error)."""
+    body = json.dumps(state, indent=1).encode()
     p = shlex.quote(state_path(snapshot_id))
-    script = f"umask 077; mkdir -p {STATE_DIR} && cat > {p}.tmp && mv {p}.tmp {p}"
-    t.run(pipeline_argv(script), input=json.dumps(state, indent=1).encode())
+    script = (
+        f"umask 077; mkdir -p {STATE_DIR} && head -c {len(body)} > {p}.tmp && "
+        f'[ "$(stat -c %s {p}.tmp)" = {len(body)} ] && mv {p}.tmp {p}'
+    )
+    t.run(pipeline_argv(script), input=body)
 
 
 def compose_flavor(t: Transport) -> list[str] | None:
@@ -490,8 +499,8 @@ def run_restore(
     t = connect(target)
     try:
         state = load_state(t, manifest.id)
-        done: dict[str, Any] = dict(state.get("done") or {})
-        resuming = bool(done)
+        done: dict[str, Any] = dict((state or {}).get("done") or {})
+        resuming = state is not None  # our own restore of this snapshot was under way
         runner = _Runner(plan, manifest, target, t, storage, identities, report, progress)
         progress.start()
         try:
@@ -524,7 +533,11 @@ def run_restore(
                 )
                 if step.resumable:
                     done[step.id] = {"at": iso(utcnow()), "seconds": round(secs, 2)}
+                if step.resumable or (step.kind == "preflight" and state is None):
+                    # written right after preflight too: from then on, the target's
+                    # contents are this restore's own, and a re-run may resume over them
                     save_state(t, manifest.id, {"snapshot": manifest.id, "done": done})
+                    state = {"done": done}
         finally:
             progress.stop()
         report.status = "ok"
