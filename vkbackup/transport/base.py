@@ -28,12 +28,13 @@ No pty is ever requested: binary output stays binary.
 from __future__ import annotations
 
 import shlex
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from vkbackup.errors import RemoteCommandError
-from vkbackup.streams import Readable
+from vkbackup.errors import RemoteCommandError, TransportError
+from vkbackup.streams import Readable, iter_chunks
 
 STDERR_TAIL_BYTES = 8192
 
@@ -137,3 +138,36 @@ def failure(host: str, argv: list[str], status: int, tail: str) -> RemoteCommand
     if tail:
         msg += "\n  stderr (last lines):\n    " + "\n    ".join(tail.splitlines()[-15:])
     return RemoteCommandError(msg, host=host, argv=argv, exit_status=status, stderr_tail=tail)
+
+
+def feed_process(host: str, argv: list[str], proc: Process, src: Readable) -> Completed:
+    """Stream *src* into a started process's stdin, collect its (small) stdout, wait.
+
+    If the process stops reading early, its exit status says why (a failure raises
+    RemoteCommandError); one that exits 0 without reading everything is an error too.
+    An error from *src* itself (e.g. an integrity check) kills the process and propagates.
+    """
+    out: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: out.extend(iter_chunks(proc.stdout, 65536)), daemon=True
+    )
+    reader.start()
+    write_error: Exception | None = None
+    try:
+        for chunk in iter_chunks(src):
+            try:
+                proc.write(chunk)
+            except (BrokenPipeError, TransportError) as e:
+                write_error = e
+                break
+    except BaseException:
+        proc.kill()
+        proc.wait(check=False)
+        raise
+    status = proc.wait(check=True)
+    reader.join(timeout=30)
+    if write_error is not None:
+        raise TransportError(
+            f"{host}: {short_command(argv)} exited before reading all of its input: {write_error}"
+        )
+    return Completed(argv, status, b"".join(out), proc.stderr_tail())

@@ -10,8 +10,8 @@ import subprocess
 import threading
 from typing import IO
 
-from vkbackup.streams import CHUNK, Readable, iter_chunks
-from vkbackup.transport.base import Completed, StderrTail, failure
+from vkbackup.streams import CHUNK, Readable
+from vkbackup.transport.base import Completed, StderrTail, failure, feed_process
 
 
 class _Stdout:
@@ -98,23 +98,7 @@ class LocalTransport:
         return Completed(argv, p.returncode, p.stdout, err)
 
     def feed(self, argv: list[str], src: Readable) -> Completed:
-        proc = self.start(argv)
-        out: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: out.extend(iter_chunks(proc.stdout, 65536)), daemon=True
-        )
-        reader.start()
-        try:
-            for chunk in iter_chunks(src):
-                proc.write(chunk)
-        except BrokenPipeError:
-            pass  # the process died: wait() reports why
-        except BaseException:
-            proc.kill()
-            raise
-        status = proc.wait(check=True)
-        reader.join(timeout=10)
-        return Completed(argv, status, b"".join(out), proc.stderr_tail())
+        return feed_process(self._name, argv, self.start(argv), src)
 
     def close(self) -> None:
         return None

@@ -40,7 +40,7 @@ from vkbackup.config.model import HostConfig
 from vkbackup.errors import HostKeyError, TransportError
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.streams import CHUNK, Readable, iter_chunks
-from vkbackup.transport.base import Completed, StderrTail, command_string, failure
+from vkbackup.transport.base import Completed, StderrTail, command_string, failure, feed_process
 
 log = get_logger("transport.ssh")
 
@@ -326,21 +326,7 @@ class SshTransport:
         return Completed(argv, status, out, proc.stderr_tail())
 
     def feed(self, argv: list[str], src: Readable) -> Completed:
-        proc = self.start(argv)
-        out: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: out.extend(iter_chunks(proc.stdout, 65536)), daemon=True
-        )
-        reader.start()
-        try:
-            for chunk in iter_chunks(src):
-                proc.write(chunk)
-        except BaseException:
-            proc.kill()
-            raise
-        status = proc.wait(check=True)
-        reader.join(timeout=30)
-        return Completed(argv, status, b"".join(out), proc.stderr_tail())
+        return feed_process(self._name, argv, self.start(argv), src)
 
     def close(self) -> None:
         self._t.close()
