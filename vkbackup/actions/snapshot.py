@@ -41,7 +41,7 @@ from vkbackup.sources import PlanContext, SourcePlan, StreamPlan, make_source
 from vkbackup.sources.base import fingerprint_tag
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader, HashingReader
-from vkbackup.transport.base import Transport
+from vkbackup.transport.base import Process, Transport
 
 log = get_logger("snapshot")
 
@@ -170,7 +170,14 @@ class _Run:
         self.uploaded_lock = threading.Lock()
         self.cancel = threading.Event()
         self.previous: dict[str, list[ObjectRecord]] = {}
+        self.active: set[Process] = set()
         self.compressor = "gzip"
+
+    def kill_all(self) -> None:
+        with self.uploaded_lock:
+            procs = list(self.active)
+        for proc in procs:
+            proc.kill()
 
     def upload(
         self, t: Transport, src: SourceConfig, stream: StreamPlan, mine: list[str]
@@ -179,7 +186,11 @@ class _Run:
         the private per-object data, and the command's stderr tail."""
         key = layout.object_key(self.host.name, self.id, src.name, stream.name + ".age")
         counter = self.progress.counter(f"{src.name}/{stream.name}")
+        if self.cancel.is_set():
+            raise SnapshotError("cancelled")
         proc = t.start(stream.argv)
+        with self.uploaded_lock:
+            self.active.add(proc)
         plain = HashingReader(CountingReader(proc.stdout, counter))
         cipher = HashingReader(EncryptingReader(plain, self.recipients))
         hint = int(stream.size_hint * 1.01) + 65536 if stream.size_hint else None
@@ -194,6 +205,8 @@ class _Run:
             raise
         finally:
             counter.done = True
+            with self.uploaded_lock:
+                self.active.discard(proc)
         proc.wait(check=True)
         rec = ObjectRecord(
             key=key,
@@ -317,7 +330,11 @@ def run_snapshot(
                 try:
                     results = [f.result() for f in futures]
                 except BaseException:
+                    # Ctrl-C/SIGTERM: hang up every remote command (their traps start
+                    # stopped containers again), so the workers end now, not at EOF
                     run.cancel.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    run.kill_all()
                     raise
         finally:
             progress.stop()
