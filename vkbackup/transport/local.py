@@ -6,6 +6,8 @@ Used by unit tests (the same code path as SSH) and for a host named "local".
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import threading
 from typing import IO
@@ -27,8 +29,13 @@ class LocalProcess:
     def __init__(self, host: str, argv: list[str]) -> None:
         self._host = host
         self._argv = argv
+        # its own process group, so kill() reaches a pipeline's every stage
         self._p = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         assert self._p.stdout and self._p.stderr and self._p.stdin
         self._stdout = _Stdout(self._p.stdout)
@@ -68,8 +75,14 @@ class LocalProcess:
         return self._tail.text()
 
     def kill(self) -> None:
+        # Kill the whole group: killing only `bash -c 'tar | gzip'` would leave tar
+        # and gzip blocked on a pipe nobody reads, holding stderr open (wait() then
+        # stalled 10 s on the stderr thread; found by the disk-full reliability test).
         if self._p.poll() is None:
-            self._p.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._p.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self._p.kill()
 
 
 class LocalTransport:
