@@ -14,8 +14,10 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# ASCII digits only (\d also matches other scripts' digits) and \Z, not $ (which
+# also matches before a trailing newline): names become storage keys and paths.
+ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}\Z")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:

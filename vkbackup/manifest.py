@@ -35,6 +35,11 @@ from vkbackup.errors import IntegrityError
 FORMAT = "vkbackup-manifest/1"
 STATUSES = ("complete", "partial")
 SOURCE_STATUSES = ("ok", "failed", "skipped")
+# Sanity bounds for numbers read from a (possibly hostile) manifest: far above any
+# real value, low enough that nothing downstream (sums, ranges, floats) misbehaves.
+MAX_OBJECT_BYTES = 2**50  # 1 PiB (S3 objects stop at 5 TiB)
+MAX_CHAIN = 10_000  # verify builds range(chain): a forged 10**18 must not hang it
+MAX_SECONDS = 10**9
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,24 @@ def _need(doc: dict[str, Any], key: str, typ: type | tuple[type, ...], name: str
     return v
 
 
+def _count(doc: dict[str, Any], key: str, name: str, limit: int) -> int:
+    """A non-negative integer field, at most *limit*."""
+    v: int = _need(doc, key, int, name)
+    if not 0 <= v <= limit:
+        raise IntegrityError(f"{name}: manifest field {key!r} is out of range ({str(v)[:30]})")
+    return v
+
+
+def _seconds(doc: dict[str, Any], key: str, name: str) -> float:
+    v = _need(doc, key, (int, float), name)
+    if isinstance(v, int) and not 0 <= v <= MAX_SECONDS:
+        raise IntegrityError(f"{name}: manifest field {key!r} is out of range")
+    f = float(v)
+    if not 0.0 <= f <= MAX_SECONDS:  # also NaN and infinities
+        raise IntegrityError(f"{name}: manifest field {key!r} is out of range")
+    return f
+
+
 def decode(data: bytes, name: str) -> Manifest:
     """Parse and validate manifest bytes. Raise IntegrityError naming *name* if bad."""
     try:
@@ -156,11 +179,11 @@ def decode(data: bytes, name: str) -> Manifest:
                 source=_need(o, "source", str, where),
                 name=_need(o, "name", str, where),
                 role=_need(o, "role", str, where),
-                size=_need(o, "size", int, where),
+                size=_count(o, "size", where, MAX_OBJECT_BYTES),
                 sha256=_need(o, "sha256", str, where),
                 compression=_need(o, "compression", str, where),
                 uploaded_in=_need(o, "uploaded_in", str, where),
-                chain=_need(o, "chain", int, where),
+                chain=_count(o, "chain", where, MAX_CHAIN),
                 fingerprint=_need(o, "fingerprint", str, where),
             )
         except TypeError:
@@ -187,6 +210,12 @@ def decode(data: bytes, name: str) -> Manifest:
             raise IntegrityError(f"{where}: unknown compression {rec.compression[:20]!r}")
         if not layout.NAME_RE.match(rec.source):
             raise IntegrityError(f"{where}: bad source name")
+        if not layout.NAME_RE.match(rec.name) or not layout.NAME_RE.match(rec.role):
+            raise IntegrityError(f"{where}: bad object name or role")
+        if rec.fingerprint and (
+            len(rec.fingerprint) != 64 or rec.fingerprint.strip("0123456789abcdef")
+        ):
+            raise IntegrityError(f"{where}: bad fingerprint")
         objects.append(rec)
     sources: list[SourceRecord] = []
     for i, s in enumerate(_need(doc, "sources", list, name)):
@@ -197,12 +226,14 @@ def decode(data: bytes, name: str) -> Manifest:
             name=_need(s, "name", str, where),
             type=_need(s, "type", str, where),
             status=_need(s, "status", str, where),
-            bytes_new=_need(s, "bytes_new", int, where),
-            bytes_reused=_need(s, "bytes_reused", int, where),
-            seconds=float(_need(s, "seconds", (int, float), where)),
+            bytes_new=_count(s, "bytes_new", where, MAX_OBJECT_BYTES * 1024),
+            bytes_reused=_count(s, "bytes_reused", where, MAX_OBJECT_BYTES * 1024),
+            seconds=_seconds(s, "seconds", where),
         )
         if rec_s.status not in SOURCE_STATUSES:
             raise IntegrityError(f"{where}: bad status")
+        if not layout.NAME_RE.match(rec_s.name) or not layout.NAME_RE.match(rec_s.type):
+            raise IntegrityError(f"{where}: bad source name or type")
         sources.append(rec_s)
     return Manifest(
         id=sid,

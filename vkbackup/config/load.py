@@ -40,7 +40,7 @@ from vkbackup.config.model import (
 from vkbackup.errors import ConfigError
 
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: no trailing newline
 DEFAULT_LOCAL_PATH = Path("/var/backups/vkbackup")
 
 
