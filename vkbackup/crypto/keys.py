@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -128,8 +129,14 @@ def load_identity_file(path: Path, passphrase: Callable[[], str] | None = None) 
         if len(data) > IDENTITY_FILE_MAX:
             raise CryptoError(f"{path}: decrypted identity file is over 1 MiB")
     elif stat.S_IMODE(mode) & 0o077:
+        # a warning, not a refusal: on incident day the key may come off a USB stick
+        # with loose modes, and refusing it then would stop the restore itself
         log.warning(
-            "identity file %s is readable by group or others (mode %o)", path, stat.S_IMODE(mode)
+            "identity file %s is readable by group or others (mode %04o): it holds the private "
+            "key of every snapshot; fix it with: chmod 600 %s",
+            path,
+            stat.S_IMODE(mode),
+            shlex.quote(str(path)),
         )
     try:
         text = data.decode("utf-8")

@@ -29,7 +29,9 @@ import base64
 import contextlib
 import hashlib
 import os
+import shlex
 import socket
+import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,7 +148,18 @@ def _check_host_key(host: HostConfig, key: paramiko.PKey, known: paramiko.HostKe
         )
 
 
-def _load_private_key(path: Path, passphrase: str | None) -> paramiko.PKey:
+def _load_private_key(
+    path: Path, passphrase: str | None, passphrase_env: str | None = None
+) -> paramiko.PKey:
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:  # OpenSSH refuses such a key; we warn (see vkbackup.crypto.keys)
+            log.warning(
+                "SSH key file %s is readable by group or others (mode %04o): chmod 600 %s",
+                path,
+                mode,
+                shlex.quote(str(path)),
+            )
     try:
         # paramiko's PKey.from_path wants the password as bytes (its stubs say str)
         pw = passphrase.encode() if passphrase is not None else None
@@ -161,7 +174,25 @@ def _load_private_key(path: Path, passphrase: str | None) -> paramiko.PKey:
             "or load the key into ssh-agent",
         ) from None
     except (paramiko.SSHException, ValueError) as e:
+        if passphrase is not None and _needs_passphrase(path):
+            # paramiko's own message for a wrong passphrase is about PEM delimiters
+            raise TransportError(
+                f"{path}: cannot decrypt the SSH key: wrong passphrase"
+                + (f" in ${passphrase_env}" if passphrase_env else ""),
+                hint="check the passphrase, e.g. with: ssh-keygen -y -f " + shlex.quote(str(path)),
+            ) from None
         raise TransportError(f"{path}: cannot load SSH key: {e}") from None
+
+
+def _needs_passphrase(path: Path) -> bool:
+    """Whether the key file loads without a passphrase only to ask for one."""
+    try:
+        paramiko.PKey.from_path(path)
+    except (paramiko.PasswordRequiredException, TypeError):
+        return True
+    except (paramiko.SSHException, ValueError, OSError):
+        return False
+    return False
 
 
 def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTransport:
@@ -185,7 +216,7 @@ def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTra
                 passphrase = env.get(host.key_passphrase_env)
                 if passphrase:
                     register_secret(passphrase)
-            keys.append(_load_private_key(host.key_file, passphrase))
+            keys.append(_load_private_key(host.key_file, passphrase, host.key_passphrase_env))
         with contextlib.suppress(paramiko.SSHException):
             keys.extend(paramiko.Agent().get_keys())
         if not keys:
