@@ -11,6 +11,7 @@ Interface:
     proxy.refuse_all(on=True)   reset every new and existing connection (an outage)
     proxy.cuts                  how many connections were cut so far
     proxy.connections           how many connections were accepted
+    proxy.forwarded             {"up": bytes, "down": bytes} passed on so far (all connections)
     proxy.close()
 
 No netem here (LAB-FACTS): this is how tests make a connection die mid-request.
@@ -89,6 +90,7 @@ class TcpProxy:
         self._refuse = False
         self.cuts = 0
         self.connections = 0
+        self.forwarded = {"up": 0, "down": 0}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -123,13 +125,16 @@ class TcpProxy:
                 return 0
             budget = self._budget.get(way)
             if self._times <= 0 or budget is None:
+                self.forwarded[way] += n
                 return n
             if n <= budget:
                 self._budget[way] = budget - n
+                self.forwarded[way] += n
                 return n
             self._times -= 1
             self.cuts += 1
             self._budget[way] = self._start[way]  # re-arm for the next cut
+            self.forwarded[way] += budget
             return budget
 
     def _forget(self, conn: _Conn) -> None:

@@ -147,6 +147,16 @@ def nasty_tree(root: Path) -> None:
     (odd / "ünïcødé-名前.txt").write_text("u")
     (odd / "-dash").write_text("d")
     (odd / "\\back\\slash").write_text("b")
+    (odd / "tab\there").write_text("t")
+    (odd / "\"quotes'").write_text("q")
+    (odd / ("n" * 255)).write_text("255-byte name")
+    with open(os.path.join(os.fsencode(odd), b"invalid-\xff\xfe-utf8"), "wb") as f:
+        f.write(b"bytes")
+    nest = root / "nest"
+    for i in range(24):
+        nest = nest / f"level{i}"
+    nest.mkdir(parents=True)
+    (nest / "deep.txt").write_text("24 levels down")
     (root / "empty").mkdir()
     (root / "empty" / "nested-empty").mkdir()
     deep = root / ("d" * 60) / ("e" * 60) / ("f" * 60)
