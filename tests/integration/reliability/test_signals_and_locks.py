@@ -38,7 +38,7 @@ def streaming(box: Box) -> bool:
     return any(TEMP_MARK in p for p in files_under(box.store))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_during_snapshot(sshd: Sshd, big_box: Box, sig: signal.Signals) -> None:
     box = big_box
     cfg = config(box, sshd)
