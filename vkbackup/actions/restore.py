@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vkbackup import catalog
+from vkbackup import catalog, restore_streams
 from vkbackup.actions.common import iso, utcnow
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import DecryptingReader, Identity
@@ -41,6 +41,7 @@ from vkbackup.restore_plan import Plan, Step, derive_plan
 from vkbackup.sources import docker_image, docker_volume, files, postgres
 from vkbackup.storage.base import Storage
 from vkbackup.streams import VerifyingReader, iter_chunks
+from vkbackup.targuard import GuardState
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("restore")
@@ -212,14 +213,29 @@ class _Runner:
         self.progress = progress
         self.compose: list[str] | None = None
 
-    def feed_object(self, obj: ObjectRecord, argv: list[str]) -> None:
+    def feed_object(
+        self, obj: ObjectRecord, argv: list[str], guard: dict[str, Any] | None = None
+    ) -> None:
+        """Stream one object to *argv* on the target. With *guard* (tar objects), every
+        tar header is checked as it passes (vkbackup.targuard): a hostile archive
+        (absolute or '..' names, links out of the root, devices) stops the stream
+        before the member reaches the target."""
         counter = self.progress.counter(obj.name)
-        reader = CountingReader(open_object(self.storage, obj, self.identities), counter)
+        if guard is None:
+            src: Any = open_object(self.storage, obj, self.identities)
+        else:
+            src = restore_streams.open_checked_object(self.storage, obj, self.identities, **guard)
         try:
-            self.t.feed(argv, reader)
+            self.t.feed(argv, CountingReader(src, counter))
         finally:
             counter.done = True
-        self.report.verified.append(f"{obj.key}: size and sha256 match, age authenticated")
+            close = getattr(src, "close", None)
+            if close is not None:
+                close()
+        what = "size and sha256 match, age authenticated"
+        if guard is not None:
+            what += ", tar headers checked"
+        self.report.verified.append(f"{obj.key}: {what}")
 
     # -- steps -------------------------------------------------------------
     def preflight(self, step: Step, resuming: bool, force: bool) -> str:
@@ -278,9 +294,10 @@ class _Runner:
         return f"Docker {res.stdout.decode().strip()}, compose: {' '.join(self.compose)}"
 
     def files(self, step: Step) -> str:
+        guard = restore_streams.guard_options("files", step.params["members"])
         for obj in step.objects:
             script = files.restore_script(obj.compression, step.params["members"])
-            self.feed_object(obj, pipeline_argv(script))
+            self.feed_object(obj, pipeline_argv(script), guard)
         return f"{len(step.params['members'])} paths"
 
     def image(self, step: Step) -> str:
@@ -304,11 +321,15 @@ class _Runner:
                 f"volume {vol}: broken incremental chain in snapshot {self.manifest.id} "
                 f"(levels present: {have}); a level is missing"
             )
+        # one guard state across the chain: a symlink left by one level must not be
+        # written through by a later one
+        state = GuardState()
         for obj in chain:
             script = docker_volume.restore_script(
                 vol, step.params["labels"], obj.compression, wipe=obj.chain == 0
             )
-            self.feed_object(obj, pipeline_argv(script))
+            guard = {**restore_streams.guard_options("volume"), "state": state}
+            self.feed_object(obj, pipeline_argv(script), guard)
         return f"volume {vol}" + (
             f" (full + {len(chain) - 1} incrementals)" if len(chain) > 1 else ""
         )

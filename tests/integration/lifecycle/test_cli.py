@@ -118,9 +118,9 @@ def test_verify_light_mode_and_missing_identity(two: LifecycleEnv) -> None:
     light = run(env, "verify", "--no-decrypt", "--all", config=public_only)
     assert light.returncode == 0, light.stderr
     assert "(no-decrypt," in light.stdout
-    deep = run(env, "verify", "--deep")
-    assert deep.returncode == 1 and "verify --deep" in deep.stderr
-    assert "not implemented yet" in deep.stderr
+    # --deep restores databases (tests/e2e/test_lifecycle.py): it needs the private key
+    deep = run(env, "verify", "--deep", "--no-decrypt", config=public_only)
+    assert deep.returncode == 2 and "--deep needs the private key" in deep.stderr
 
 
 def test_prune_dry_run_then_prune(two: LifecycleEnv) -> None:

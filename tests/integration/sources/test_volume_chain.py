@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from vkbackup import catalog
-from vkbackup.actions.restore import open_object
+from vkbackup import catalog, restore_streams
 from vkbackup.actions.snapshot import run_snapshot
 from vkbackup.config import parse_config
 from vkbackup.config.model import Config, HostConfig
 from vkbackup.crypto import generate_identity
 from vkbackup.sources.docker_volume import restore_script
 from vkbackup.storage.local import LocalStorage
+from vkbackup.targuard import GuardState
 from vkbackup.transport import pipeline_argv
 from vkbackup.transport.local import LocalTransport
 
@@ -100,9 +100,12 @@ def restore_latest(storage: LocalStorage, ident: Any, dst: str) -> list[int]:
     m = catalog.resolve(storage, "latest", "box")
     chain = sorted((o for o in m.objects if o.source == "data"), key=lambda o: o.chain)
     t = LocalTransport()
+    state = GuardState()  # as restore does: tar headers checked across the whole chain
     for o in chain:
         script = restore_script(dst, "{}", o.compression, wipe=o.chain == 0)
-        t.feed(pipeline_argv(script), open_object(storage, o, [ident]))
+        opts = {**restore_streams.guard_options("volume"), "state": state}
+        with restore_streams.open_checked_object(storage, o, [ident], **opts) as src:
+            t.feed(pipeline_argv(script), src)
     return [o.chain for o in chain]
 
 
