@@ -8,7 +8,8 @@ before compression, a directory size before tar).
 
 Interface:
     MIB, MIN_PART_SIZE (5 MiB), MAX_PART_SIZE (5 GiB), MAX_PARTS (10,000)
-    DEFAULT_PART_SIZE (16 MiB: objects of unknown size up to 160 GiB)
+    DEFAULT_PART_SIZE (8 MiB: objects of unknown size up to 80 GiB; two uploads in flight
+    with two part buffers each stay under 150 MiB of RSS, measured in docs/benchmarks.md)
     HINT_SAFETY (2: a hint may be off by 2x and the upload still fits)
     plan_part_size(size_hint, configured=None) -> int
         The part size in bytes, a multiple of 1 MiB, at least MIN_PART_SIZE and
@@ -24,7 +25,7 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 16 * MIB
+DEFAULT_PART_SIZE = 8 * MIB
 HINT_SAFETY = 2
 
 

@@ -19,8 +19,8 @@ from vkbackup.storage.parts import (
 
 
 def test_no_hint_uses_default() -> None:
-    assert plan_part_size(None) == DEFAULT_PART_SIZE == 16 * MIB
-    assert max_object_size(DEFAULT_PART_SIZE) == 160_000 * MIB
+    assert plan_part_size(None) == DEFAULT_PART_SIZE == 8 * MIB
+    assert max_object_size(DEFAULT_PART_SIZE) == 80_000 * MIB
 
 
 def test_no_hint_uses_configured() -> None:
