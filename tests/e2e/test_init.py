@@ -4,6 +4,7 @@ everything prod runs, into a local directory and into SeaweedFS."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -14,10 +15,11 @@ import pytest
 from tests.lab.api import Lab
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vkbackup", *args], capture_output=True, text=True, timeout=900
-    )
+        [sys.executable, "-m", "vkbackup", *args],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
 
 
 def base_config(lab: Lab, tmp: Path, s3: bool) -> Path:
@@ -62,7 +64,14 @@ def test_init_writes_a_config_that_snapshots_everything(lab: Lab, tmp_path: Path
     images = next(s for s in sources if s["type"] == "docker-image")["images"]
     assert set(lab.images) <= set(images)
     assert run("--config", str(out), "config", "check").returncode == 0
-    snap = run("--config", str(out), "snapshot", "prod", "--json")
+    # init never copies credentials into a config: S3 keys come from the standard AWS
+    # chain, here the environment, as on a real backup machine
+    env = dict(os.environ)
+    if s3:
+        env["AWS_ACCESS_KEY_ID"] = lab.s3.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = lab.s3.secret_key
+        assert lab.s3.secret_key not in out.read_text()
+    snap = run("--config", str(out), "snapshot", "prod", "--json", env=env)
     assert snap.returncode == 0, snap.stderr
     result = json.loads(snap.stdout)
     assert result["status"] == "complete"

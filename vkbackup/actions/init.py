@@ -95,7 +95,9 @@ def discover(t: Transport) -> Discovery:
     for proj in f["compose_projects"].values():
         wd = proj.get("working_dir")
         for cf in str(proj.get("config_files") or "").split(","):
-            if cf and cf not in d.compose_files:
+            if cf and not cf.startswith("/") and wd:
+                cf = f"{wd.rstrip('/')}/{cf}"  # compose v1 records them relative to wd
+            if cf.startswith("/") and cf not in d.compose_files:
                 d.compose_files.append(cf)
         if wd:
             env = _lines(
