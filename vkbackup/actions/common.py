@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vkbackup.config.model import Config, HostConfig
@@ -42,16 +43,7 @@ def identities(
             f"{cfg.source_file or '(no config file)'}: encryption.identity is not set: "
             "restore, verify and drill need the private key",
         )
-    from pathlib import Path
-
-    return list(load_identity_file(Path(p).expanduser(), passphrase or read_passphrase_lazy()))
-
-
-def read_passphrase_lazy() -> Callable[[], str]:
-    def ask() -> str:
-        return read_passphrase()
-
-    return ask
+    return list(load_identity_file(Path(p).expanduser(), passphrase or read_passphrase))
 
 
 def host(cfg: Config, name: str) -> HostConfig:
