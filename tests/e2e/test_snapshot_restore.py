@@ -37,6 +37,10 @@ def latest(lab: Lab) -> tuple[Manifest, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def snap(lab: Lab) -> dict[str, Any]:
+    # change the storage volume, so that this snapshot copies it (stopping its users)
+    # even when an earlier test left an identical tree in the lab's storage
+    mp = "$(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data)"
+    lab.ssh("prod", f"date +%s%N > {mp}/snapshot-restore-test.txt")
     cp = lab.vkbackup("snapshot", "prod", "--json")
     assert cp.returncode == 0, cp.stderr
     doc: dict[str, Any] = json.loads(cp.stdout)
