@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -216,6 +217,25 @@ def test_pg_dump_killed_mid_stream_is_a_clear_error(lab: Lab, tmp_path: Path) ->
     """pg_dump dies while streaming (SIGKILL, by its pid in the container)."""
     store = tmp_path / "store"
     cfg = lab_cfg(lab, store, sources=["chatwoot-db"])
+    # A watcher on prod, started before the snapshot, kills pg_dump the moment it
+    # appears (the container's processes are prod's too: Docker-in-Docker). It scans
+    # /proc with shell builtins only, so a pass takes milliseconds and the kill lands
+    # long before the lab's ~1 s dump could finish.
+    watcher = (
+        "for i in $(seq 1 6000); do for p in /proc/[0-9]*; do "
+        'c=; read -r c < "$p/comm" 2>/dev/null || continue; '
+        '[ "$c" = pg_dump ] && kill -9 "${p#/proc/}" && echo "${p#/proc/}" && exit 0; '
+        "done; sleep 0.01; done; exit 1"
+    )
+    watch: dict[str, str] = {}
+    w = threading.Thread(
+        target=lambda: watch.update(
+            pid=lab.ssh("prod", f"bash -c {shlex.quote(watcher)}", check=False).stdout.strip()
+        ),
+        daemon=True,
+    )
+    w.start()
+    time.sleep(0.5)  # the watcher is scanning before pg_dump can start
     result: dict[str, SnapshotResult] = {}
     t = threading.Thread(
         target=lambda: result.update(
@@ -224,28 +244,10 @@ def test_pg_dump_killed_mid_stream_is_a_clear_error(lab: Lab, tmp_path: Path) ->
         daemon=True,
     )
     t.start()
-    # the container's processes are prod's too (Docker-in-Docker): find pg_dump by
-    # its comm in prod's /proc (no procps needed) and kill that pid
-    find = (
-        'for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = pg_dump ] && '
-        'echo "${p#/proc/}"; done; true'
-    )
-    killed = ""
-    deadline = time.monotonic() + 60
-    while t.is_alive() and time.monotonic() < deadline and not killed:
-        pids = lab.ssh("prod", find, check=False).stdout.split()
-        if pids:
-            lab.ssh("prod", f"kill -9 {pids[0]}", check=False)
-            killed = pids[0]
-        time.sleep(0.05)
     t.join(300)
-    if not killed:
-        pytest.skip("pg_dump finished before it could be killed (database too small)")
+    w.join(120)
+    assert watch.get("pid"), "the watcher never saw pg_dump"
     r = result["r"]
-    if r.status == "complete":
-        # the kill landed on a pg_dump that had already written its last byte (the
-        # lab's database dumps in about a second): nothing was cut, nothing to test
-        pytest.skip("pg_dump had finished writing when it was killed")
     assert r.status == "failed", r.to_json()
     err = r.sources[0].error or ""
     assert f"127.0.0.1:{lab.hosts['prod'].port}" in err, err
