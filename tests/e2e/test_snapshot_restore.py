@@ -39,12 +39,19 @@ def latest(lab: Lab) -> tuple[Manifest, dict[str, Any]]:
 def snap(lab: Lab) -> dict[str, Any]:
     # change the storage volume, so that this snapshot copies it (stopping its users)
     # even when an earlier test left an identical tree in the lab's storage
+    # Two snapshots of a quiet database: the second references the first one's dump
+    # (its WAL position did not move), so the restore tests below restore a reused dump.
     mp = "$(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data)"
-    lab.ssh("prod", f"date +%s%N > {mp}/snapshot-restore-test.txt")
-    cp = lab.vkbackup("snapshot", "prod", "--json")
-    assert cp.returncode == 0, cp.stderr
-    doc: dict[str, Any] = json.loads(cp.stdout)
-    assert doc["status"] == "complete"
+    lab.quiesce_db("prod")
+    doc: dict[str, Any] = {}
+    for _ in range(2):
+        lab.ssh("prod", f"date +%s%N > {mp}/snapshot-restore-test.txt")
+        cp = lab.vkbackup("snapshot", "prod", "--json")
+        assert cp.returncode == 0, cp.stderr
+        doc = json.loads(cp.stdout)
+        assert doc["status"] == "complete"
+    db = next(s for s in doc["sources"] if s["name"] == "chatwoot-db")
+    assert db["bytes_new"] == 0 and db["bytes_reused"] > 0, db
     return doc
 
 

@@ -11,7 +11,8 @@ Interface:
         Takes the host's lock, gathers host facts, runs the sources (in
         parallel, cfg.snapshot.parallel at a time, one SSH connection each),
         and commits the manifest last. A source whose fingerprint matches an
-        object of the previous snapshot is referenced, not uploaded again.
+        object of the previous snapshot is referenced, not uploaded again
+        (with Object Lock, its retention is extended to cover this snapshot).
         Status: "complete" (all sources ok), "partial" (some failed: the
         manifest says which; exit 3), "failed" (none: no manifest; exit 1).
         On any exception (Ctrl-C included) remote commands are hung up (their
@@ -222,6 +223,13 @@ class _Run:
         private = {"plain_size": plain.size, "plain_sha256": plain.sha256_hex(), **stream.meta}
         return rec, private, proc.stderr_tail()
 
+    def keep_locked(self, rec: ObjectRecord) -> None:
+        """With Object Lock, an object this snapshot references must stay locked as
+        long as a new one would: extend its retention (never shortened)."""
+        until = self.storage.extend_retention(rec.key)
+        if until is not None:
+            log.debug("%s: retention extended to %s (reused)", rec.key, iso(until))
+
     def run_source(self, src: SourceConfig) -> SourceResult:
         res = SourceResult(name=src.name, type=src.type)
         t0 = time.monotonic()
@@ -250,6 +258,7 @@ class _Run:
             by_tag = {o.fingerprint: o for o in previous if o.fingerprint}
             plan: SourcePlan = source.plan(t, ctx)
             for rec in plan.reuse:
+                self.keep_locked(rec)
                 res.objects.append(rec)
                 res.bytes_reused += rec.size
                 res.private_objects[rec.key] = {"reused": True}
@@ -258,6 +267,7 @@ class _Run:
                 prev = by_tag.get(tag) if tag else None
                 if prev is not None:
                     rec = ObjectRecord(**{**prev.__dict__, "source": src.name})
+                    self.keep_locked(rec)
                     res.objects.append(rec)
                     res.bytes_reused += rec.size
                     res.private_objects[rec.key] = {"reused": True, **stream.meta}

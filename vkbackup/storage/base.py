@@ -16,6 +16,9 @@ Interface (every backend implements `Storage`):
     delete(key) -> None             missing key is not an error
     describe() -> str               "s3://bucket/prefix" or "/var/backups/vkbackup"
     retention_until(key) -> datetime | None   Object Lock retain-until (None: no lock)
+    extend_retention(key) -> datetime | None  with Object Lock, make key's retention last
+                                    at least the configured days from now (never
+                                    shorter); for objects a new snapshot reuses
     list_incomplete_uploads() -> list[tuple[str, str, datetime]]   (key, upload_id, initiated)
     abort_upload(key, upload_id) -> None
 
@@ -111,6 +114,8 @@ class Storage(Protocol):
     def describe(self) -> str: ...
 
     def retention_until(self, key: str) -> datetime | None: ...
+
+    def extend_retention(self, key: str) -> datetime | None: ...
 
     def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]: ...
 

@@ -213,6 +213,10 @@ class LocalStorage:
                 return  # not empty (or gone): stop
             d = d.parent
 
+    def extend_retention(self, key: str) -> datetime | None:
+        """A directory has no Object Lock: nothing to extend."""
+        return None
+
     def retention_until(self, key: str) -> datetime | None:
         if self.head(key) is None:
             raise ObjectNotFoundError(f"{self._path(key)}: no such object (key {key!r})")

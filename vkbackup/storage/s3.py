@@ -15,6 +15,7 @@ Interface:
     S3Storage diagnostics (used by `vkbackup storage check`):
         check_bucket()                        HeadBucket, StorageError if unreachable
         versioning_status() -> str            "Enabled" | "Suspended" | "Disabled"
+        extend_retention(key) -> datetime | None   reused objects: retention >= now + days
         object_lock_status() -> LockStatus    bucket Object Lock and default retention
         probe_checksums(key) -> ChecksumProbe does the server verify Content-MD5,
                                               does it accept a CRC32 checksum header
@@ -629,6 +630,29 @@ class S3Storage:
             raise self._error(e, "GetObjectRetention", full) from e
         until = (resp.get("Retention") or {}).get("RetainUntilDate")
         return until if isinstance(until, datetime) else None
+
+    def extend_retention(self, key: str) -> datetime | None:
+        """Make *key*'s Object Lock retention last at least storage.object_lock.days
+        from now (an object a new snapshot references must outlive it), never
+        shortening it; return the retain-until in force (None without object_lock)."""
+        if self.object_lock is None:
+            return None
+        want = self._clock() + timedelta(days=self.object_lock.days)
+        have = self.retention_until(key)
+        if have is not None and have >= want:
+            return have
+        full = self._full(key)
+        retention = {"Mode": self.object_lock.mode.upper(), "RetainUntilDate": want}
+        try:
+            self._call(  # idempotent: retried like a read
+                lambda: self.client.put_object_retention(
+                    Bucket=self.bucket, Key=full, Retention=retention
+                ),
+                f"PutObjectRetention {self._loc(full)}",
+            )
+        except Exception as e:
+            raise self._error(e, "PutObjectRetention", full) from e
+        return want
 
     def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
         out: builtins.list[tuple[str, str, datetime]] = []

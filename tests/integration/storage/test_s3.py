@@ -239,3 +239,23 @@ def test_checksum_probe(s3_bucket: str, s3_config: Cfg, fast_retry: RetryPolicy)
     assert probe.md5_accepted and probe.bad_md5_rejected and probe.crc32_accepted, probe
     with store.open("_probe/checksum") as f:
         assert f.read() == b"vkbackup checksum probe\n"
+
+
+def test_reused_object_retention_is_extended_never_shortened(
+    s3_lock_bucket: str, s3_config: Cfg, fast_retry: RetryPolicy
+) -> None:
+    day = storage(s3_config(s3_lock_bucket, object_lock=ObjectLock("governance", 1)), fast_retry)
+    day.put("data/reused.age", BytesReader(b"an object a later snapshot references"))
+    first = day.retention_until("data/reused.age")
+    assert first is not None
+    # a later snapshot under a 3-day policy references it: it is kept 3 days from now
+    three = storage(s3_config(s3_lock_bucket, object_lock=ObjectLock("governance", 3)), fast_retry)
+    until = three.extend_retention("data/reused.age")
+    assert until is not None and until > first + timedelta(days=1, hours=23)
+    stored = three.retention_until("data/reused.age")
+    assert stored is not None and abs((stored - until).total_seconds()) < 2
+    # a shorter policy never shortens it
+    assert day.extend_retention("data/reused.age") == stored
+    assert day.retention_until("data/reused.age") == stored
+    # without object_lock there is nothing to extend
+    assert storage(s3_config(s3_lock_bucket), fast_retry).extend_retention("data/x") is None

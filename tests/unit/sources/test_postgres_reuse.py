@@ -1,0 +1,137 @@
+"""The postgres source references an earlier dump only when the cluster's WAL
+position proves nothing was committed since; anything unprovable means a dump."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vkbackup.config.model import SourceConfig
+from vkbackup.manifest import ObjectRecord
+from vkbackup.sources.base import PlanContext, fingerprint_tag
+from vkbackup.sources.postgres import PostgresSource, state_fingerprint
+from vkbackup.streams import Readable
+from vkbackup.transport.base import Completed, Process
+
+DUMP_VERSION = "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+
+
+def state_out(lsn: str = "0/2BACFB8", unlogged: str = "0") -> str:
+    return f"{lsn}\t7712585002496303120\t1\t150018\t{unlogged}\n{DUMP_VERSION}\n"
+
+
+def test_fingerprint_names_cluster_position_versions_and_options() -> None:
+    fp = state_fingerprint(state_out(), "chatwoot", "postgres", 1)
+    assert fp is not None
+    for part in ("0/2BACFB8", "7712585002496303120", "150018", DUMP_VERSION, "chatwoot"):
+        assert part in fp
+    assert state_fingerprint(state_out(), "chatwoot", "postgres", 6) != fp
+    assert state_fingerprint(state_out(), "other", "postgres", 1) != fp
+    assert state_fingerprint(state_out(lsn="0/2BACFF0"), "chatwoot", "postgres", 1) != fp
+
+
+def test_no_fingerprint_when_nothing_is_proven() -> None:
+    assert state_fingerprint(state_out(unlogged="2"), "d", "u", 1) is None  # bypass WAL
+    assert state_fingerprint("", "d", "u", 1) is None
+    assert state_fingerprint("garbage\n", "d", "u", 1) is None
+    assert state_fingerprint("0/1\t\t1\t150018\t0\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("notanlsn\t1\t1\t150018\t0\nv\n", "d", "u", 1) is None
+
+
+@dataclass
+class FakeHost:
+    """Answers the source's small queries; the WAL position moves when told to."""
+
+    lsns: list[str]
+    calls: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "prod"
+
+    def run(
+        self, argv: list[str], *, input: bytes = b"", check: bool = True, timeout: Any = None
+    ) -> Completed:
+        text = " ".join(argv)
+        self.calls.append(text)
+        if "pg_current_wal_insert_lsn" in text:
+            lsn = self.lsns.pop(0) if len(self.lsns) > 1 else self.lsns[0]
+            return Completed(argv, 0, state_out(lsn).encode(), "")
+        if "query_to_xml" in text:
+            return Completed(argv, 0, b"public.accounts\t5\npublic.users\t40\n", "")
+        if "server_version_num" in text:
+            return Completed(argv, 0, b"version_num\t150018\nsize\t1000\n", "")
+        return Completed(argv, 0, b"postgres:15\n", "")
+
+    def start(self, argv: list[str]) -> Process:
+        raise AssertionError("plan runs no stream")
+
+    def feed(self, argv: list[str], src: Readable) -> Completed:
+        raise AssertionError("plan feeds nothing")
+
+    def close(self) -> None:
+        pass
+
+
+CFG = SourceConfig(
+    type="postgres", name="db", where="hosts.prod.sources[0]", container="pg", database="chatwoot"
+)
+
+
+def previous_with(fp: str) -> tuple[ObjectRecord, ...]:
+    def rec(name: str, role: str, tag: str) -> ObjectRecord:
+        return ObjectRecord(
+            key=f"data/prod/S1/db/{name}", source="db", name=name, role=role, size=10,
+            sha256="0" * 64, compression="none", chain=0, fingerprint=tag, uploaded_in="S1",
+        )  # fmt: skip
+
+    return (
+        rec("dump.pgdump.age", "pg-dump", fingerprint_tag(fp)),
+        rec("globals.sql.age", "pg-globals", fingerprint_tag("globals:" + fp)),
+    )
+
+
+def fp_at(lsn: str) -> str:
+    fp = state_fingerprint(state_out(lsn), "chatwoot", "postgres", 1)
+    assert fp is not None
+    return fp
+
+
+def test_unchanged_cluster_references_the_earlier_dump_and_recounts_rows() -> None:
+    host = FakeHost(lsns=["0/10"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    dump = plan.streams[0]
+    assert dump.fingerprint == fp_at("0/10") and dump.argv == []
+    assert plan.streams[1].fingerprint == "globals:" + fp_at("0/10")
+    assert plan.meta["row_counts"] == {"public.accounts": 5, "public.users": 40}
+    assert plan.meta["unchanged_since"] == "S1"
+
+
+def test_a_commit_since_the_earlier_dump_means_a_full_dump() -> None:
+    host = FakeHost(lsns=["0/20"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    dump = plan.streams[0]
+    assert "pg_dump" in " ".join(dump.argv)
+    assert dump.fingerprint == fp_at("0/20")  # the next snapshot may reuse this one
+    assert "row_counts" not in plan.meta
+
+
+def test_a_commit_while_counting_drops_the_reuse() -> None:
+    host = FakeHost(lsns=["0/10", "0/30"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    dump = plan.streams[0]
+    assert "pg_dump" in " ".join(dump.argv)
+    assert dump.fingerprint is None and plan.streams[1].fingerprint is None
+    assert "row_counts" not in plan.meta
+
+
+def test_unreadable_state_means_a_full_dump() -> None:
+    class Refusing(FakeHost):
+        def run(self, argv: list[str], **kw: Any) -> Completed:
+            if "pg_current_wal_insert_lsn" in " ".join(argv):
+                return Completed(argv, 1, b"", "permission denied for function pg_control_system")
+            return super().run(argv, **kw)
+
+    plan = PostgresSource(CFG).plan(Refusing(lsns=["0/10"]), PlanContext("S2"))
+    assert plan.streams[0].fingerprint is None
+    assert "pg_dump" in " ".join(plan.streams[0].argv)
