@@ -2,7 +2,7 @@
 checked by `vkbackup.targuard` before a byte reaches the target.
 
     storage get -> VerifyingReader (size, sha256) -> DecryptingReader (age)
-                -> gunzip (zlib, streaming, bounded) -> TarGuard -> target
+                -> gunzip / unzstd (streaming, bounded) -> TarGuard -> target
 
 Two ways to hand the checked archive to the target; both refuse a hostile
 member before the chunk that completes its header leaves this machine:
@@ -10,20 +10,21 @@ member before the chunk that completes its header leaves this machine:
 - `open_plain_tar`: the *decompressed* tar. The target extracts it as is:
   restore with ``restore_script(..., compression="none")``. Costs bandwidth
   (the tar crosses the SSH link uncompressed).
-- `open_checked_object`: the object's plaintext *as stored* (still gzip),
+- `open_checked_object`: the object's plaintext *as stored* (still compressed),
   each chunk released only after everything it decompresses to passed the
   guard (a shadow decompression: the target's gzip, fed the same bytes, can
   produce nothing the guard has not seen). Restore with
   ``restore_script(..., obj.compression)``, unchanged.
 
-Memory is bounded: zlib output is taken at most CHUNK bytes at a time (a
-gzip bomb costs time, never memory), and the guard holds no member data.
-'zstd' objects cannot be decompressed here (no zstd in Python 3.11's standard
-library): they are refused with a RestoreError naming the object.
+Memory is bounded: decoder output is taken at most CHUNK bytes at a time (a
+gzip or zstd bomb costs time, never memory), and the guard holds no member data.
+zstd is Python 3.14's `compression.zstd` (the `backports.zstd` package before
+3.14, the same code).
 
 Interface:
-    Gunzip(name)                   streaming gzip decoder: .feed(data) -> Iterator[bytes], .end()
-    GunzipReader(src, name)        Readable of the decompressed bytes of a gzip Readable
+    Gunzip(name), Unzstd(name)     streaming decoders: .feed(data) -> Iterator[bytes], .end()
+    decoder(compression, name)     one of them for "gzip"/"zstd", None for "none"
+    DecodingReader(src, dec)       Readable of the decompressed bytes of a compressed Readable
     open_plain_tar(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
                    state=None) -> CheckedStream        the decompressed, guarded tar
     open_checked_object(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
@@ -36,9 +37,10 @@ Interface:
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from vkbackup.crypto import DecryptingReader, Identity
 from vkbackup.errors import IntegrityError, RestoreError
@@ -47,7 +49,18 @@ from vkbackup.storage.base import ReadStream, Storage
 from vkbackup.streams import CHUNK, Readable, VerifyingReader
 from vkbackup.targuard import GuardState, TarGuard
 
+if sys.version_info >= (3, 14):  # pragma: no cover - the standard library from 3.14 on
+    from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+else:
+    from backports import zstd
+
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip container only
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> Iterator[bytes]: ...
+
+    def end(self) -> None: ...
 
 
 class Gunzip:
@@ -99,12 +112,66 @@ class Gunzip:
             raise self._error("is empty")
 
 
-class GunzipReader:
-    """Readable of the decompressed bytes of the gzip Readable *src*."""
+class Unzstd:
+    """Streaming zstd decoder: concatenated frames, bounded output pieces, strict end."""
 
-    def __init__(self, src: Readable, name: str) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._d = zstd.ZstdDecompressor()
+        self._fed = False  # bytes given to the current frame's decoder
+        self._frames = 0
+
+    def _error(self, why: str) -> IntegrityError:
+        return IntegrityError(f"{self._name}: zstd stream {why}")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Given the next compressed bytes, yield the decompressed bytes (pieces of at
+        most CHUNK bytes). Raise IntegrityError on corrupt or trailing data."""
+        while True:
+            if self._d.eof:
+                self._frames += 1
+                data = self._d.unused_data + data
+                self._d = zstd.ZstdDecompressor()
+                self._fed = False
+            if not data and (self._d.needs_input or not self._fed):
+                return
+            if data:
+                self._fed = True
+            try:
+                out = self._d.decompress(data, CHUNK)
+            except zstd.ZstdError as e:
+                if self._frames and not data.startswith(b"\x28\xb5\x2f\xfd"):
+                    raise self._error(f"has trailing data that is not zstd ({e})") from None
+                raise self._error(f"is corrupt: {e}") from None
+            data = b""
+            if out:
+                yield out
+
+    def end(self) -> None:
+        """The compressed stream ended: raise IntegrityError if a frame is unfinished."""
+        if self._fed and not self._d.eof:
+            raise self._error("is truncated (ends inside a frame)")
+        if not self._frames and not self._d.eof:
+            raise self._error("is empty")
+
+
+def decoder(compression: str, name: str) -> Decoder | None:
+    """The streaming decoder for an object's recorded compression (None: stored plain)."""
+    if compression == "gzip":
+        return Gunzip(name)
+    if compression == "zstd":
+        return Unzstd(name)
+    if compression == "none":
+        return None
+    raise RestoreError(f"{name}: unknown compression {compression!r} in the manifest")
+
+
+class DecodingReader:
+    """Readable of the decompressed bytes of the compressed Readable *src*."""
+
+    def __init__(self, src: Readable, dec: Decoder) -> None:
         self._src = src
-        self._gz = Gunzip(name)
+        self._dec = dec
         self._pieces: Iterator[bytes] = iter(())
         self._left = b""
         self._done = False
@@ -121,9 +188,9 @@ class GunzipReader:
             data = self._src.read(CHUNK)
             if not data:
                 self._done = True
-                self._gz.end()
+                self._dec.end()
                 return b""
-            self._pieces = self._gz.feed(data)
+            self._pieces = self._dec.feed(data)
         out, self._left = self._left[:limit], self._left[limit:]
         return out
 
@@ -156,7 +223,7 @@ class _ShadowChecked:
     def __init__(self, src: Readable, compression: str, guard: TarGuard, name: str) -> None:
         self._src = src
         self._guard = guard
-        self._gz = Gunzip(name) if compression == "gzip" else None
+        self._gz = decoder(compression, name)
 
     def read(self, n: int = -1, /) -> bytes:
         data = self._src.read(n)
@@ -173,15 +240,6 @@ class _ShadowChecked:
             self._gz.end()
             self._guard.finish()
         return data
-
-
-def _check_compression(obj: ObjectRecord) -> None:
-    if obj.compression not in ("gzip", "none"):
-        raise RestoreError(
-            f"{obj.key}: compression {obj.compression!r} cannot be decompressed on this "
-            "machine, so its tar cannot be checked before it reaches the target",
-            hint="restore it by hand (BREAK-GLASS.md), or take a new snapshot with gzip",
-        )
 
 
 def _plaintext(
@@ -210,9 +268,9 @@ def open_plain_tar(
     """Given a tar object, return its decompressed tar, verified against the manifest,
     authenticated by age and checked by TarGuard as it is read. Feed it to a restore
     script built with compression "none"."""
-    _check_compression(obj)
+    dec = decoder(obj.compression, obj.key)
     raw, plain = _plaintext(storage, obj, identities)
-    tar: Readable = GunzipReader(plain, obj.key) if obj.compression == "gzip" else plain
+    tar: Readable = DecodingReader(plain, dec) if dec else plain
     guard = TarGuard(
         tar, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state
     )
@@ -232,7 +290,7 @@ def open_checked_object(
     verified, authenticated, and released chunk by chunk only once TarGuard passed
     what the chunk decompresses to. Feed it to a restore script built with
     obj.compression, as before."""
-    _check_compression(obj)
+    decoder(obj.compression, obj.key)  # an unknown compression is refused before any read
     raw, plain = _plaintext(storage, obj, identities)
     guard = TarGuard(
         plain, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state

@@ -1,4 +1,4 @@
-"""Restore-side tar readers: storage -> verify -> age -> gunzip -> tar guard.
+"""Restore-side tar readers: storage -> verify -> age -> gunzip/unzstd -> tar guard.
 Real age encryption and a local storage directory; no network."""
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from vkbackup.crypto import X25519Identity, encrypt_bytes, generate_identity
 from vkbackup.errors import CryptoError, IntegrityError, RestoreError, VkError
 from vkbackup.manifest import ObjectRecord
 from vkbackup.restore_streams import (
+    DecodingReader,
     Gunzip,
-    GunzipReader,
+    Unzstd,
     guard_options,
     open_checked_object,
     open_plain_tar,
@@ -62,7 +63,7 @@ def store(
 
 def test_gunzip_concatenated_members_and_small_reads() -> None:
     data = gzip.compress(b"one\n") + gzip.compress(b"two\n" * 1000)
-    r = GunzipReader(BytesReader(data), KEY)
+    r = DecodingReader(BytesReader(data), Gunzip(KEY))
     assert b"".join(iter_chunks(r, 7)) == b"one\n" + b"two\n" * 1000
 
 
@@ -78,7 +79,7 @@ def test_gunzip_concatenated_members_and_small_reads() -> None:
 )
 def test_gunzip_refuses_bad_streams_naming_the_object(data: bytes, why: str) -> None:
     with pytest.raises(IntegrityError) as info:
-        b"".join(iter_chunks(GunzipReader(BytesReader(data), KEY)))
+        b"".join(iter_chunks(DecodingReader(BytesReader(data), Gunzip(KEY))))
     assert KEY in str(info.value) and why in str(info.value)
 
 
@@ -95,6 +96,55 @@ def test_gzip_bomb_is_decompressed_in_bounded_pieces() -> None:
         biggest = max(biggest, len(piece))
         total += len(piece)
     gz.end()
+    assert total == 256 << 20 and biggest <= CHUNK
+
+
+# -- unzstd ----------------------------------------------------------------------------
+
+
+def zstd_cli(data: bytes, *args: str) -> bytes:
+    """Compress with the zstd tool, as the host does (snapshot compression "zstd")."""
+    return subprocess.run(
+        ["zstd", "-q", "-c", *args], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def test_unzstd_reads_what_the_host_tool_writes_in_small_reads() -> None:
+    data = os.urandom(300_000) + b"text\n" * 200_000
+    for args in (("-T0", "-3"), ("-1",), ("-19",)):
+        comp = zstd_cli(data, *args)
+        assert b"".join(iter_chunks(DecodingReader(BytesReader(comp), Unzstd(KEY)), 7)) == data
+    # concatenated frames (zstd -dc reads them as one stream)
+    two = zstd_cli(b"one\n") + zstd_cli(b"two\n" * 1000)
+    got = b"".join(iter_chunks(DecodingReader(BytesReader(two), Unzstd(KEY))))
+    assert got == b"one\n" + b"two\n" * 1000
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: zstd_cli(os.urandom(200_000))[:-9], "truncated"),
+        (lambda: zstd_cli(b"x") + b"garbage", "trailing data"),
+        (lambda: b"\x28\xb5\x2f\xfd" + os.urandom(100), "corrupt"),
+        (lambda: b"", "empty"),
+        (lambda: b"not zstd at all", "corrupt"),
+    ],
+)
+def test_unzstd_refuses_bad_streams_naming_the_object(make: Callable[[], bytes], why: str) -> None:
+    with pytest.raises(IntegrityError) as info:
+        b"".join(iter_chunks(DecodingReader(BytesReader(make()), Unzstd(KEY))))
+    assert KEY in str(info.value) and why in str(info.value)
+
+
+def test_zstd_bomb_is_decompressed_in_bounded_pieces() -> None:
+    bomb = zstd_cli(bytes(256 << 20), "-19")
+    assert len(bomb) < 100_000
+    dec = Unzstd(KEY)
+    biggest = total = 0
+    for piece in dec.feed(bomb):
+        biggest = max(biggest, len(piece))
+        total += len(piece)
+    dec.end()
     assert total == 256 << 20 and biggest <= CHUNK
 
 
@@ -138,11 +188,13 @@ HOSTILE = with_tarfile(
 )
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
 @pytest.mark.parametrize("opener", [open_plain_tar, open_checked_object])
 def test_hostile_member_refused_before_its_header_is_released(
-    tmp_path: Path, ident: X25519Identity, opener: Opener
+    tmp_path: Path, ident: X25519Identity, opener: Opener, compression: str
 ) -> None:
-    storage, rec = store(tmp_path, ident, gzip.compress(HOSTILE, 1))
+    packed = gzip.compress(HOSTILE, 1) if compression == "gzip" else zstd_cli(HOSTILE, "-3")
+    storage, rec = store(tmp_path, ident, packed, compression=compression)
     released = bytearray()
     opts = guard_options("volume")
     with pytest.raises(IntegrityError) as info, opener(storage, rec, [ident], **opts) as r:
@@ -152,8 +204,12 @@ def test_hostile_member_refused_before_its_header_is_released(
     assert "climbs out of the archive root" in str(info.value)
     header_end = HOSTILE.index(b"escape\0") + 512
     if opener is open_checked_object:
-        # what left is gzip: everything it decompresses to stops short of that header
-        released_tar = zlib.decompressobj(31).decompress(bytes(released))
+        # what left is compressed: everything it decompresses to stops short of the
+        # header (a streaming decoder, as the target's gzip -d / zstd -d would be)
+        if compression == "gzip":
+            released_tar = zlib.decompressobj(31).decompress(bytes(released))
+        else:
+            released_tar = b"".join(Unzstd(KEY).feed(bytes(released)))
     else:
         released_tar = bytes(released)
     assert len(released_tar) < header_end
@@ -192,11 +248,13 @@ def test_damaged_object_refused_before_eof(
     assert KEY in str(info.value)
 
 
-def test_zstd_objects_are_refused_with_a_reason(tmp_path: Path, ident: X25519Identity) -> None:
-    storage, rec = store(tmp_path, ident, b"whatever", compression="zstd")
+def test_unknown_compression_is_refused_with_a_reason(
+    tmp_path: Path, ident: X25519Identity
+) -> None:
+    storage, rec = store(tmp_path, ident, b"whatever", compression="lz4")
     with pytest.raises(RestoreError) as info:
         open_plain_tar(storage, rec, [ident])
-    assert KEY in str(info.value) and "zstd" in str(info.value)
+    assert KEY in str(info.value) and "lz4" in str(info.value)
 
 
 def test_guard_options() -> None:
@@ -206,16 +264,18 @@ def test_guard_options() -> None:
         guard_options("database")
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_real_tar_extracts_what_the_guard_passed(
-    tmp_path: Path, ident: X25519Identity, volume_tar: bytes
+    tmp_path: Path, ident: X25519Identity, volume_tar: bytes, compression: str
 ) -> None:
-    gz = gzip.compress(volume_tar, 1)
-    storage, rec = store(tmp_path, ident, gz)
+    packed = gzip.compress(volume_tar, 1) if compression == "gzip" else zstd_cli(volume_tar)
+    storage, rec = store(tmp_path, ident, packed, compression=compression)
     out = tmp_path / "out"
     out.mkdir()
+    unpack = "gzip -dc" if compression == "gzip" else "zstd -qdc"
     with open_checked_object(storage, rec, [ident], **guard_options("volume")) as r:
         subprocess.run(
-            ["bash", "-c", f"gzip -dc | tar -C {out} -xpf - --numeric-owner"],
+            ["bash", "-c", f"{unpack} | tar -C {out} -xpf - --numeric-owner"],
             input=b"".join(iter_chunks(r)),
             check=True,
         )

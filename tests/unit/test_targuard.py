@@ -31,7 +31,7 @@ from tests.unit.tarcraft import (
     with_tarfile,
 )
 from vkbackup.errors import IntegrityError
-from vkbackup.restore_streams import GunzipReader
+from vkbackup.restore_streams import DecodingReader, Gunzip
 from vkbackup.streams import BytesReader, iter_chunks
 from vkbackup.targuard import GuardState, TarGuard, check_tar
 
@@ -310,7 +310,9 @@ def test_gzip_pipeline_of_gnu_tar_passes(nasty: Path) -> None:
     data = gnu_tar(nasty)
     gz = gzip.compress(data, compresslevel=1)
     out = b"".join(
-        iter_chunks(TarGuard(GunzipReader(BytesReader(gz), KEY), KEY, absolute_symlinks=True))
+        iter_chunks(
+            TarGuard(DecodingReader(BytesReader(gz), Gunzip(KEY)), KEY, absolute_symlinks=True)
+        )
     )
     assert out == data
 

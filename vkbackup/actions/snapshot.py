@@ -39,7 +39,7 @@ from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode
 from vkbackup.progress import CountingReader, Progress
 from vkbackup.sources import PlanContext, SourcePlan, StreamPlan, make_source
-from vkbackup.sources.base import fingerprint_tag
+from vkbackup.sources.base import choose_compressor, fingerprint_tag
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader, HashingReader
 from vkbackup.transport.base import Process, Transport
@@ -325,6 +325,15 @@ def run_snapshot(
             host_facts = facts.gather(t)
         finally:
             t.close()
+        compressor = choose_compressor(cfg.snapshot.compression, host_facts.get("tools", []))
+        if compressor is None:
+            raise SnapshotError(
+                f"{host_name}: snapshot.compression = {cfg.snapshot.compression!r} but "
+                f"{cfg.snapshot.compression} is not installed on {host.address}",
+                hint=f"install it there (apt-get install {cfg.snapshot.compression}) "
+                'or set snapshot.compression = "auto"',
+            )
+        run.compressor = compressor
         run.previous = previous_objects(storage, host_name)
         log.info(
             "snapshot %s of %s: %d sources -> %s",

@@ -361,6 +361,7 @@ def _snapshot(t: _Table | None) -> SnapshotConfig:
         parallel=t.get_int("parallel", 2, lo=1, hi=32),
         full_every_days=t.get_int("full_every_days", 7, lo=0, hi=3650),
         max_chain=t.get_int("max_chain", 6, lo=0, hi=1000),
+        compression=t.choice("compression", ("auto", "zstd", "gzip", "none"), "auto"),
     )
     t.finish()
     return s

@@ -105,6 +105,8 @@ class SnapshotConfig:
     parallel: int = 2
     full_every_days: int = 7  # incremental volumes: a full tar at least this often
     max_chain: int = 6  # incremental volumes: at most this many incrementals after a full
+    # tars and images, compressed on the host: "auto" = zstd when the host has it, else gzip
+    compression: str = "auto"
 
 
 @dataclass(frozen=True)

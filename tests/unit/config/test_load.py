@@ -110,6 +110,15 @@ def test_unknown_source_type() -> None:
     assert "hosts.prod.sources[2].type: must be one of" in _err(doc)
 
 
+def test_snapshot_compression_choice() -> None:
+    doc = example()
+    assert parse_config(doc, "cfg.toml").snapshot.compression == "auto"
+    doc["snapshot"] = {"compression": "gzip"}
+    assert parse_config(doc, "cfg.toml").snapshot.compression == "gzip"
+    doc["snapshot"] = {"compression": "brotli"}
+    assert "snapshot.compression: must be one of 'auto', 'zstd', 'gzip', 'none'" in _err(doc)
+
+
 def test_duplicate_source_names() -> None:
     doc = example()
     doc["hosts"]["prod"]["sources"][1]["name"] = "chatwoot-db"
