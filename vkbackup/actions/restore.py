@@ -26,6 +26,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from vkbackup import catalog, restore_streams
@@ -122,6 +123,14 @@ def read_object(storage: Storage, obj: ObjectRecord, identities: Sequence[Identi
     return b"".join(iter_chunks(open_object(storage, obj, identities)))
 
 
+def _files_argv(members: list[str], compression: str) -> list[str]:
+    return pipeline_argv(files.restore_script(compression, members))
+
+
+def _volume_argv(volume: str, labels: str, wipe: bool, compression: str) -> list[str]:
+    return pipeline_argv(docker_volume.restore_script(volume, labels, compression, wipe))
+
+
 def state_path(snapshot_id: str) -> str:
     return f"{STATE_DIR}/{snapshot_id}.json"
 
@@ -191,6 +200,73 @@ echo "$line"
 """
 
 
+HEALTH_POLL_SECONDS = 0.5
+
+
+def health_probe_argv(containers: list[str], urls: list[str]) -> list[str]:
+    """One command for one health round on the target (one SSH round trip): the
+    containers' state lines, then '== URL' and the status line of each HTTP check."""
+    lines = []
+    if containers:
+        fmt = (
+            "{{.Name}} {{.State.Running}} "
+            "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+        )
+        lines.append(
+            f"docker inspect -f {shlex.quote(fmt)} "
+            + " ".join(shlex.quote(c) for c in containers)
+            + " 2>/dev/null"
+        )
+    for u in urls:
+        lines.append(f"echo {shlex.quote('== ' + u)}")
+        lines.append(f"timeout 12 bash -c {shlex.quote(HTTP_CHECK)} x {shlex.quote(u)}")
+    lines.append("true")
+    return ["bash", "-c", "\n".join(lines)]
+
+
+def parse_health_probe(text: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """Given health_probe_argv's output, return container -> (running, health) and
+    URL -> the HTTP status line it answered ('' when none)."""
+    seen: dict[str, tuple[str, str]] = {}
+    answers: dict[str, str] = {}
+    url: str | None = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            url = line[3:]
+            answers[url] = ""
+        elif url is not None:
+            if not answers[url]:
+                answers[url] = line.strip()
+        else:
+            parts = line.split()
+            if len(parts) == 3:
+                seen[parts[0].lstrip("/")] = (parts[1], parts[2])
+    return seen, answers
+
+
+def health_problems(
+    containers: list[str],
+    checked: list[str],
+    http: list[dict[str, Any]],
+    seen: dict[str, tuple[str, str]],
+    answers: dict[str, str],
+) -> list[str]:
+    """What is not healthy yet, one phrase each (empty: all healthy)."""
+    bad: list[str] = []
+    for c in containers:
+        running, hstatus = seen.get(c, ("missing", "none"))
+        if running != "true":
+            bad.append(f"{c} not running")
+        elif c in checked and hstatus != "healthy":
+            bad.append(f"{c} {hstatus}")
+    for h in http:
+        line = answers.get(h["url"], "")
+        m = re.match(r"HTTP/\d(?:\.\d)? (\d{3})", line)
+        if not m or int(m.group(1)) != int(h["expect_status"]):
+            bad.append(f"{h['name']} ({h['url']}): {line or 'no answer'}")
+    return bad
+
+
 class _Runner:
     def __init__(
         self,
@@ -212,29 +288,60 @@ class _Runner:
         self.report = report
         self.progress = progress
         self.compose: list[str] | None = None
+        self._has_zstd: bool | None = None
+
+    def sendable(self, compression: str) -> str:
+        """The compression an object can cross to the target in: as stored when the
+        target has the decompressor, else "none" (decompressed here, which costs
+        bandwidth, not trust: the guard checks the same tar either way)."""
+        if compression != "zstd":
+            return compression
+        if self._has_zstd is None:
+            res = self.t.run(["bash", "-c", "command -v zstd"], check=False)
+            self._has_zstd = res.status == 0
+            if not self._has_zstd:
+                log.info("%s has no zstd: zstd objects are decompressed here", self.t.name)
+        return "zstd" if self._has_zstd else "none"
 
     def feed_object(
-        self, obj: ObjectRecord, argv: list[str], guard: dict[str, Any] | None = None
+        self,
+        obj: ObjectRecord,
+        make_argv: Callable[[str], list[str]],
+        guard: dict[str, Any] | None = None,
     ) -> None:
-        """Stream one object to *argv* on the target. With *guard* (tar objects), every
-        tar header is checked as it passes (vkbackup.targuard): a hostile archive
+        """Stream one object to the target command make_argv(compression) builds for
+        the compression it is sent in (see `sendable`). With *guard* (tar objects),
+        every tar header is checked as it passes (vkbackup.targuard): a hostile archive
         (absolute or '..' names, links out of the root, devices) stops the stream
         before the member reaches the target."""
         counter = self.progress.counter(obj.name)
+        send = self.sendable(obj.compression)
+        closers: list[Any] = []
         if guard is None:
             src: Any = open_object(self.storage, obj, self.identities)
+            closers.append(src)
+            dec = restore_streams.decoder(obj.compression, obj.key)
+            if send != obj.compression and dec is not None:
+                src = restore_streams.DecodingReader(src, dec)
+        elif send != obj.compression:
+            src = restore_streams.open_plain_tar(self.storage, obj, self.identities, **guard)
+            closers.append(src)
         else:
             src = restore_streams.open_checked_object(self.storage, obj, self.identities, **guard)
+            closers.append(src)
         try:
-            self.t.feed(argv, CountingReader(src, counter))
+            self.t.feed(make_argv(send), CountingReader(src, counter))
         finally:
             counter.done = True
-            close = getattr(src, "close", None)
-            if close is not None:
-                close()
+            for c in closers:
+                close = getattr(c, "close", None)
+                if close is not None:
+                    close()
         what = "size and sha256 match, age authenticated"
         if guard is not None:
             what += ", tar headers checked"
+        if send != obj.compression:
+            what += f", {obj.compression} decompressed here"
         self.report.verified.append(f"{obj.key}: {what}")
 
     # -- steps -------------------------------------------------------------
@@ -296,14 +403,12 @@ class _Runner:
     def files(self, step: Step) -> str:
         guard = restore_streams.guard_options("files", step.params["members"])
         for obj in step.objects:
-            script = files.restore_script(obj.compression, step.params["members"])
-            self.feed_object(obj, pipeline_argv(script), guard)
+            self.feed_object(obj, partial(_files_argv, step.params["members"]), guard)
         return f"{len(step.params['members'])} paths"
 
     def image(self, step: Step) -> str:
         for obj in step.objects:
-            res_argv = docker_image.restore_argv(obj.compression)
-            self.feed_object(obj, res_argv)
+            self.feed_object(obj, docker_image.restore_argv)
         return "loaded"
 
     def volume(self, step: Step) -> str:
@@ -325,11 +430,9 @@ class _Runner:
         # written through by a later one
         state = GuardState()
         for obj in chain:
-            script = docker_volume.restore_script(
-                vol, step.params["labels"], obj.compression, wipe=obj.chain == 0
-            )
             guard = {**restore_streams.guard_options("volume"), "state": state}
-            self.feed_object(obj, pipeline_argv(script), guard)
+            argv = partial(_volume_argv, vol, step.params["labels"], obj.chain == 0)
+            self.feed_object(obj, argv, guard)
         return f"volume {vol}" + (
             f" (full + {len(chain) - 1} incrementals)" if len(chain) > 1 else ""
         )
@@ -390,9 +493,8 @@ class _Runner:
         dump = objs.get("pg-dump")
         if dump is None:
             raise RestoreError(f"database {db}: the snapshot has no dump object")
-        self.feed_object(
-            dump, pipeline_argv(postgres.restore_dump_script(container, user, db, major))
-        )
+        argv = pipeline_argv(postgres.restore_dump_script(container, user, db, major))
+        self.feed_object(dump, lambda _compression: argv)  # pg_dump -Fc: stored as is
         res = self.t.run(postgres.psql_argv(container, user, db, postgres.COUNTS_SQL))
         got = postgres.parse_counts(res.stdout.decode())
         want = {k: int(v) for k, v in (p.get("row_counts") or {}).items()}
@@ -416,49 +518,24 @@ class _Runner:
         checked: list[str] = step.params["healthchecked"]
         http: list[dict[str, Any]] = step.params["http"]
         deadline = time.monotonic() + float(step.params["timeout"])
-        last = ""
+        argv = health_probe_argv(containers, [h["url"] for h in http])
         while True:
-            bad: list[str] = []
-            if containers:
-                res = self.t.run(
-                    [
-                        "docker", "inspect", "-f",
-                        "{{.Name}} {{.State.Running}} "
-                        "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
-                        *containers,
-                    ],
-                    check=False,
-                )  # fmt: skip
-                seen = {}
-                for line in res.stdout.decode().splitlines():
-                    parts = line.split()
-                    if len(parts) == 3:
-                        seen[parts[0].lstrip("/")] = (parts[1], parts[2])
-                for c in containers:
-                    running, hstatus = seen.get(c, ("missing", "none"))
-                    if running != "true":
-                        bad.append(f"{c} not running")
-                    elif c in checked and hstatus != "healthy":
-                        bad.append(f"{c} {hstatus}")
-            for h in http:
-                r = self.t.run(["bash", "-c", HTTP_CHECK, "x", h["url"]], check=False)
-                line = r.stdout.decode().strip()
-                m = re.match(r"HTTP/\d(?:\.\d)? (\d{3})", line)
-                if not m or int(m.group(1)) != int(h["expect_status"]):
-                    bad.append(f"{h['name']} ({h['url']}): {line or 'no answer'}")
+            res = self.t.run(argv, check=False)
+            seen, answers = parse_health_probe(res.stdout.decode(errors="replace"))
+            bad = health_problems(containers, checked, http, seen, answers)
             if not bad:
                 for c in containers:
                     self.report.verified.append(f"container {c} running")
                 for h in http:
                     self.report.verified.append(f"{h['name']}: {h['url']} answered")
                 return f"{len(containers)} containers running, {len(http)} HTTP checks passed"
-            last = "; ".join(bad)
             if time.monotonic() > deadline:
                 raise RestoreError(
-                    f"{self.t.name}: not healthy after {step.params['timeout']:.0f}s: {last}",
+                    f"{self.t.name}: not healthy after {step.params['timeout']:.0f}s: "
+                    + "; ".join(bad),
                     hint="docker logs <container> on the target shows why",
                 )
-            time.sleep(2)
+            time.sleep(HEALTH_POLL_SECONDS)
 
     def dns(self, step: Step) -> str:
         records: list[str] = []
