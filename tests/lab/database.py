@@ -70,6 +70,7 @@ ALTER ROLE {APP_ROLE} IN DATABASE {DATABASE} SET work_mem = '8MB';
 COMMENT ON DATABASE {DATABASE} IS 'Chatwoot (vkbackup lab)';
 \\connect {DATABASE}
 SET client_min_messages = warning;
+SET statement_timeout = 0;  -- the database's 60 s is for the app, not for seeding GiBs
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
@@ -172,6 +173,7 @@ CREATE TABLE attachments (
     thumbnail bytea,
     created_at timestamptz NOT NULL
 );
+CREATE INDEX index_attachments_on_message_id ON attachments (message_id);
 CREATE SEQUENCE ticket_number_seq START 1000 INCREMENT 7;
 CREATE SEQUENCE invoice_number_seq START 1;
 
@@ -259,10 +261,10 @@ FROM generate_series(1, {n["messages"]}) AS i;
 
 INSERT INTO attachments (id, message_id, account_id, file_type, storage_key, byte_size, checksum,
                          thumbnail, created_at)
-SELECT i, 1 + (i * 7) % {n["messages"]}, 1 + (i % {n["accounts"]}), i % 4,
+SELECT i, 1 + (i::bigint * 7) % {n["messages"]}, 1 + (i % {n["accounts"]}), i % 4,
        substr(md5('blob' || i), 1, 2) || '/' || substr(md5('blob' || i), 3, 2) || '/'
            || md5('blob' || i),
-       1024 + (i * 7919) % 5000000,
+       1024 + (i::bigint * 7919) % 5000000,
        sha256(convert_to('blob' || i, 'UTF8')),
        CASE WHEN i % 3 = 0 THEN NULL ELSE decode(repeat(md5(i::text), 4) || '00ff00', 'hex') END,
        timestamptz '2023-06-01 00:00:00+00' + i * interval '1 minute'
