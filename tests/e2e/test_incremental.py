@@ -92,6 +92,7 @@ def test_chain_of_six_incrementals_restores_identically_and_survives_prune(
     fresh_lab: Lab, cfg: Path
 ) -> None:
     lab = fresh_lab
+    lab.ssh("prod", f"cd {MP} && rm -rf inc-*")  # an earlier run's leftovers
     vk(lab, cfg, "snapshot", "prod")
     scripts = [
         "echo one > inc-a.txt",
