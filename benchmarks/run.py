@@ -457,7 +457,7 @@ class Bench:
         log(f"lab: {' '.join(args)}")
         with open(self.logs / "lab.log", "ab") as f:
             subprocess.run(
-                [sys.executable, __file__, "--lab", *args],
+                [sys.executable, "-m", "tests.lab", *args],
                 cwd=REPO,
                 stdout=f,
                 stderr=subprocess.STDOUT,
@@ -1064,51 +1064,7 @@ def write_markdown(path: Path, block: str, size_set: str) -> None:
     path.write_text(text)
 
 
-SEED_DELETE = "DELETE FROM messages WHERE id % 97 = 0;"
-SEED_CONNECT = "\\connect chatwoot_production\n"
-SEED_OVERFLOW = "1024 + (i * 7919) % 5000000"
-
-
-def lab_main(argv: list[str]) -> int:
-    """`python -m tests.lab ARGV`, with the prod seed made fit for large scales.
-
-    Three limits of the lab's seed (tests/lab/database.py), worked around here
-    without changing what it seeds:
-    - it deletes 1/97 of the messages; the cascade to attachments scans that
-      table once per message (no index on attachments.message_id), and the
-      database's statement_timeout (60 s) cancels it from about scale 30 on: a
-      temporary index is created around that DELETE and dropped right after;
-    - from about scale 100 the large INSERTs take more than those 60 s too: the
-      seeding session sets statement_timeout = 0 for itself (the database keeps
-      its 60 s setting);
-    - `i * 7919` overflows int4 from scale 90.4 on (attachments.byte_size):
-      computed in bigint, same values below that scale.
-    """
-    from tests.lab import __main__ as lab_cli
-    from tests.lab import database
-
-    original = database.seed_sql
-
-    def seed_sql(scale: float, app_password: str, analyst_password: str) -> str:
-        sql = original(scale, app_password, analyst_password)
-        for needle in (SEED_DELETE, SEED_CONNECT, SEED_OVERFLOW):
-            assert needle in sql, f"the lab's seed changed ({needle!r}): review lab_main"
-        sql = sql.replace(SEED_CONNECT, SEED_CONNECT + "SET statement_timeout = 0;\n", 1)
-        sql = sql.replace(SEED_OVERFLOW, SEED_OVERFLOW.replace("i * ", "i::bigint * "))
-        return sql.replace(
-            SEED_DELETE,
-            "CREATE INDEX vkbench_tmp ON attachments (message_id);\n"
-            + SEED_DELETE
-            + "\nDROP INDEX vkbench_tmp;",
-        )
-
-    database.seed_sql = seed_sql  # prod.populate looks it up at call time
-    return lab_cli.main(argv)
-
-
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--lab":
-        sys.exit(lab_main(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="256M,1G", help="database + volumes sizes")
     parser.add_argument("--scales", default="", help="lab scale per size (default: from a fit)")

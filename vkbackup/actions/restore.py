@@ -6,7 +6,9 @@ Interface:
     build_plan(storage, ref, identities, playbook, host=None) -> (Manifest, Plan)
     run_restore(plan, manifest, target, *, storage, connect, identities, force=False,
                 confirm=None, progress=None) -> RestoreReport
-        Runs the plan's steps in order on *target*. Each resumable step is
+        Runs the plan's steps in order on *target*; a run of consecutive image
+        and volume steps (data only, independent) runs 2 at a time, each on
+        its own SSH connection (`data_step_groups`). Each resumable step is
         recorded on the target when done and verified
         (/var/lib/vkbackup/restore/<snapshot>.json), so a re-run after a
         failure or Ctrl-C continues where it stopped, and a re-run after
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -289,6 +292,16 @@ class _Runner:
         self.progress = progress
         self.compose: list[str] | None = None
         self._has_zstd: bool | None = None
+
+    def sibling(self, t: Transport) -> _Runner:
+        """A runner for the same restore on another connection (concurrent steps)."""
+        other = _Runner(
+            self.plan, self.manifest, self.target, t, self.storage, self.identities,
+            self.report, self.progress,
+        )  # fmt: skip
+        other.compose = self.compose
+        other._has_zstd = self._has_zstd
+        return other
 
     def sendable(self, compression: str) -> str:
         """The compression an object can cross to the target in: as stored when the
@@ -569,6 +582,63 @@ def caddy_sites(text: str) -> list[str]:
     return out
 
 
+# Steps that only put data on the target and depend on nothing but Docker: a run of
+# them (images, volumes) is restored DATA_STEP_PARALLEL at a time, each on its own
+# SSH connection. Everything else runs alone, in plan order.
+CONCURRENT_KINDS = frozenset({"image", "volume"})
+DATA_STEP_PARALLEL = 2
+
+
+def data_step_groups(steps: Sequence[Step]) -> list[list[Step]]:
+    """Split the plan into groups run one after the other: each maximal run of
+    consecutive image/volume steps is one group, every other step its own."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if groups and step.kind in CONCURRENT_KINDS and groups[-1][-1].kind in CONCURRENT_KINDS:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def _run_concurrently(
+    steps: list[Step],
+    runner: _Runner,
+    connect: Connect,
+    run_one: Callable[[_Runner, Step], StepResult],
+) -> list[tuple[Step, StepResult]]:
+    """Run independent data steps DATA_STEP_PARALLEL at a time, each worker on its
+    own connection to the target; results in plan order. A failed step does not
+    stop the others already running (their data is sound), but the restore stops
+    after the group. Ctrl-C closes every connection, which ends the remote commands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    transports: list[Transport] = []
+    lock = threading.Lock()
+
+    def work(step: Step) -> StepResult:
+        t = connect(runner.target)
+        with lock:
+            transports.append(t)
+        try:
+            return run_one(runner.sibling(t), step)
+        finally:
+            t.close()
+
+    pool = ThreadPoolExecutor(max_workers=DATA_STEP_PARALLEL)
+    try:
+        futures = [pool.submit(work, step) for step in steps]
+        results = [(step, f.result()) for step, f in zip(steps, futures, strict=True)]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for t in transports:
+                t.close()
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
 def run_restore(
     plan: Plan,
     manifest: Manifest,
@@ -600,42 +670,60 @@ def run_restore(
         done: dict[str, Any] = dict((state or {}).get("done") or {})
         resuming = state is not None  # our own restore of this snapshot was under way
         runner = _Runner(plan, manifest, target, t, storage, identities, report, progress)
+        errors: dict[str, VkError] = {}  # step id -> why it failed
+
+        def run_one(r: _Runner, step: Step) -> StepResult:
+            s0 = time.monotonic()
+            log.info("step %s: %s", step.id, step.title)
+            try:
+                if step.kind == "preflight":
+                    detail = r.preflight(step, resuming, force)
+                else:
+                    detail = getattr(r, step.kind.replace("-", "_"))(step)
+            except VkError as e:
+                errors[step.id] = e
+                return StepResult(
+                    step.id, step.kind, step.title, "failed", time.monotonic() - s0, str(e)
+                )
+            return StepResult(step.id, step.kind, step.title, "done", time.monotonic() - s0, detail)
+
+        def record(step: Step, res: StepResult) -> None:
+            nonlocal state
+            report.steps.append(res)
+            if res.status != "done":
+                return
+            if step.resumable:
+                done[step.id] = {"at": iso(utcnow()), "seconds": round(res.seconds, 2)}
+            if step.resumable or (step.kind == "preflight" and state is None):
+                # written right after preflight too: from then on, the target's
+                # contents are this restore's own, and a re-run may resume over them
+                save_state(t, manifest.id, {"snapshot": manifest.id, "done": done})
+                state = {"done": done}
+
         progress.start()
         try:
-            for step in plan.steps:
-                if step.resumable and step.id in done:
-                    report.steps.append(
-                        StepResult(step.id, step.kind, step.title, "already-done", 0.0)
-                    )
-                    continue
-                s0 = time.monotonic()
-                log.info("step %s: %s", step.id, step.title)
-                try:
-                    if step.kind == "preflight":
-                        detail = runner.preflight(step, resuming, force)
-                    else:
-                        detail = getattr(runner, step.kind.replace("-", "_"))(step)
-                except VkError as e:
-                    report.steps.append(
-                        StepResult(
-                            step.id, step.kind, step.title, "failed", time.monotonic() - s0, str(e)
+            for group in data_step_groups(plan.steps):
+                todo = []
+                for step in group:
+                    if step.resumable and step.id in done:
+                        report.steps.append(
+                            StepResult(step.id, step.kind, step.title, "already-done", 0.0)
                         )
-                    )
+                    else:
+                        todo.append(step)
+                if len(todo) > 1:
+                    results = _run_concurrently(todo, runner, connect, run_one)
+                else:
+                    results = [(step, run_one(runner, step)) for step in todo]
+                for step, res in results:
+                    record(step, res)
+                failed = [(st, res) for st, res in results if res.status == "failed"]
+                if failed:
+                    step, res = failed[0]
                     report.status = "failed"
-                    report.error = f"step {step.id} failed: {e}"
-                    report.exception = e
+                    report.error = f"step {step.id} failed: {res.detail}"
+                    report.exception = errors[step.id]
                     return report
-                secs = time.monotonic() - s0
-                report.steps.append(
-                    StepResult(step.id, step.kind, step.title, "done", secs, detail)
-                )
-                if step.resumable:
-                    done[step.id] = {"at": iso(utcnow()), "seconds": round(secs, 2)}
-                if step.resumable or (step.kind == "preflight" and state is None):
-                    # written right after preflight too: from then on, the target's
-                    # contents are this restore's own, and a re-run may resume over them
-                    save_state(t, manifest.id, {"snapshot": manifest.id, "done": done})
-                    state = {"done": done}
         finally:
             progress.stop()
         report.status = "ok"

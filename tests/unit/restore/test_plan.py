@@ -194,3 +194,19 @@ https://support.visualkit.test:443 {
         "cdn.visualkit.test",
         "support.visualkit.test",
     ]
+
+
+def test_consecutive_image_and_volume_steps_form_one_concurrent_group() -> None:
+    from vkbackup.actions.restore import data_step_groups
+    from vkbackup.restore_plan import Step
+
+    kinds = ["preflight", "ensure-docker", "files", "files", "image", "volume", "volume",
+             "start", "database", "image", "start", "health"]  # fmt: skip
+    steps = [Step(f"{k}:{i}", k, k) for i, k in enumerate(kinds)]
+    groups = [[s.kind for s in g] for g in data_step_groups(steps)]
+    assert groups == [
+        ["preflight"], ["ensure-docker"], ["files"], ["files"],
+        ["image", "volume", "volume"], ["start"], ["database"], ["image"], ["start"],
+        ["health"],
+    ]  # fmt: skip
+    assert [s for g in data_step_groups(steps) for s in g] == steps  # order kept
