@@ -214,47 +214,38 @@ class PostgresSource:
             "user": self.cfg.user,
             "server": info,
         }
-        previous = {o.fingerprint for o in ctx.previous if o.role == "pg-dump"}
-        if fp is not None and fingerprint_tag(fp) in previous:
+        previous = {o.fingerprint: o for o in ctx.previous if o.role == "pg-dump"}
+        earlier = previous.get(fingerprint_tag(fp)) if fp is not None else None
+        if fp is not None and earlier is not None:
             counts = self.unchanged_counts(t, fp)
-            if counts is not None:
-                meta["row_counts"] = counts
-                meta["unchanged_since"] = next(
-                    o.uploaded_in for o in ctx.previous if o.fingerprint == fingerprint_tag(fp)
+            if counts is None:
+                log.info(
+                    "%s: database %s changed while counting: a full dump is taken",
+                    t.name,
+                    self.database,
                 )
-                streams = [StreamPlan(name="dump.pgdump", role="pg-dump", argv=[], fingerprint=fp)]
-                if self.cfg.globals:
-                    streams.append(
-                        StreamPlan(
-                            name="globals.sql",
-                            role="pg-globals",
-                            argv=globals_argv(self.container, self.cfg.user),
-                            fingerprint="globals:" + fp,
-                        )
-                    )
-                return SourcePlan(streams=streams, meta=meta)
-            log.info(
-                "%s: database %s changed while counting: a full dump is taken",
-                t.name,
-                self.database,
+                fp = None
+            else:
+                meta["row_counts"] = counts
+                meta["unchanged_since"] = earlier.uploaded_in
+        if fp is not None and earlier is not None:
+            # referenced by the snapshot (same fingerprint): never run
+            dump = StreamPlan(name="dump.pgdump", role="pg-dump", argv=[], fingerprint=fp)
+        else:
+            path = counts_file(ctx.snapshot_id, self.cfg.name)
+            script = dump_script(
+                self.container, self.cfg.user, self.database, self.cfg.compress_level, path
             )
-            fp = None
-        path = counts_file(ctx.snapshot_id, self.cfg.name)
-        streams = [
-            StreamPlan(
+            dump = StreamPlan(
                 name="dump.pgdump",
                 role="pg-dump",
-                argv=pipeline_argv(
-                    dump_script(
-                        self.container, self.cfg.user, self.database, self.cfg.compress_level, path
-                    )
-                ),
+                argv=pipeline_argv(script),
                 compression="none",  # pg_dump -Fc compresses itself
                 size_hint=size or None,
                 fingerprint=fp,
                 meta={"counts_file": path},
             )
-        ]
+        streams = [dump]
         if self.cfg.globals:
             streams.append(
                 StreamPlan(

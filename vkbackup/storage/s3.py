@@ -323,6 +323,43 @@ class S3Storage:
         got = str(head.get("ETag", "")).strip('"')
         return got == etag and int(head.get("ContentLength", -1)) == size
 
+    def _create(
+        self,
+        op: str,
+        call: Callable[[], Any],
+        full: str,
+        etag: str,
+        size: int,
+        *,
+        if_absent: bool,
+        landed_codes: tuple[str, ...],
+    ) -> Any:
+        """Run *call*, which creates *full* (PutObject, CompleteMultipartUpload), with
+        retries. A retry refused with one of *landed_codes* while *full* holds exactly
+        these bytes (ETag and size) means an earlier attempt landed and only its
+        response was lost: success. Otherwise PreconditionFailed under *if_absent* is
+        ObjectExistsError; any other failure a StorageError naming the object."""
+        loc = self._loc(full)
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return call()
+            except botocore.exceptions.ClientError as e:
+                if attempts > 1 and _code(e) in landed_codes and self._is_ours(full, etag, size):
+                    log.info("%s: an earlier %s attempt landed", loc, op)
+                    return {"ETag": f'"{etag}"'}
+                raise
+
+        try:
+            return self._call(attempt, f"{op} {loc}")
+        except Exception as e:
+            if if_absent and _code(e) == "PreconditionFailed":
+                raise ObjectExistsError(f"{loc}: object already exists") from e
+            raise self._error(e, op, full) from e
+
     # -- put -----------------------------------------------------------------
 
     def put(
@@ -354,30 +391,16 @@ class S3Storage:
         }
         if if_absent:
             params["IfNoneMatch"] = "*"
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            try:
-                return self.client.put_object(**params)
-            except botocore.exceptions.ClientError as e:
-                if (
-                    if_absent
-                    and attempts > 1
-                    and _code(e) == "PreconditionFailed"
-                    and self._is_ours(full, digest.hex(), len(body))
-                ):
-                    log.info("%s: an earlier attempt created it", self._loc(full))
-                    return {"ETag": f'"{digest.hex()}"'}
-                raise
-
-        try:
-            resp = self._call(attempt, f"PutObject {self._loc(full)}")
-        except Exception as e:
-            if if_absent and _code(e) == "PreconditionFailed":
-                raise ObjectExistsError(f"{self._loc(full)}: object already exists") from e
-            raise self._error(e, "PutObject", full) from e
+        resp = self._create(
+            "PutObject",
+            lambda: self.client.put_object(**params),
+            full,
+            digest.hex(),
+            len(body),
+            if_absent=if_absent,
+            # without If-None-Match a retry simply overwrites with the same bytes
+            landed_codes=("PreconditionFailed",) if if_absent else (),
+        )
         return ObjectInfo(
             key=key,
             size=len(body),
@@ -496,30 +519,15 @@ class S3Storage:
         }
         if if_absent:
             params["IfNoneMatch"] = "*"
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            try:
-                return self.client.complete_multipart_upload(**params)
-            except botocore.exceptions.ClientError as e:
-                # A lost response to an earlier attempt that did complete.
-                if (
-                    attempts > 1
-                    and _code(e) in ("NoSuchUpload", "PreconditionFailed")
-                    and self._is_ours(full, etag, total)
-                ):
-                    log.info("%s: an earlier CompleteMultipartUpload landed", loc)
-                    return {"ETag": f'"{etag}"'}
-                raise
-
-        try:
-            resp = self._call(attempt, f"CompleteMultipartUpload {loc}")
-        except Exception as e:
-            if if_absent and _code(e) == "PreconditionFailed":
-                raise ObjectExistsError(f"{loc}: object already exists") from e
-            raise self._error(e, "CompleteMultipartUpload", full) from e
+        resp = self._create(
+            "CompleteMultipartUpload",
+            lambda: self.client.complete_multipart_upload(**params),
+            full,
+            etag,
+            total,
+            if_absent=if_absent,
+            landed_codes=("NoSuchUpload", "PreconditionFailed"),
+        )
         got = str(resp.get("ETag", "")).strip('"')
         if got and got != etag:
             log.debug("%s: ETag %s, expected %s (provider-specific ETags)", loc, got, etag)
