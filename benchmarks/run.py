@@ -20,8 +20,7 @@ lab's scale for a size comes from a linear fit measured on the lab, or from
   2. vk-local: `vkbackup snapshot prod` with a copy of the lab config whose
      storage is a new empty directory (a full snapshot), then vk-local-2: the
      second, unchanged snapshot into the same storage (references; the
-     database too when its WAL position has not moved: the harness waits for
-     the WAL to be still after seeding).
+     database too: no transaction was given an id since the first).
   3. restic: `ssh prod CMD | restic backup --stdin` into a new local repository
      (format 2, compression auto) for the three streams in turn (pg_dump
      -Fc -Z0, tar, docker save), then restic-2: the same three again.
@@ -683,11 +682,7 @@ class Bench:
         src = Sources.from_config(self.lab.config_path)
         facts = self.facts(src)
         log(f"data {mb(facts['data_bytes']):.0f} MB, source streams {facts['stream_bytes']}")
-        # an unchanged prod, as the second-snapshot rows assume: autovacuum after the
-        # seed has settled (vkbackup references a dump only if the WAL did not move)
-        t_q = time.monotonic()
-        self.lab.quiesce_db("prod", timeout=900)
-        log(f"database quiet (WAL position still) after {time.monotonic() - t_q:.0f}s")
+
         runs: dict[str, list[Measure]] = {}
         last_local: tuple[Path, Path] | None = None
         for rep in range(self.args.repeat):

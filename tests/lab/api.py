@@ -216,25 +216,6 @@ class Lab:
         cmd = f"docker exec -i {container} psql -X -q -A -t -v ON_ERROR_STOP=1 -U {user} -d {db}"
         return self.ssh(host, cmd, input=sql, timeout=timeout).stdout.strip()
 
-    def quiesce_db(self, host: str = "prod", timeout: float = 180) -> str:
-        """Wait until the server's WAL insert position on *host* stays put for 16 s
-        (longer than the background writer's 15 s standby-snapshot interval, so
-        autovacuum after a seed and its trailing records have settled); return it.
-        An unchanged database is what a snapshot can reuse."""
-        import time
-
-        sql = "SELECT pg_current_wal_insert_lsn();"
-        deadline = time.monotonic() + timeout
-        last, since = self.psql(host, sql), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            now = self.psql(host, sql)
-            if now != last:
-                last, since = now, time.monotonic()
-            elif time.monotonic() - since >= 16:
-                return now
-        raise LabError(f"{host}: the database's WAL position kept moving for {timeout:.0f}s")
-
     def table_row_counts(self, host: str) -> dict[str, int]:
         """Return "schema.table" -> rows, counted now on *host*."""
         out = self.psql(host, database.COUNT_SQL)

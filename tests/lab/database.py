@@ -358,8 +358,7 @@ GRANT USAGE ON SCHEMA audit TO {APP_ROLE};
 GRANT USAGE ON SCHEMA reporting TO {ANALYST_ROLE};
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READONLY_ROLE};
 
--- as a database that lived: vacuumed and analyzed, so autovacuum has nothing left to
--- write (a quiet database's WAL position then stays put: see Lab.quiesce_db)
+-- as a database that lived: vacuumed and analyzed (autovacuum has nothing left to do)
 VACUUM (ANALYZE);
 """
 

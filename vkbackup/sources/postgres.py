@@ -14,19 +14,26 @@ container's image, database size, row counts.
 
 Reuse of an unchanged database: the dump is still a full pg_dump whenever
 the cluster may have changed. Before dumping, `plan` reads the cluster's
-state: WAL insert position, system identifier, timeline, server and pg_dump
-versions, and whether the database has unlogged tables. Every committed
-change (rows, schema, roles, sequences past their cache) writes WAL, so an
-unchanged WAL position on the same cluster proves the data is what the
-earlier dump holds. The state is read BEFORE the dump's snapshot is taken,
-so a commit racing with the dump can only make the next comparison fail
-(a fresh dump), never hide a change. When the fingerprint matches an object
-of the previous complete snapshot, the dump and globals are referenced, not
-taken again; the row counts are re-counted (host-side only) and the WAL
-position re-read after counting: if it moved, the reuse is dropped and a
-fresh dump is taken. No fingerprint (always dump) when the database has
-unlogged tables (their writes bypass WAL), the server is a standby, or the
-state cannot be read.
+transaction counter: the next transaction id (64-bit, with its epoch) and
+whether any transaction holding an id is running, with the system
+identifier, timeline, server and pg_dump versions. Every change a dump can
+show (rows, schema, roles, large objects, a logged sequence step) is made by
+a transaction that is given an id; so when nothing was running at the
+earlier read and the next id is still the same, nothing has been committed
+since, and the earlier dump (taken after that read) holds exactly what a new
+one would. The state is read BEFORE the dump's snapshot is taken, so a
+commit racing with the dump can only make the next comparison fail (a fresh
+dump), never hide a change. The WAL position is no proof here: reading
+pages prunes them and writes WAL without changing any row. When the
+fingerprint matches an object of the previous complete snapshot, the dump
+and globals are referenced, not taken again; the row counts are re-counted
+(host-side only) and the state re-read after counting: if it moved, the
+reuse is dropped and a fresh dump is taken. No fingerprint (always dump)
+while a transaction holding an id runs (the usual case on a busy server), on
+a standby, or when the state cannot be read. Known limit: `nextval` calls
+inside the 32 values a sequence pre-logs take no transaction id; if their
+transactions rolled back, a reused dump holds a sequence value up to 32
+behind the live one, values no committed row uses.
 """
 
 from __future__ import annotations
@@ -64,11 +71,11 @@ INFO_SQL = (
 
 
 STATE_SQL = (
-    "SELECT pg_current_wal_insert_lsn()::text || E'\\t' || "
+    "SELECT txid_snapshot_xmin(s)::text || E'\\t' || txid_snapshot_xmax(s)::text || E'\\t' || "
     "(SELECT system_identifier FROM pg_control_system())::text || E'\\t' || "
     "(SELECT timeline_id FROM pg_control_checkpoint())::text || E'\\t' || "
-    "current_setting('server_version_num') || E'\\t' || "
-    "(SELECT count(*) FROM pg_class WHERE relpersistence = 'u')::text;"
+    "current_setting('server_version_num') || E'\\t' || pg_is_in_recovery()::text "
+    "FROM txid_current_snapshot() AS s;"
 )
 
 
@@ -85,18 +92,19 @@ def state_argv(container: str, user: str, database: str) -> list[str]:
 
 def state_fingerprint(output: str, database: str, user: str, level: int) -> str | None:
     """Given state_argv's output, return the dump's content fingerprint, or None
-    when the state does not prove anything (unlogged tables, unreadable)."""
+    when the state proves nothing (a transaction holding an id is running, a
+    standby, unreadable output)."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     if len(lines) != 2:
         return None
     fields = lines[0].split("\t")
-    if len(fields) != 5 or not all(fields):
+    if len(fields) != 6 or not all(fields):
         return None
-    lsn, sysid, timeline, version, unlogged = fields
-    if unlogged != "0" or "/" not in lsn:
+    xmin, xmax, sysid, timeline, version, recovery = fields
+    if not (xmin.isdigit() and xmax.isdigit()) or xmin != xmax or recovery != "false":
         return None
     dump_version = lines[1].strip()
-    return f"pg:v1:{sysid}:{timeline}:{lsn}:{version}:{dump_version}:{database}:{user}:{level}"
+    return f"pg:v2:{sysid}:{timeline}:{xmax}:{version}:{dump_version}:{database}:{user}:{level}"
 
 
 def counts_file(snapshot_id: str, source: str) -> str:

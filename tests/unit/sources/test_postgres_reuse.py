@@ -1,5 +1,5 @@
-"""The postgres source references an earlier dump only when the cluster's WAL
-position proves nothing was committed since; anything unprovable means a dump."""
+"""The postgres source references an earlier dump only when the cluster's transaction
+counter proves nothing was committed since; anything unprovable means a dump."""
 
 from __future__ import annotations
 
@@ -16,33 +16,36 @@ from vkbackup.transport.base import Completed, Process
 DUMP_VERSION = "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
 
 
-def state_out(lsn: str = "0/2BACFB8", unlogged: str = "0") -> str:
-    return f"{lsn}\t7712585002496303120\t1\t150018\t{unlogged}\n{DUMP_VERSION}\n"
+def state_out(xmax: str = "866", xmin: str | None = None, recovery: str = "false") -> str:
+    xmin = xmax if xmin is None else xmin
+    return f"{xmin}\t{xmax}\t7712585002496303120\t1\t150018\t{recovery}\n{DUMP_VERSION}\n"
 
 
-def test_fingerprint_names_cluster_position_versions_and_options() -> None:
+def test_fingerprint_names_next_xid_cluster_versions_and_options() -> None:
     fp = state_fingerprint(state_out(), "chatwoot", "postgres", 1)
     assert fp is not None
-    for part in ("0/2BACFB8", "7712585002496303120", "150018", DUMP_VERSION, "chatwoot"):
+    for part in (":866:", "7712585002496303120", "150018", DUMP_VERSION, "chatwoot"):
         assert part in fp
     assert state_fingerprint(state_out(), "chatwoot", "postgres", 6) != fp
     assert state_fingerprint(state_out(), "other", "postgres", 1) != fp
-    assert state_fingerprint(state_out(lsn="0/2BACFF0"), "chatwoot", "postgres", 1) != fp
+    assert state_fingerprint(state_out(xmax="867"), "chatwoot", "postgres", 1) != fp
 
 
 def test_no_fingerprint_when_nothing_is_proven() -> None:
-    assert state_fingerprint(state_out(unlogged="2"), "d", "u", 1) is None  # bypass WAL
+    # a transaction holding id 860 is running: it may commit after the dump's snapshot
+    assert state_fingerprint(state_out(xmin="860"), "d", "u", 1) is None
+    assert state_fingerprint(state_out(recovery="true"), "d", "u", 1) is None  # a standby
     assert state_fingerprint("", "d", "u", 1) is None
     assert state_fingerprint("garbage\n", "d", "u", 1) is None
-    assert state_fingerprint("0/1\t\t1\t150018\t0\nv\n", "d", "u", 1) is None
-    assert state_fingerprint("notanlsn\t1\t1\t150018\t0\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("1\t1\t\t1\t150018\tfalse\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("x\tx\t1\t1\t150018\tfalse\nv\n", "d", "u", 1) is None
 
 
 @dataclass
 class FakeHost:
-    """Answers the source's small queries; the WAL position moves when told to."""
+    """Answers the source's small queries; the next transaction id moves when told to."""
 
-    lsns: list[str]
+    xids: list[str]
     calls: list[str] = field(default_factory=list)
 
     @property
@@ -54,9 +57,9 @@ class FakeHost:
     ) -> Completed:
         text = " ".join(argv)
         self.calls.append(text)
-        if "pg_current_wal_insert_lsn" in text:
-            lsn = self.lsns.pop(0) if len(self.lsns) > 1 else self.lsns[0]
-            return Completed(argv, 0, state_out(lsn).encode(), "")
+        if "txid_current_snapshot" in text:
+            xid = self.xids.pop(0) if len(self.xids) > 1 else self.xids[0]
+            return Completed(argv, 0, state_out(xid).encode(), "")
         if "query_to_xml" in text:
             return Completed(argv, 0, b"public.accounts\t5\npublic.users\t40\n", "")
         if "server_version_num" in text:
@@ -91,34 +94,34 @@ def previous_with(fp: str) -> tuple[ObjectRecord, ...]:
     )
 
 
-def fp_at(lsn: str) -> str:
-    fp = state_fingerprint(state_out(lsn), "chatwoot", "postgres", 1)
+def fp_at(xid: str) -> str:
+    fp = state_fingerprint(state_out(xid), "chatwoot", "postgres", 1)
     assert fp is not None
     return fp
 
 
 def test_unchanged_cluster_references_the_earlier_dump_and_recounts_rows() -> None:
-    host = FakeHost(lsns=["0/10"])
-    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    host = FakeHost(xids=["10"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("10"))))
     dump = plan.streams[0]
-    assert dump.fingerprint == fp_at("0/10") and dump.argv == []
-    assert plan.streams[1].fingerprint == "globals:" + fp_at("0/10")
+    assert dump.fingerprint == fp_at("10") and dump.argv == []
+    assert plan.streams[1].fingerprint == "globals:" + fp_at("10")
     assert plan.meta["row_counts"] == {"public.accounts": 5, "public.users": 40}
     assert plan.meta["unchanged_since"] == "S1"
 
 
 def test_a_commit_since_the_earlier_dump_means_a_full_dump() -> None:
-    host = FakeHost(lsns=["0/20"])
-    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    host = FakeHost(xids=["20"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("10"))))
     dump = plan.streams[0]
     assert "pg_dump" in " ".join(dump.argv)
-    assert dump.fingerprint == fp_at("0/20")  # the next snapshot may reuse this one
+    assert dump.fingerprint == fp_at("20")  # the next snapshot may reuse this one
     assert "row_counts" not in plan.meta
 
 
 def test_a_commit_while_counting_drops_the_reuse() -> None:
-    host = FakeHost(lsns=["0/10", "0/30"])
-    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("0/10"))))
+    host = FakeHost(xids=["10", "30"])
+    plan = PostgresSource(CFG).plan(host, PlanContext("S2", previous=previous_with(fp_at("10"))))
     dump = plan.streams[0]
     assert "pg_dump" in " ".join(dump.argv)
     assert dump.fingerprint is None and plan.streams[1].fingerprint is None
@@ -128,10 +131,10 @@ def test_a_commit_while_counting_drops_the_reuse() -> None:
 def test_unreadable_state_means_a_full_dump() -> None:
     class Refusing(FakeHost):
         def run(self, argv: list[str], **kw: Any) -> Completed:
-            if "pg_current_wal_insert_lsn" in " ".join(argv):
+            if "txid_current_snapshot" in " ".join(argv):
                 return Completed(argv, 1, b"", "permission denied for function pg_control_system")
             return super().run(argv, **kw)
 
-    plan = PostgresSource(CFG).plan(Refusing(lsns=["0/10"]), PlanContext("S2"))
+    plan = PostgresSource(CFG).plan(Refusing(xids=["10"]), PlanContext("S2"))
     assert plan.streams[0].fingerprint is None
     assert "pg_dump" in " ".join(plan.streams[0].argv)
