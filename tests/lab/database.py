@@ -71,6 +71,9 @@ COMMENT ON DATABASE {DATABASE} IS 'Chatwoot (vkbackup lab)';
 \\connect {DATABASE}
 SET client_min_messages = warning;
 SET statement_timeout = 0;  -- the database's 60 s is for the app, not for seeding GiBs
+-- no parallel workers: their shared memory outgrows the container's 64 MB /dev/shm at 4 GiB
+SET max_parallel_workers_per_gather = 0;
+SET max_parallel_maintenance_workers = 0;
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
