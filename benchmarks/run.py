@@ -661,6 +661,30 @@ class Bench:
         m.extra["bytes"] = raw.extra["bytes"]
         return m, raw
 
+    def break_glass(self, storage: Path) -> Measure:
+        """The same restore by hand with stock tools: every `sh` block of
+        restore-playbooks/BREAK-GLASS.md (as tests/e2e/test_break_glass.py runs it),
+        onto a reset fresh host, from the same local storage. Its last block curls
+        the health URLs once: it ends when the services answer."""
+        from tests.e2e.test_break_glass import guide_blocks
+
+        self.lab_cmd("reset-fresh")
+        _, blocks = guide_blocks()
+        script = "\n".join(
+            [
+                "set -euo pipefail",
+                f"VK={shlex.quote(str(storage))}",
+                f"IDENTITY={shlex.quote(str(self.lab.identity))}",
+                "HOST=prod",
+                f"TARGET={shlex.quote(shlex.join(self.ssh('fresh')))}",
+                *blocks,
+            ]
+        )
+        path = self.work / "break-glass.sh"
+        path.write_text(script)
+        m, _ = self.run("break-glass", ["bash", str(path)], check=False)
+        return m
+
     def profile(self, tag: str, out_dir: Path) -> dict[str, Any]:
         """py-spy (if installed) over one more local snapshot: top functions by samples."""
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -708,6 +732,7 @@ class Bench:
             rm, raw = self.restore(*last_local)
             results["vk-restore"] = rm
             results["raw-transfer"] = raw
+            results["break-glass"] = self.break_glass(last_local[1])
         prof = None
         if self.args.profile:
             prof = self.profile(label, self.out_dir)
@@ -813,6 +838,10 @@ def ratios(facts: dict[str, Any], r: dict[str, Measure]) -> dict[str, Any]:
                 split["other"] += secs
         out["restore_split_s"] = {k: round(v, 2) for k, v in split.items()}
         out["restore_data_vs_raw"] = _ratio(split["data"], r["raw-transfer"].wall)
+    if "vk-restore" in r and "break-glass" in r and r["break-glass"].extra.get("exit") == 0:
+        out["rto_vs_break_glass"] = _ratio(
+            r["vk-restore"].extra.get("rto_seconds"), r["break-glass"].wall
+        )
     checks = {
         "throughput_vs_restic": ("ge", TARGETS["throughput_vs_restic"]),
         "throughput_vs_age": ("ge", TARGETS["throughput_vs_age"]),
@@ -828,7 +857,7 @@ def ratios(facts: dict[str, Any], r: dict[str, Measure]) -> dict[str, Any]:
 
 
 ORDER = ["vk-local", "vk-s3", "restic", "ssh+age", "pg_dump", "vk-local-2", "restic-2",
-         "vk-restore", "raw-transfer"]  # fmt: skip
+         "vk-restore", "raw-transfer", "break-glass"]  # fmt: skip
 WHAT = {
     "vk-local": "vkbackup snapshot, local dir (full)",
     "vk-s3": "vkbackup snapshot, SeaweedFS S3 (full)",
@@ -839,6 +868,7 @@ WHAT = {
     "restic-2": "restic 2nd backup, unchanged",
     "vk-restore": "vkbackup restore latest --to fresh",
     "raw-transfer": "cat objects \\| ssh fresh cat >/dev/null",
+    "break-glass": "BREAK-GLASS.md by hand: age, zstd, tar, docker, pg_restore",
 }
 
 
@@ -853,15 +883,19 @@ def _row(doc: dict[str, Any], key: str) -> dict[str, str] | None:
         stored = run["extra"].get("bytes_new", run["extra"].get("data_added"))
     if key == "raw-transfer":
         stored = run["extra"].get("bytes")
+    if key == "break-glass":
+        stored = None
     host = c.get("prod.host", 0.0) + c.get("prod.ctr", 0.0)
-    if key in ("vk-restore", "raw-transfer"):
+    if key in ("vk-restore", "raw-transfer", "break-glass"):
         host = c.get("fresh.host", 0.0) + c.get("fresh.ctr", 0.0)
     proxy = sum(v for k, v in c.items() if k.endswith(".proxy"))
     hosts = sum(v for k, v in c.items() if k.endswith((".host", ".ctr")))
     other = c.get("machine", 0.0) - run["cpu"] - hosts - proxy - c.get("s3", 0.0)
     total = run["cpu"] + host + proxy + (c.get("s3", 0.0) if key == "vk-s3" else 0.0)
     rate = (
-        "" if key in ("pg_dump", "vk-restore", "raw-transfer") else f"{mb(src) / run['wall']:.0f}"
+        ""
+        if key in ("pg_dump", "vk-restore", "raw-transfer", "break-glass")
+        else f"{mb(src) / run['wall']:.0f}"
     )
     if key == "vk-restore":
         rto = run["extra"].get("rto_seconds")
@@ -937,6 +971,8 @@ def ratio_lines(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("restore RTO vs raw transfer (wall vs raw)",
          f"{fmt(r.get('rto_vs_raw'))} ({fmt(r.get('restore_wall_vs_raw'))})",
          f"<= 2.0x at 1 GiB: {mark('rto_vs_raw')}"),
+        ("restore RTO vs the same restore by hand (BREAK-GLASS.md)",
+         fmt(r.get("rto_vs_break_glass")), ""),
     ]  # fmt: skip
 
 
