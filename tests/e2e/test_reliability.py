@@ -220,11 +220,14 @@ def test_pg_dump_killed_mid_stream_is_a_clear_error(lab: Lab, tmp_path: Path) ->
     # A watcher on prod, started before the snapshot, kills pg_dump the moment it
     # appears (the container's processes are prod's too: Docker-in-Docker). It scans
     # /proc with shell builtins only, so a pass takes milliseconds and the kill lands
-    # long before the lab's ~1 s dump could finish.
+    # long before the lab's ~1 s dump could finish. Only the streaming dump (its
+    # --snapshot= argument) is killed, not the `pg_dump --version` the plan runs.
     watcher = (
         "for i in $(seq 1 6000); do for p in /proc/[0-9]*; do "
         'c=; read -r c < "$p/comm" 2>/dev/null || continue; '
-        '[ "$c" = pg_dump ] && kill -9 "${p#/proc/}" && echo "${p#/proc/}" && exit 0; '
+        '[ "$c" = pg_dump ] || continue; '
+        'a=$(< "$p/cmdline") 2>/dev/null; [[ $a == *--snapshot=* ]] || continue; '
+        'kill -9 "${p#/proc/}" && echo "${p#/proc/}" && exit 0; '
         "done; sleep 0.01; done; exit 1"
     )
     watch: dict[str, str] = {}

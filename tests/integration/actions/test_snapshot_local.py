@@ -4,7 +4,6 @@ The same code path runs over SSH in the end-to-end tests."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unpack import unpack
 from vkbackup import catalog, layout
 from vkbackup.actions.snapshot import run_snapshot
 from vkbackup.config import parse_config
@@ -82,7 +82,7 @@ def test_files_snapshot_roundtrip_and_reuse(tmp_path: Path, tree: Path) -> None:
     import hashlib
 
     assert hashlib.sha256(raw).hexdigest() == obj.sha256 and len(raw) == obj.size
-    plain = gzip.decompress(decrypt(storage, obj.key, ident))
+    plain = unpack(obj, decrypt(storage, obj.key, ident))
     with tarfile.open(fileobj=io.BytesIO(plain)) as tf:
         names = sorted(tf.getnames())
         env = tf.getmember(str(tree / ".env").lstrip("/"))

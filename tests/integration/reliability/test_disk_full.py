@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.reliability.conftest import MIB, Box, files_under, make_box
+from tests.unpack import local_tar_name
 from vkbackup import catalog, layout
 from vkbackup.actions.snapshot import run_snapshot
 from vkbackup.config.model import HostConfig
@@ -60,7 +61,7 @@ def test_disk_full_during_snapshot(box: Box) -> None:
     app = next(s for s in r.sources if s.name == "app")
     assert app.status == "failed"
     err = app.error or ""
-    key = layout.object_key("box", r.id, "app", "files.tar.gz.age")
+    key = layout.object_key("box", r.id, "app", local_tar_name())
     assert str(box.store / key) in err and "No space left on device (errno 28)" in err, err
     m = catalog.load_manifest(storage, "box", r.id)
     assert m.status == "partial" and {o.source for o in m.objects} == {"secrets"}

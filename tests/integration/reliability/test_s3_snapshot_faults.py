@@ -5,7 +5,6 @@ the run aborts cleanly: no manifest, no object, no open multipart upload, no loc
 
 from __future__ import annotations
 
-import gzip
 import io
 import tarfile
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from tests.integration.reliability.conftest import Box, make_box
 from tests.integration.storage.inject import Injector
 from tests.integration.storage.test_s3 import PART, open_uploads, raw_keys, storage
 from tests.lab.s3 import S3Server
+from tests.unpack import local_tar_name, unpack
 from vkbackup import catalog, layout
 from vkbackup.actions.restore import open_object
 from vkbackup.actions.snapshot import run_snapshot
@@ -65,7 +65,7 @@ def test_snapshot_completes_through_bursts_of_s3_errors(
     assert [s for s in catalog.list_snapshots(store, "box")] == [("box", r.id)]
     got: dict[str, bytes] = {}
     for obj in m.objects:
-        plain = gzip.decompress(b"".join(iter_chunks(open_object(store, obj, [box.ident]))))
+        plain = unpack(obj, b"".join(iter_chunks(open_object(store, obj, [box.ident]))))
         with tarfile.open(fileobj=io.BytesIO(plain)) as tf:
             for member in tf.getmembers():
                 f = tf.extractfile(member)
@@ -89,7 +89,7 @@ def test_permanent_s3_failure_aborts_cleanly(
     r = run_snapshot(cfg, "box", storage=store, connect=local)
     assert r.status == "failed" and r.manifest_key is None
     err = r.sources[0].error or ""
-    key = layout.object_key("box", r.id, "app", "files.tar.gz.age")
+    key = layout.object_key("box", r.id, "app", local_tar_name())
     assert f"s3://{s3_bucket}/{key}" in err and "SlowDown" in err, err
     assert inj.seen["AbortMultipartUpload"] == 1
     assert raw_keys(s3_server, s3_bucket) == []  # no object, no manifest, no lock

@@ -5,7 +5,6 @@ nothing left in storage, the lock released, and the next run succeeds."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -17,6 +16,7 @@ from typing import Any
 from tests.integration.reliability.conftest import MIB, Box, files_under, known_hosts_for
 from tests.integration.tcpproxy import TcpProxy
 from tests.integration.transport.conftest import Sshd
+from tests.unpack import unpack
 from vkbackup import catalog, layout
 from vkbackup.actions.restore import open_object
 from vkbackup.actions.snapshot import SnapshotResult, run_snapshot
@@ -42,7 +42,7 @@ def big_file_of(storage: LocalStorage, result: SnapshotResult, box: Box) -> byte
     m = catalog.load_manifest(storage, "box", result.id)
     obj = next(o for o in m.objects if o.source == "app")
     plain = b"".join(iter_chunks(open_object(storage, obj, [box.ident])))
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(plain))) as tf:
+    with tarfile.open(fileobj=io.BytesIO(unpack(obj, plain))) as tf:
         f = tf.extractfile(str(box.big).lstrip("/"))
         assert f is not None
         return f.read()
