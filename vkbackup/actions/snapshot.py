@@ -9,7 +9,8 @@ Interface:
     run_snapshot(cfg, host_name, *, storage, connect, only=(), break_lock=False,
                  progress=None, now=None) -> SnapshotResult
         Takes the host's lock, gathers host facts, runs the sources (in
-        parallel, cfg.snapshot.parallel at a time, one SSH connection each),
+        parallel, cfg.snapshot.parallel at a time, each on its own SSH
+        connection; a connection a source finished well on is reused by the next),
         and commits the manifest last. A source whose fingerprint matches an
         object of the previous snapshot is referenced, not uploaded again
         (with Object Lock, its retention is extended to cover this snapshot).
@@ -173,6 +174,29 @@ class _Run:
         self.previous: dict[str, list[ObjectRecord]] = {}
         self.active: set[Process] = set()
         self.compressor = "gzip"
+        self.idle: list[Transport] = []  # connections finished sources gave back
+
+    def borrow(self) -> Transport:
+        """A connection to the host: an idle one a finished source gave back (no new
+        handshake), else a new one. At most `parallel` are ever open at once."""
+        with self.uploaded_lock:
+            if self.idle:
+                return self.idle.pop()
+        return self.connect(self.host)
+
+    def give_back(self, t: Transport, healthy: bool) -> None:
+        """Keep *t* for the next source if the work on it went well, else close it."""
+        if healthy and not self.cancel.is_set():
+            with self.uploaded_lock:
+                self.idle.append(t)
+                return
+        t.close()
+
+    def close_idle(self) -> None:
+        with self.uploaded_lock:
+            idle, self.idle = self.idle, []
+        for t in idle:
+            t.close()
 
     def kill_all(self) -> None:
         with self.uploaded_lock:
@@ -238,7 +262,7 @@ class _Run:
         try:
             if self.cancel.is_set():
                 raise SnapshotError("cancelled")
-            t = self.connect(self.host)
+            t = self.borrow()
             source = make_source(src)
             previous = self.previous.get(src.name, [])
             if any(self.storage.head(o.key) is None for o in previous):
@@ -290,7 +314,7 @@ class _Run:
         finally:
             res.seconds = time.monotonic() - t0
             if t is not None:
-                t.close()
+                self.give_back(t, res.status == "ok")
         return res
 
 
@@ -320,11 +344,13 @@ def run_snapshot(
     held = lock.acquire(storage, host_name, snapshot_id, break_lock=break_lock)
     committed = False
     try:
-        t = connect(host)
+        t = run.borrow()
+        gathered = False
         try:
             host_facts = facts.gather(t)
+            gathered = True
         finally:
-            t.close()
+            run.give_back(t, gathered)
         compressor = choose_compressor(cfg.snapshot.compression, host_facts.get("tools", []))
         if compressor is None:
             raise SnapshotError(
@@ -427,6 +453,7 @@ def run_snapshot(
             storage=storage.describe(),
         )
     finally:
+        run.close_idle()
         if not committed:
             _cleanup(storage, run.uploaded)
         try:

@@ -79,15 +79,30 @@ STATE_SQL = (
 )
 
 
-def state_argv(container: str, user: str, database: str) -> list[str]:
-    """argv printing the cluster state line (see STATE_SQL) and pg_dump's version."""
-    q = shlex.quote
-    sql = STATE_SQL
-    return pipeline_argv(
-        f"docker exec {q(container)} psql -X -q -A -t -v ON_ERROR_STOP=1 "
-        f"-U {q(user)} -d {q(database)} -c {q(sql)}\n"
-        f"docker exec {q(container)} pg_dump --version"
-    )
+STATE_MARK = "__VKBACKUP_STATE__"
+
+
+def probe_argv(container: str, user: str, database: str, first_sql: str) -> list[str]:
+    """argv of one `docker exec` (each costs ~0.1 s): psql runs *first_sql* (the
+    info or the row counts), prints STATE_MARK, runs STATE_SQL; then pg_dump's
+    version. See split_probe."""
+    psql = shlex.join(
+        [
+            "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+            "-U", user, "-d", database,
+            "-c", first_sql, "-c", f"SELECT '{STATE_MARK}';", "-c", STATE_SQL,
+        ]
+    )  # fmt: skip
+    return ["docker", "exec", container, "sh", "-c", f"{psql} && pg_dump --version"]
+
+
+def split_probe(status: int, stdout: str) -> tuple[str | None, str | None]:
+    """Given probe_argv's exit status and output, return (first_sql's output or None
+    if it failed, the state text for state_fingerprint or None if that part failed)."""
+    before, mark, after = stdout.partition(STATE_MARK + "\n")
+    if not mark:
+        return None, None
+    return before, (after if status == 0 else None)
 
 
 def state_fingerprint(output: str, database: str, user: str, level: int) -> str | None:
@@ -167,16 +182,18 @@ class PostgresSource:
         self.container: str = cfg.container
         self.database: str = cfg.database
 
-    def info(self, t: Transport) -> dict[str, Any]:
-        res = t.run(psql_argv(self.container, self.cfg.user, self.database, INFO_SQL), check=False)
-        if res.status != 0:
+    def probe(self, t: Transport) -> tuple[dict[str, Any], str | None]:
+        """(server info, the cluster-state fingerprint or None when unprovable)."""
+        res = t.run(probe_argv(self.container, self.cfg.user, self.database, INFO_SQL), check=False)
+        text, state = split_probe(res.status, res.stdout.decode(errors="replace"))
+        if text is None:
             raise SnapshotError(
                 f"{t.name}: postgres source {self.cfg.name!r} ({self.cfg.where}): cannot query "
                 f"database {self.database!r} in container {self.container!r}: "
                 f"{res.stderr.strip()[-400:]}"
             )
         info: dict[str, Any] = {"extensions": []}
-        for line in res.stdout.decode().splitlines():
+        for line in text.splitlines():
             key, _, value = line.partition("\t")
             if key == "extension":
                 info["extensions"].append(value)
@@ -186,36 +203,34 @@ class PostgresSource:
         info["major"] = num // 10000 if num >= 100000 else num // 100
         image = t.run(["docker", "inspect", "-f", "{{.Config.Image}}", self.container], check=False)
         info["image"] = image.stdout.decode().strip()
-        return info
+        return info, self._fingerprint(t, state, res.stderr)
 
-    def state(self, t: Transport) -> str | None:
-        """The cluster-state fingerprint (module docstring), None when unprovable."""
-        res = t.run(state_argv(self.container, self.cfg.user, self.database), check=False)
-        if res.status != 0:
+    def _fingerprint(self, t: Transport, state: str | None, stderr: str) -> str | None:
+        if state is None:
             log.debug(
                 "%s: postgres source %s: no state fingerprint (a full dump is taken): %s",
                 t.name,
                 self.cfg.name,
-                res.stderr.strip()[-200:],
+                stderr.strip()[-200:],
             )
             return None
-        return state_fingerprint(
-            res.stdout.decode(errors="replace"),
-            self.database,
-            self.cfg.user,
-            self.cfg.compress_level,
-        )
+        return state_fingerprint(state, self.database, self.cfg.user, self.cfg.compress_level)
 
     def unchanged_counts(self, t: Transport, fp: str) -> dict[str, int] | None:
-        """Row counts of the unchanged database, or None if the state moved meanwhile."""
-        res = t.run(psql_argv(self.container, self.cfg.user, self.database, COUNTS_SQL))
-        counts = parse_counts(res.stdout.decode())
-        return counts if self.state(t) == fp else None
+        """Row counts of the unchanged database, or None if the state moved meanwhile
+        (the state is read again after counting, in the same command)."""
+        res = t.run(
+            probe_argv(self.container, self.cfg.user, self.database, COUNTS_SQL), check=False
+        )
+        text, state = split_probe(res.status, res.stdout.decode(errors="replace"))
+        if text is None:
+            return None
+        counts = parse_counts(text)
+        return counts if self._fingerprint(t, state, res.stderr) == fp else None
 
     def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
-        info = self.info(t)
+        info, fp = self.probe(t)
         size = int(info.get("size", "0") or 0)
-        fp = self.state(t)
         meta: dict[str, Any] = {
             "container": self.container,
             "database": self.database,

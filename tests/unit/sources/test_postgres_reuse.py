@@ -6,14 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from vkbackup.config.model import SourceConfig
+from vkbackup.errors import SnapshotError
 from vkbackup.manifest import ObjectRecord
 from vkbackup.sources.base import PlanContext, fingerprint_tag
-from vkbackup.sources.postgres import PostgresSource, state_fingerprint
+from vkbackup.sources.postgres import STATE_MARK, PostgresSource, split_probe, state_fingerprint
 from vkbackup.streams import Readable
 from vkbackup.transport.base import Completed, Process
 
 DUMP_VERSION = "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+INFO = "version_num\t150018\nsize\t1000\n"
+COUNTS = "public.accounts\t5\npublic.users\t40\n"
 
 
 def state_out(xmax: str = "866", xmin: str | None = None, recovery: str = "false") -> str:
@@ -57,14 +62,15 @@ class FakeHost:
     ) -> Completed:
         text = " ".join(argv)
         self.calls.append(text)
-        if "txid_current_snapshot" in text:
+        if STATE_MARK in text:  # one docker exec: info or counts, the mark, the state
+            first = COUNTS if "query_to_xml" in text else INFO
             xid = self.xids.pop(0) if len(self.xids) > 1 else self.xids[0]
-            return Completed(argv, 0, state_out(xid).encode(), "")
-        if "query_to_xml" in text:
-            return Completed(argv, 0, b"public.accounts\t5\npublic.users\t40\n", "")
-        if "server_version_num" in text:
-            return Completed(argv, 0, b"version_num\t150018\nsize\t1000\n", "")
+            out = first + STATE_MARK + "\n" + self.state(xid)
+            return Completed(argv, 0, out.encode(), "")
         return Completed(argv, 0, b"postgres:15\n", "")
+
+    def state(self, xid: str) -> str:
+        return state_out(xid)
 
     def start(self, argv: list[str]) -> Process:
         raise AssertionError("plan runs no stream")
@@ -130,11 +136,36 @@ def test_a_commit_while_counting_drops_the_reuse() -> None:
 
 def test_unreadable_state_means_a_full_dump() -> None:
     class Refusing(FakeHost):
+        """psql stops at the state query (ON_ERROR_STOP): the info came, then the mark."""
+
         def run(self, argv: list[str], **kw: Any) -> Completed:
-            if "txid_current_snapshot" in " ".join(argv):
-                return Completed(argv, 1, b"", "permission denied for function pg_control_system")
-            return super().run(argv, **kw)
+            done = super().run(argv, **kw)
+            if STATE_MARK not in " ".join(argv):
+                return done
+            out = done.stdout.split((STATE_MARK + "\n").encode())[0] + (STATE_MARK + "\n").encode()
+            return Completed(argv, 1, out, "permission denied for function pg_control_system")
 
     plan = PostgresSource(CFG).plan(Refusing(xids=["10"]), PlanContext("S2"))
     assert plan.streams[0].fingerprint is None
     assert "pg_dump" in " ".join(plan.streams[0].argv)
+    assert plan.meta["server"]["version_num"] == "150018"  # the info part still counts
+
+
+def test_failing_info_query_names_database_and_container() -> None:
+    class Broken(FakeHost):
+        def run(self, argv: list[str], **kw: Any) -> Completed:
+            return Completed(argv, 2, b"", 'FATAL:  database "chatwoot" does not exist')
+
+    with pytest.raises(SnapshotError) as info:
+        PostgresSource(CFG).plan(Broken(xids=["10"]), PlanContext("S2"))
+    msg = str(info.value)
+    assert "'chatwoot'" in msg and "'pg'" in msg and "does not exist" in msg
+
+
+def test_probe_output_is_split_at_the_mark() -> None:
+    assert split_probe(0, "a\tb\n" + STATE_MARK + "\nstate\nversion\n") == (
+        "a\tb\n",
+        "state\nversion\n",
+    )
+    assert split_probe(1, "a\tb\n" + STATE_MARK + "\n") == ("a\tb\n", None)
+    assert split_probe(1, "") == (None, None)
