@@ -204,7 +204,6 @@ echo "$line"
 
 
 HEALTH_POLL_SECONDS = 0.5
-RESTORE_JOBS_MAX = 4  # pg_restore -j on the target: its CPU count, at most this
 
 
 def health_probe_argv(containers: list[str], urls: list[str]) -> list[str]:
@@ -317,19 +316,12 @@ class _Runner:
                 log.info("%s has no zstd: zstd objects are decompressed here", self.t.name)
         return "zstd" if self._has_zstd else "none"
 
-    def restore_jobs(self) -> int:
-        """pg_restore jobs for this target: its CPU count, at most RESTORE_JOBS_MAX."""
-        res = self.t.run(["nproc"], check=False)
-        text = res.stdout.decode().strip()
-        cpus = int(text) if res.status == 0 and text.isdigit() else 1
-        return max(1, min(RESTORE_JOBS_MAX, cpus))
-
     def feed_object(
         self,
         obj: ObjectRecord,
         make_argv: Callable[[str], list[str]],
         guard: dict[str, Any] | None = None,
-    ) -> int:
+    ) -> None:
         """Stream one object to the target command make_argv(compression) builds for
         the compression it is sent in (see `sendable`). With *guard* (tar objects),
         every tar header is checked as it passes (vkbackup.targuard): a hostile archive
@@ -364,7 +356,6 @@ class _Runner:
         if send != obj.compression:
             what += f", {obj.compression} decompressed here"
         self.report.verified.append(f"{obj.key}: {what}")
-        return counter.bytes
 
     # -- steps -------------------------------------------------------------
     def preflight(self, step: Step, resuming: bool, force: bool) -> str:
@@ -515,25 +506,8 @@ class _Runner:
         dump = objs.get("pg-dump")
         if dump is None:
             raise RestoreError(f"database {db}: the snapshot has no dump object")
-        jobs = self.restore_jobs()
-        if jobs > 1:
-            # pg_restore -j needs a file: spool the verified dump into the container,
-            # then restore tables and indexes JOBS at a time (the file is removed)
-            path = postgres.spool_path(self.manifest.id)
-            spool = pipeline_argv(postgres.spool_dump_script(container, path))
-            try:
-                sent = self.feed_object(dump, lambda _compression: spool)
-            except BaseException:
-                self.t.run(["docker", "exec", container, "rm", "-f", path], check=False)
-                raise
-            self.t.run(
-                pipeline_argv(
-                    postgres.parallel_restore_script(container, user, db, major, path, sent, jobs)
-                )
-            )
-        else:
-            argv = pipeline_argv(postgres.restore_dump_script(container, user, db, major))
-            self.feed_object(dump, lambda _compression: argv)  # pg_dump -Fc: stored as is
+        argv = pipeline_argv(postgres.restore_dump_script(container, user, db, major))
+        self.feed_object(dump, lambda _compression: argv)  # pg_dump -Fc: stored as is
         res = self.t.run(postgres.psql_argv(container, user, db, postgres.COUNTS_SQL))
         got = postgres.parse_counts(res.stdout.decode())
         want = {k: int(v) for k, v in (p.get("row_counts") or {}).items()}

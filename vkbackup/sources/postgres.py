@@ -336,53 +336,14 @@ def restore_globals_argv(container: str, user: str) -> list[str]:
     ]  # fmt: skip
 
 
-def restore_dump_script(
-    container: str, user: str, database: str, major: int, spool: str | None = None
-) -> str:
-    """Bash that drops *database* if present and restores the custom-format dump
-    with `pg_restore -C` (the database is created as recorded): from stdin, or
-    with *spool* from that file in the container, left there by spool_dump_script
-    (see parallel_restore_script)."""
+def restore_dump_script(container: str, user: str, database: str, major: int) -> str:
+    """Bash that drops *database* if present and restores the custom-format dump on
+    stdin with `pg_restore -C` (the database is created as recorded)."""
     q = shlex.quote
     force = " --force" if major >= 13 else ""
-    drop = f"docker exec {q(container)} dropdb -U {q(user)} --if-exists{force} {q(database)}"
-    if spool is None:
-        return f"""
-{drop}
-docker exec -i {q(container)} pg_restore -U {q(user)} -d postgres -C --exit-on-error
-"""
-    return drop
-
-
-def spool_path(snapshot_id: str) -> str:
-    """Where a parallel restore keeps the dump inside the database container."""
-    return f"/tmp/vkbackup-restore-{snapshot_id}.pgdump"
-
-
-def spool_dump_script(container: str, path: str) -> str:
-    """Bash writing the dump on stdin to *path* in the container (mode 0600). It only
-    writes: the restore runs as a separate command, once this machine has verified
-    the whole object, so a stream cut short can never be restored."""
-    q = shlex.quote
-    return f"docker exec -i {q(container)} sh -c 'umask 077 && cat > \"$1\"' x {q(path)}"
-
-
-def parallel_restore_script(
-    container: str, user: str, database: str, major: int, path: str, size: int, jobs: int
-) -> str:
-    """Bash that checks the spooled dump has exactly *size* bytes, restores it with
-    `pg_restore -C -j JOBS` (tables and indexes loaded in parallel), and removes it."""
-    q = shlex.quote
     return f"""
-C={q(container)}; P={q(path)}
-trap 'docker exec "$C" rm -f "$P" >/dev/null 2>&1 || true' EXIT
-got=$(docker exec "$C" sh -c 'wc -c < "$1"' x "$P" | tr -d ' ')
-if [ "$got" != {int(size)} ]; then
-  echo "the spooled dump $P in $C has $got bytes, {int(size)} were sent" >&2
-  exit 1
-fi
-{restore_dump_script(container, user, database, major, spool=path)}
-docker exec "$C" pg_restore -U {q(user)} -d postgres -C --exit-on-error -j {int(jobs)} "$P"
+docker exec {q(container)} dropdb -U {q(user)} --if-exists{force} {q(database)}
+docker exec -i {q(container)} pg_restore -U {q(user)} -d postgres -C --exit-on-error
 """
 
 
