@@ -13,27 +13,27 @@ Recorded (private part): server version (and major), extensions, the
 container's image, database size, row counts.
 
 Reuse of an unchanged database: the dump is still a full pg_dump whenever
-the cluster may have changed. Before dumping, `plan` reads the cluster's
+the database may have changed. Before dumping, `plan` reads the cluster's
 transaction counter: the next transaction id (64-bit, with its epoch) and
 whether any transaction holding an id is running, with the system
-identifier, timeline, server and pg_dump versions. Every change a dump can
-show (rows, schema, roles, large objects, a logged sequence step) is made by
-a transaction that is given an id; so when nothing was running at the
-earlier read and the next id is still the same, nothing has been committed
-since, and the earlier dump (taken after that read) holds exactly what a new
-one would. The state is read BEFORE the dump's snapshot is taken, so a
-commit racing with the dump can only make the next comparison fail (a fresh
-dump), never hide a change. The WAL position is no proof here: reading
-pages prunes them and writes WAL without changing any row. When the
-fingerprint matches an object of the previous complete snapshot, the dump
-and globals are referenced, not taken again; the row counts are re-counted
-(host-side only) and the state re-read after counting: if it moved, the
-reuse is dropped and a fresh dump is taken. No fingerprint (always dump)
-while a transaction holding an id runs (the usual case on a busy server), on
-a standby, or when the state cannot be read. Known limit: `nextval` calls
-inside the 32 values a sequence pre-logs take no transaction id; if their
-transactions rolled back, a reused dump holds a sequence value up to 32
-behind the live one, values no committed row uses.
+identifier, the current timeline, server and pg_dump versions, and a digest
+of every sequence's last_value. Every change a dump can show (rows, schema,
+roles, large objects) is made by a transaction that is given an id; the one
+exception, `nextval` within a sequence's pre-logged values, moves that
+sequence's last_value, which the digest covers. So when nothing was running
+at the earlier read and all of that is the same, nothing the dump holds has
+changed since, and the earlier dump (taken after that read) holds exactly
+what a new one would. The state is read BEFORE the dump's snapshot is
+taken, so a commit racing with the dump can only make the next comparison
+fail (a fresh dump), never hide a change. The WAL position is no proof
+here: reading pages prunes them and writes WAL without changing any row.
+When the fingerprint matches an object of the previous complete snapshot,
+the dump and globals are referenced, not taken again; the row counts are
+re-counted (host-side only) and the state re-read after counting: if it
+moved, the reuse is dropped and a fresh dump is taken. No fingerprint
+(always dump) while a transaction holding an id runs (the usual case on a
+busy server), on a standby, on a server older than PostgreSQL 10, or when
+the state cannot be read (logged as a warning).
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ INFO_SQL = (
 STATE_SQL = (
     "SELECT txid_snapshot_xmin(s)::text || E'\\t' || txid_snapshot_xmax(s)::text || E'\\t' || "
     "(SELECT system_identifier FROM pg_control_system())::text || E'\\t' || "
-    "(SELECT timeline_id FROM pg_control_checkpoint())::text || E'\\t' || "
-    "current_setting('server_version_num') || E'\\t' || pg_is_in_recovery()::text "
+    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || E'\\t' || "
+    "current_setting('server_version_num') || E'\\t' || pg_is_in_recovery()::text || E'\\t' || "
+    "(SELECT md5(coalesce(string_agg(schemaname || '.' || sequencename || '=' || "
+    "coalesce(last_value::text, '-'), ',' ORDER BY schemaname, sequencename), '')) "
+    "FROM pg_sequences) "
     "FROM txid_current_snapshot() AS s;"
 )
 
@@ -113,13 +116,16 @@ def state_fingerprint(output: str, database: str, user: str, level: int) -> str 
     if len(lines) != 2:
         return None
     fields = lines[0].split("\t")
-    if len(fields) != 6 or not all(fields):
+    if len(fields) != 7 or not all(fields):
         return None
-    xmin, xmax, sysid, timeline, version, recovery = fields
+    xmin, xmax, sysid, timeline, version, recovery, sequences = fields
     if not (xmin.isdigit() and xmax.isdigit()) or xmin != xmax or recovery != "false":
         return None
     dump_version = lines[1].strip()
-    return f"pg:v2:{sysid}:{timeline}:{xmax}:{version}:{dump_version}:{database}:{user}:{level}"
+    return (
+        f"pg:v3:{sysid}:{timeline}:{xmax}:{sequences}:{version}:{dump_version}:"
+        f"{database}:{user}:{level}"
+    )
 
 
 def counts_file(snapshot_id: str, source: str) -> str:
@@ -207,8 +213,9 @@ class PostgresSource:
 
     def _fingerprint(self, t: Transport, state: str | None, stderr: str) -> str | None:
         if state is None:
-            log.debug(
-                "%s: postgres source %s: no state fingerprint (a full dump is taken): %s",
+            log.warning(
+                "%s: postgres source %s: cannot read the database state, so an unchanged "
+                "database is dumped again each time: %s",
                 t.name,
                 self.cfg.name,
                 stderr.strip()[-200:],

@@ -21,9 +21,14 @@ INFO = "version_num\t150018\nsize\t1000\n"
 COUNTS = "public.accounts\t5\npublic.users\t40\n"
 
 
-def state_out(xmax: str = "866", xmin: str | None = None, recovery: str = "false") -> str:
+def state_out(
+    xmax: str = "866", xmin: str | None = None, recovery: str = "false", seqs: str = "d9e4"
+) -> str:
     xmin = xmax if xmin is None else xmin
-    return f"{xmin}\t{xmax}\t7712585002496303120\t1\t150018\t{recovery}\n{DUMP_VERSION}\n"
+    return (
+        f"{xmin}\t{xmax}\t7712585002496303120\t00000001\t150018\t{recovery}\t{seqs}\n"
+        f"{DUMP_VERSION}\n"
+    )
 
 
 def test_fingerprint_names_next_xid_cluster_versions_and_options() -> None:
@@ -34,6 +39,9 @@ def test_fingerprint_names_next_xid_cluster_versions_and_options() -> None:
     assert state_fingerprint(state_out(), "chatwoot", "postgres", 6) != fp
     assert state_fingerprint(state_out(), "other", "postgres", 1) != fp
     assert state_fingerprint(state_out(xmax="867"), "chatwoot", "postgres", 1) != fp
+    # a committed nextval inside the pre-logged values takes no transaction id: the
+    # sequences' digest moves instead
+    assert state_fingerprint(state_out(seqs="77aa"), "chatwoot", "postgres", 1) != fp
 
 
 def test_no_fingerprint_when_nothing_is_proven() -> None:
@@ -42,8 +50,9 @@ def test_no_fingerprint_when_nothing_is_proven() -> None:
     assert state_fingerprint(state_out(recovery="true"), "d", "u", 1) is None  # a standby
     assert state_fingerprint("", "d", "u", 1) is None
     assert state_fingerprint("garbage\n", "d", "u", 1) is None
-    assert state_fingerprint("1\t1\t\t1\t150018\tfalse\nv\n", "d", "u", 1) is None
-    assert state_fingerprint("x\tx\t1\t1\t150018\tfalse\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("1\t1\t\t1\t150018\tfalse\tab\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("x\tx\t1\t1\t150018\tfalse\tab\nv\n", "d", "u", 1) is None
+    assert state_fingerprint("1\t1\t1\t1\t150018\tfalse\nv\n", "d", "u", 1) is None
 
 
 @dataclass
