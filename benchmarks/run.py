@@ -897,6 +897,8 @@ def _row(doc: dict[str, Any], key: str) -> dict[str, str] | None:
         if key in ("pg_dump", "vk-restore", "raw-transfer", "break-glass")
         else f"{mb(src) / run['wall']:.0f}"
     )
+    if run["extra"].get("exit") not in (0, None):
+        rate = f"FAILED (exit {run['extra']['exit']})"
     if key == "vk-restore":
         rto = run["extra"].get("rto_seconds")
         rate = f"RTO {rto:.1f}s" if isinstance(rto, int | float) else str(run["extra"].get("error"))

@@ -17,7 +17,10 @@ member before the chunk that completes its header leaves this machine:
   ``restore_script(..., obj.compression)``, unchanged.
 
 Memory is bounded: decoder output is taken at most CHUNK bytes at a time (a
-gzip or zstd bomb costs time, never memory), and the guard holds no member data.
+gzip or zstd bomb costs time, not memory), a zstd frame may ask for a window
+of at most 2^ZSTD_WINDOW_LOG_MAX bytes (32 MiB; the host's `zstd -3` uses
+2 MiB, `-19` 8 MiB; a larger one is refused as corrupt), and the guard holds
+no member data.
 zstd is Python 3.14's `compression.zstd` (the `backports.zstd` package before
 3.14, the same code).
 
@@ -55,6 +58,7 @@ else:
     from backports import zstd
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip container only
+ZSTD_WINDOW_LOG_MAX = 25  # 32 MiB: the most memory one zstd stream may ask for
 
 
 class Decoder(Protocol):
@@ -117,9 +121,15 @@ class Unzstd:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._d = zstd.ZstdDecompressor()
+        self._d = self._decompressor()
         self._fed = False  # bytes given to the current frame's decoder
         self._frames = 0
+
+    @staticmethod
+    def _decompressor() -> zstd.ZstdDecompressor:
+        return zstd.ZstdDecompressor(
+            options={zstd.DecompressionParameter.window_log_max: ZSTD_WINDOW_LOG_MAX}
+        )
 
     def _error(self, why: str) -> IntegrityError:
         return IntegrityError(f"{self._name}: zstd stream {why}")
@@ -131,7 +141,7 @@ class Unzstd:
             if self._d.eof:
                 self._frames += 1
                 data = self._d.unused_data + data
-                self._d = zstd.ZstdDecompressor()
+                self._d = self._decompressor()
                 self._fed = False
             if not data and (self._d.needs_input or not self._fed):
                 return

@@ -317,3 +317,13 @@ def test_pipeline_speed_with_and_without_the_guard(
     )
     assert len(tar) >= 256 << 20
     assert checked > 100 and plain > 100
+
+
+def test_zstd_frame_asking_for_a_huge_window_is_refused() -> None:
+    """A frame that needs a 128 MiB window (zstd --long=27) would cost that much memory
+    here: refused as corrupt, naming the object."""
+    data = os.urandom(1 << 20) * 3
+    comp = zstd_cli(data, "--long=27", "-3")
+    with pytest.raises(IntegrityError) as info:
+        b"".join(iter_chunks(DecodingReader(BytesReader(comp), Unzstd(KEY))))
+    assert KEY in str(info.value)

@@ -606,37 +606,72 @@ def _run_concurrently(
     runner: _Runner,
     connect: Connect,
     run_one: Callable[[_Runner, Step], StepResult],
+    record: Callable[[Step, StepResult], None],
+    errors: dict[str, VkError],
 ) -> list[tuple[Step, StepResult]]:
     """Run independent data steps DATA_STEP_PARALLEL at a time, each worker on its
-    own connection to the target; results in plan order. A failed step does not
-    stop the others already running (their data is sound), but the restore stops
-    after the group. Ctrl-C closes every connection, which ends the remote commands."""
-    from concurrent.futures import ThreadPoolExecutor
+    own connection to the target. Each result is recorded (resume state) as soon as
+    its step ends; results come back in plan order. After a failure the steps not
+    yet started are skipped (those running finish: their data is sound), and the
+    restore stops after the group. Ctrl-C closes every connection, which ends the
+    remote commands, and no step starts after it."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     transports: list[Transport] = []
     lock = threading.Lock()
+    stop = threading.Event()
+
+    def skipped(step: Step, why: str) -> StepResult:
+        return StepResult(step.id, step.kind, step.title, "skipped", 0.0, why)
 
     def work(step: Step) -> StepResult:
-        t = connect(runner.target)
+        if stop.is_set():
+            return skipped(step, "not started: another step of its group failed")
+        try:
+            t = connect(runner.target)
+        except VkError as e:
+            errors[step.id] = e
+            stop.set()
+            return StepResult(step.id, step.kind, step.title, "failed", 0.0, str(e))
         with lock:
+            if stop.is_set():
+                t.close()
+                return skipped(step, "not started: another step of its group failed")
             transports.append(t)
         try:
-            return run_one(runner.sibling(t), step)
+            res = run_one(runner.sibling(t), step)
         finally:
+            with lock:
+                transports.remove(t)
             t.close()
+        if res.status == "failed":
+            stop.set()
+        return res
 
     pool = ThreadPoolExecutor(max_workers=DATA_STEP_PARALLEL)
+    results: dict[str, StepResult] = {}
     try:
-        futures = [pool.submit(work, step) for step in steps]
-        results = [(step, f.result()) for step, f in zip(steps, futures, strict=True)]
+        pending: set[Future[StepResult]] = set()
+        owner: dict[Future[StepResult], Step] = {}
+        for step in steps:
+            f = pool.submit(work, step)
+            owner[f] = step
+            pending.add(f)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                step = owner[f]
+                results[step.id] = f.result()
+                record(step, results[step.id])
     except BaseException:
+        stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         with lock:
             for t in transports:
                 t.close()
         raise
     pool.shutdown(wait=True)
-    return results
+    return [(step, results[step.id]) for step in steps]
 
 
 def run_restore(
@@ -712,11 +747,13 @@ def run_restore(
                     else:
                         todo.append(step)
                 if len(todo) > 1:
-                    results = _run_concurrently(todo, runner, connect, run_one)
+                    results = _run_concurrently(todo, runner, connect, run_one, record, errors)
                 else:
-                    results = [(step, run_one(runner, step)) for step in todo]
-                for step, res in results:
-                    record(step, res)
+                    results = []
+                    for step in todo:
+                        res = run_one(runner, step)
+                        record(step, res)
+                        results.append((step, res))
                 failed = [(st, res) for st, res in results if res.status == "failed"]
                 if failed:
                     step, res = failed[0]

@@ -259,6 +259,7 @@ class _Run:
         t0 = time.monotonic()
         t: Transport | None = None
         mine: list[str] = []
+        healthy = False  # set only when the try ran to its end: the connection is reusable
         try:
             if self.cancel.is_set():
                 raise SnapshotError("cancelled")
@@ -304,6 +305,7 @@ class _Run:
                 res.bytes_new += rec.size
             res.meta = plan.meta
             res.downtime_seconds = plan.meta.get("downtime_seconds")
+            healthy = True
         except VkError as e:
             res.status = "failed"
             res.error = str(e)
@@ -314,7 +316,7 @@ class _Run:
         finally:
             res.seconds = time.monotonic() - t0
             if t is not None:
-                self.give_back(t, res.status == "ok")
+                self.give_back(t, healthy)
         return res
 
 

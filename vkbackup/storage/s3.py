@@ -642,15 +642,27 @@ class S3Storage:
     def extend_retention(self, key: str) -> datetime | None:
         """Make *key*'s Object Lock retention last at least storage.object_lock.days
         from now (an object a new snapshot references must outlive it), never
-        shortening it; return the retain-until in force (None without object_lock)."""
+        shortening it and keeping its mode (a COMPLIANCE lock stays COMPLIANCE);
+        return the retain-until in force (None without object_lock)."""
         if self.object_lock is None:
             return None
         want = self._clock() + timedelta(days=self.object_lock.days)
-        have = self.retention_until(key)
-        if have is not None and have >= want:
-            return have
         full = self._full(key)
-        retention = {"Mode": self.object_lock.mode.upper(), "RetainUntilDate": want}
+        try:
+            resp = self._call(
+                lambda: self.client.get_object_retention(Bucket=self.bucket, Key=full),
+                f"GetObjectRetention {self._loc(full)}",
+            )
+            current = resp.get("Retention") or {}
+        except Exception as e:
+            if _code(e) not in NO_LOCK_CODES:
+                raise self._error(e, "GetObjectRetention", full) from e
+            current = {}
+        have = current.get("RetainUntilDate")
+        if isinstance(have, datetime) and have >= want:
+            return have
+        mode = str(current.get("Mode") or self.object_lock.mode).upper()
+        retention = {"Mode": mode, "RetainUntilDate": want}
         try:
             self._call(  # idempotent: retried like a read
                 lambda: self.client.put_object_retention(
