@@ -666,20 +666,10 @@ class Bench:
         restore-playbooks/BREAK-GLASS.md (as tests/e2e/test_break_glass.py runs it),
         onto a reset fresh host, from the same local storage. Its last block curls
         the health URLs once: it ends when the services answer."""
-        from tests.e2e.test_break_glass import guide_blocks
+        from tests.e2e.test_break_glass import guide_script
 
         self.lab_cmd("reset-fresh")
-        _, blocks = guide_blocks()
-        script = "\n".join(
-            [
-                "set -euo pipefail",
-                f"VK={shlex.quote(str(storage))}",
-                f"IDENTITY={shlex.quote(str(self.lab.identity))}",
-                "HOST=prod",
-                f"TARGET={shlex.quote(shlex.join(self.ssh('fresh')))}",
-                *blocks,
-            ]
-        )
+        script = guide_script(storage, Path(self.lab.identity), self.ssh("fresh"))
         path = self.work / "break-glass.sh"
         path.write_text(script)
         m, _ = self.run("break-glass", ["bash", str(path)], check=False)

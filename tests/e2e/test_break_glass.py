@@ -34,6 +34,22 @@ def guide_blocks() -> tuple[str, list[str]]:
     return variables, blocks
 
 
+def guide_script(storage: Path, identity: Path, target: list[str]) -> str:
+    """The guide as one bash script: its variables block replaced by these values
+    (a local storage directory, an identity file, the argv reaching the new host)."""
+    _, blocks = guide_blocks()
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"VK={shlex.quote(str(storage))}",
+            f"IDENTITY={shlex.quote(str(identity))}",
+            "HOST=prod",
+            f"TARGET={shlex.quote(shlex.join(target))}",
+            *blocks,
+        ]
+    )
+
+
 def test_guide_has_the_expected_shape() -> None:
     variables, blocks = guide_blocks()
     for name in ("VK=", "IDENTITY=", "HOST=", "TARGET="):
@@ -61,18 +77,7 @@ def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_pa
     assert latest.id == newest
     levels = sorted(o.chain for o in latest.objects if o.source == "chatwoot-storage")
     assert levels[-1] >= 1, "the storage volume should be an incremental chain here"
-    _, blocks = guide_blocks()
-    target = shlex.join(lab.ssh_argv("fresh"))
-    script = "\n".join(
-        [
-            "set -euo pipefail",
-            f"VK={shlex.quote(str(lab.storage_dir))}",
-            f"IDENTITY={shlex.quote(str(lab.identity))}",
-            "HOST=prod",
-            f"TARGET={shlex.quote(target)}",
-            *blocks,
-        ]
-    )
+    script = guide_script(lab.storage_dir, lab.identity, lab.ssh_argv("fresh"))
     (tmp_path / "break-glass.sh").write_text(script)
     cp = subprocess.run(
         ["bash", str(tmp_path / "break-glass.sh")], capture_output=True, text=True, timeout=1200

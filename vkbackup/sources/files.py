@@ -19,7 +19,7 @@ from typing import Any
 
 from vkbackup.config.model import SourceConfig
 from vkbackup.errors import SnapshotError
-from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, compress_stage
+from vkbackup.sources.base import SUFFIX, PlanContext, SourcePlan, StreamPlan, compress_stage
 from vkbackup.transport.base import Transport, pipeline_argv
 
 MARK = "__VKBACKUP_NOMATCH__"
@@ -110,7 +110,7 @@ class FilesSource:
         ).hexdigest()
         total = sum(int(e["size"]) for e in entries)
         stream = StreamPlan(
-            name="files.tar" + ({"gzip": ".gz", "zstd": ".zst"}.get(ctx.compressor, "")),
+            name="files.tar" + SUFFIX[ctx.compressor],
             role="tar",
             argv=pipeline_argv(tar_script(self.cfg.paths, ctx.compressor)),
             compression=ctx.compressor,

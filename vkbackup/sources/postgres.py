@@ -89,13 +89,7 @@ def probe_argv(container: str, user: str, database: str, first_sql: str) -> list
     """argv of one `docker exec` (each costs ~0.1 s): psql runs *first_sql* (the
     info or the row counts), prints STATE_MARK, runs STATE_SQL; then pg_dump's
     version. See split_probe."""
-    psql = shlex.join(
-        [
-            "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-            "-U", user, "-d", database,
-            "-c", first_sql, "-c", f"SELECT '{STATE_MARK}';", "-c", STATE_SQL,
-        ]
-    )  # fmt: skip
+    psql = shlex.join(psql_command(user, database, first_sql, f"SELECT '{STATE_MARK}';", STATE_SQL))
     return ["docker", "exec", container, "sh", "-c", f"{psql} && pg_dump --version"]
 
 
@@ -132,13 +126,19 @@ def counts_file(snapshot_id: str, source: str) -> str:
     return f"/tmp/vkbackup-{snapshot_id}-{source}.counts"
 
 
+def psql_command(user: str, database: str, *sqls: str) -> list[str]:
+    """psql running each SQL text in turn (its own transaction, stopping at the first
+    error), unaligned tab-separated output."""
+    argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+            "-U", user, "-d", database]  # fmt: skip
+    for sql in sqls:
+        argv += ["-c", sql]
+    return argv
+
+
 def psql_argv(container: str, user: str, database: str, sql: str) -> list[str]:
     """argv running one SQL text in the container, unaligned tab-separated output."""
-    return [
-        "docker", "exec", "-i", container,
-        "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-        "-U", user, "-d", database, "-c", sql,
-    ]  # fmt: skip
+    return ["docker", "exec", "-i", container, *psql_command(user, database, sql)]
 
 
 def dump_script(container: str, user: str, database: str, level: int, counts_path: str) -> str:
