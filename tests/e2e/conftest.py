@@ -12,19 +12,15 @@ with `-m "not e2e"`).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.lab.api import Lab, get_lab, lab_unavailable
 from tests.lab.sh import LabError
+from tests.realparts import require
 
 HERE = Path(__file__).resolve().parent
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,9 +37,7 @@ def lab() -> Lab:
             return get_lab()
         except LabError as e:
             reason = f"the lab could not be brought up: {e}"
-    if _in_ci():
-        pytest.fail(f"CI needs the lab and it is not available: {reason}", pytrace=False)
-    pytest.skip(f"e2e skipped, no lab on this machine: {reason}")
+    require(f"e2e needs the lab and there is none on this machine: {reason}")
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ import pytest
 
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
+from tests.realparts import require
 from vkbackup import catalog, layout
 from vkbackup.actions.snapshot import SnapshotResult, run_snapshot
 from vkbackup.config import load_config
@@ -267,7 +268,7 @@ def test_remote_disk_full_is_a_clear_error(lab: Lab, tmp_path: Path) -> None:
         "prod", f"mkdir -p {snar_dir} && mount -t tmpfs -o size=4k tmpfs {snar_dir}", check=False
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs on prod: {mounted.stderr.strip()}")
+        require(f"cannot mount a tmpfs on prod: {mounted.stderr.strip()}")
     store = tmp_path / "store"
     cfg = lab_cfg(lab, store, sources=[VOLUME_SOURCE])
     try:

@@ -4,6 +4,7 @@ The same code path runs over SSH in the end-to-end tests."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -12,16 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.unpack import unpack
+from tests.unpack import stock_decrypt, unpack
 from vkbackup import catalog, layout
 from vkbackup.actions.snapshot import run_snapshot
 from vkbackup.config import parse_config
 from vkbackup.config.model import Config, HostConfig
-from vkbackup.crypto import DecryptingReader, generate_identity
+from vkbackup.crypto import generate_identity, write_identity_file
 from vkbackup.errors import LockError
 from vkbackup.manifest import open_private
 from vkbackup.storage.local import LocalStorage
-from vkbackup.streams import iter_chunks
 from vkbackup.transport.local import LocalTransport
 
 
@@ -59,12 +59,6 @@ def tree(tmp_path: Path) -> Path:
     return d
 
 
-def decrypt(storage: LocalStorage, key: str, ident: object) -> bytes:
-    stream = storage.open(key)
-    r = DecryptingReader(stream, [ident], name=key)  # type: ignore[list-item]
-    return b"".join(iter_chunks(r))
-
-
 def test_files_snapshot_roundtrip_and_reuse(tmp_path: Path, tree: Path) -> None:
     ident = generate_identity()
     cfg = make_cfg(tmp_path, str(ident.recipient()), [str(tree / ".env"), str(tree / "C*")])
@@ -82,7 +76,10 @@ def test_files_snapshot_roundtrip_and_reuse(tmp_path: Path, tree: Path) -> None:
     import hashlib
 
     assert hashlib.sha256(raw).hexdigest() == obj.sha256 and len(raw) == obj.size
-    plain = unpack(obj, decrypt(storage, obj.key, ident))
+    # opened with stock age and the identity file, not vkbackup's own decoder
+    identity_file = tmp_path / "identity.txt"
+    write_identity_file(identity_file, ident)  # mode 0600
+    plain = unpack(obj, stock_decrypt(raw, identity_file))
     with tarfile.open(fileobj=io.BytesIO(plain)) as tf:
         names = sorted(tf.getnames())
         env = tf.getmember(str(tree / ".env").lstrip("/"))
@@ -95,6 +92,8 @@ def test_files_snapshot_roundtrip_and_reuse(tmp_path: Path, tree: Path) -> None:
     assert "abc123" not in public and str(tree) not in public
     priv = open_private(m, [ident])
     assert priv["sources"]["etc"]["meta"]["secret"] is True
+    sealed = base64.b64decode(m.private_sealed)
+    assert json.loads(stock_decrypt(sealed, identity_file)) == priv
     # unchanged -> the second snapshot references the first one's object
     r2 = run_snapshot(cfg, "box", storage=storage, connect=local)
     assert r2.bytes_new == 0 and r2.bytes_reused == obj.size

@@ -16,13 +16,11 @@ from typing import Any
 from tests.integration.reliability.conftest import MIB, Box, files_under, known_hosts_for
 from tests.integration.tcpproxy import TcpProxy
 from tests.integration.transport.conftest import Sshd
-from tests.unpack import unpack
+from tests.unpack import stock_open
 from vkbackup import catalog, layout
-from vkbackup.actions.restore import open_object
 from vkbackup.actions.snapshot import SnapshotResult, run_snapshot
 from vkbackup.config.model import HostConfig
 from vkbackup.storage.local import LocalStorage
-from vkbackup.streams import iter_chunks
 from vkbackup.transport.ssh import SshTransport, connect
 
 
@@ -41,8 +39,8 @@ def assert_nothing_left(storage: LocalStorage) -> None:
 def big_file_of(storage: LocalStorage, result: SnapshotResult, box: Box) -> bytes:
     m = catalog.load_manifest(storage, "box", result.id)
     obj = next(o for o in m.objects if o.source == "app")
-    plain = b"".join(iter_chunks(open_object(storage, obj, [box.ident])))
-    with tarfile.open(fileobj=io.BytesIO(unpack(obj, plain))) as tf:
+    # stock age and zstd/gzip with the box's identity file, not vkbackup's decoder
+    with tarfile.open(fileobj=io.BytesIO(stock_open(storage, obj, box.identity_path))) as tf:
         f = tf.extractfile(str(box.big).lstrip("/"))
         assert f is not None
         return f.read()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.realparts import require
 from vkbackup.errors import StorageError
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
@@ -31,7 +32,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         text=True,
     )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); see the RLIMIT_FSIZE test")
+        require(f"cannot mount a tmpfs here ({r.stderr.strip()}); see the RLIMIT_FSIZE test")
     try:
         yield mnt
     finally:

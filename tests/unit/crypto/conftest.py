@@ -1,7 +1,7 @@
 """Shared helpers for the crypto tests: stock age binaries, a pty driver, streams.
 
-Tests that need /usr/bin/age (or age-keygen) fail when CI=true and it is
-missing, and skip with the reason otherwise.
+Tests that need /usr/bin/age (or age-keygen) fail in CI when it is missing, and
+skip with the reason otherwise (tests/realparts.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realparts import require
+
 AGE = "/usr/bin/age"
 AGE_KEYGEN = "/usr/bin/age-keygen"
 
@@ -27,9 +29,7 @@ AGE_KEYGEN = "/usr/bin/age-keygen"
 def _need(path: str) -> str:
     if os.path.exists(path) and os.access(path, os.X_OK):
         return path
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{path} is required when CI=true (apt-get install age)")
-    pytest.skip(f"{path} not installed (apt-get install age) - interop test skipped")
+    require(f"{path} not installed (apt-get install age) - interop test skipped")
 
 
 @pytest.fixture(scope="session")
