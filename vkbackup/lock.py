@@ -5,11 +5,6 @@ If-None-Match / local O_EXCL), holding owner, pid, host, time and snapshot id.
 A second run finds it and refuses, naming the holder. A lock is *stale* when
 its owner process on this machine is gone, or it is older than STALE_AFTER;
 a stale lock is reported with its age and taken over only with --break-lock.
-
-Interface:
-    acquire(storage, host, snapshot_id, *, break_lock=False, now=None) -> LockInfo
-    release(storage, host, info) -> None        only if the lock is still ours
-    describe(info, now) -> str
 """
 
 from __future__ import annotations
@@ -49,6 +44,8 @@ def _age(info: LockInfo, now: datetime) -> timedelta:
 
 
 def is_stale(info: LockInfo, now: datetime) -> bool:
+    """Given a lock, return True if its process on this machine is gone or it is
+    older than STALE_AFTER."""
     if info.machine == socket.gethostname():
         try:
             os.kill(info.pid, 0)
@@ -60,6 +57,7 @@ def is_stale(info: LockInfo, now: datetime) -> bool:
 
 
 def describe(info: LockInfo, now: datetime) -> str:
+    """Given a lock, return who holds it, for which snapshot, since when and how long ago."""
     age = _age(info, now)
     mins = int(age.total_seconds() // 60)
     return (
@@ -86,7 +84,13 @@ def acquire(
     break_lock: bool = False,
     now: datetime | None = None,
 ) -> LockInfo:
-    """Take the host's lock or raise LockError naming who holds it."""
+    """Take the host's lock and return what was written into it.
+
+    Raise LockError naming who holds it if it is taken. With *break_lock*, a
+    held lock (stale or not) is deleted once and taking it is tried again.
+    *now* (default: the current time) is the lock's time and the reference
+    for its holder's age.
+    """
     now = now or datetime.now(UTC)
     machine = socket.gethostname()
     user = os.environ.get("USER") or str(os.getuid())
@@ -127,6 +131,7 @@ def acquire(
 
 
 def release(storage: Storage, host: str, info: LockInfo) -> None:
+    """Delete the host's lock only if it is still ours (same pid and snapshot id as *info*)."""
     key = layout.lock_key(host)
     held = _read(storage, key)
     if held is not None and held.pid == info.pid and held.snapshot_id == info.snapshot_id:

@@ -3,47 +3,24 @@
 Nothing here ever fails a backup: every problem is logged as a warning and
 returned as a message, never raised.
 
-Interface:
-    notify(cfg, event, *, host, summary=None, reason=None, timeout=10.0, attempts=2) -> list[str]
-        cfg: MonitoringConfig; event: "start" | "success" | "failure".
-        - cfg.healthchecks_url (healthchecks.io style): POST <url>/start on start,
-          POST <url> on success (body: a one-line summary), POST <url>/fail on
-          failure (body: the reason). For one URL per host, put "{host}" in the
-          URL: it is replaced by the host name.
-        - cfg.webhook_url: POST a JSON document
-          {"tool": "vkbackup", "version", "event", "host", "time", "summary", "reason"}.
-        Every text sent (reason, summary) goes through vkbackup.logs.redact, so a
-        registered secret never leaves the machine. Returns the warnings (empty
-        when every configured endpoint answered 2xx).
-    RunMetrics(host, status, finished, seconds, bytes_new=0, bytes_reused=0, sources=())
-        RunMetrics.from_result(SnapshotResult) / RunMetrics.failed(host, seconds, finished=None)
-    SourceMetrics(name, bytes, ok)
-    write_textfile(path, results) -> list[str]
-        results: SnapshotResult or RunMetrics items. Rewrites the node_exporter
-        textfile atomically (temp file in the same directory, fsync, rename),
-        replacing the series of the hosts in *results* and keeping those of
-        every other host (the old file is parsed). Metrics, all with a host label:
-            vkbackup_last_success_timestamp_seconds   last complete snapshot (kept
-                                                      from the old file when this
-                                                      run is not complete; 0 = never)
-            vkbackup_last_run_timestamp_seconds
-            vkbackup_last_status                      0 complete, 1 partial, 2 failed
-            vkbackup_duration_seconds
-            vkbackup_bytes_new, vkbackup_bytes_reused ciphertext bytes
-            vkbackup_source_bytes{source}             new + reused, per source
-            vkbackup_source_ok{source}                1 saved, 0 failed or skipped
-        Returns the warnings (empty on success).
-    parse_textfile(text) -> list[Sample];  render_textfile(samples) -> str
+Pings go to a healthchecks.io-style URL (`<url>/start`, `<url>`, `<url>/fail`;
+"{host}" in the URL is replaced by the host name, for one check per host)
+and/or a webhook that receives one JSON document per event. Every text sent
+goes through vkbackup.logs.redact, so a registered secret never leaves the
+machine, and the summary carries only ids, status, sizes and source names.
 
-The two calls a snapshot command needs, around each host's run:
-    report_result(cfg, result: SnapshotResult) -> list[str]
-        "success" ping for a complete snapshot, "failure" (reason: the failed
-        sources and their errors) for a partial or failed one; then the textfile
-        if cfg.textfile is set.
-    report_error(cfg, host, error, seconds) -> list[str]
-        the run raised (lock held, host unreachable, Ctrl-C...): "failure" ping
-        with the error, and a failed run in the textfile.
-    run_summary(result) -> dict    what the success ping and the webhook carry
+The node_exporter textfile is rewritten atomically (temp file in the same
+directory, fsync, rename). It replaces the series of the hosts this run
+reports and keeps every other host's (the old file is parsed), and keeps a
+host's last-success time when this run is not complete: an alert on "no
+complete snapshot for a day" fires even while runs keep failing. A run that
+failed before any source ran reports every source known from the last run as
+not saved, so an alert on vkbackup_source_ok fires too.
+
+This module knows no action: a run's outcome reaches it as anything shaped
+like `RunResult` (the snapshot action's result is), or as `RunMetrics`.
+`report_result` and `report_error` are the two calls the CLI makes around
+each host's run.
 """
 
 from __future__ import annotations
@@ -57,19 +34,16 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from vkbackup import __version__
 from vkbackup.config.model import MonitoringConfig
 from vkbackup.logs import get_logger, redact
-
-if TYPE_CHECKING:
-    from vkbackup.actions.snapshot import SnapshotResult
 
 log = get_logger("monitoring")
 
@@ -78,6 +52,46 @@ EVENTS: tuple[str, ...] = ("start", "success", "failure")
 #: healthchecks.io stores at most 100 kB of a ping body; stay well below.
 MAX_BODY_CHARS = 10_000
 USER_AGENT = f"vkbackup/{__version__}"
+
+
+# -- what a run reports ------------------------------------------------------------
+
+
+class SourceOutcome(Protocol):
+    """One source of a run, as monitoring reads it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...  # "ok" when saved
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def bytes_new(self) -> int: ...
+    @property
+    def bytes_reused(self) -> int: ...
+
+
+@runtime_checkable
+class RunResult(Protocol):
+    """One host's finished run, as monitoring reads it (a snapshot result is one)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...  # "complete" | "partial" | "failed"
+    @property
+    def finished(self) -> str: ...  # ISO 8601
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def bytes_new(self) -> int: ...
+    @property
+    def bytes_reused(self) -> int: ...
+    @property
+    def sources(self) -> Sequence[SourceOutcome]: ...
 
 
 # -- pings ---------------------------------------------------------------------
@@ -250,8 +264,8 @@ class RunMetrics:
             raise ValueError(f"host {self.host}: unknown run status {self.status!r}")
 
     @classmethod
-    def from_result(cls, result: SnapshotResult) -> RunMetrics:
-        """Given a SnapshotResult, return its metrics."""
+    def from_result(cls, result: RunResult) -> RunMetrics:
+        """Given a run's result, return its metrics."""
         try:
             finished = datetime.fromisoformat(result.finished)
         except ValueError:
@@ -353,14 +367,12 @@ def render_textfile(samples: Iterable[Sample]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _as_metrics(item: Any) -> RunMetrics:
+def _as_metrics(item: RunMetrics | RunResult) -> RunMetrics:
     if isinstance(item, RunMetrics):
         return item
-    from vkbackup.actions.snapshot import SnapshotResult
-
-    if isinstance(item, SnapshotResult):
+    if isinstance(item, RunResult):
         return RunMetrics.from_result(item)
-    raise TypeError(f"write_textfile: expected RunMetrics or SnapshotResult, got {type(item)}")
+    raise TypeError(f"write_textfile: expected RunMetrics or a run result, got {type(item)}")
 
 
 def _samples_for(run: RunMetrics, old: list[Sample]) -> list[Sample]:
@@ -401,9 +413,9 @@ def _samples_for(run: RunMetrics, old: list[Sample]) -> list[Sample]:
     return out
 
 
-def write_textfile(path: Path, results: Iterable[Any]) -> list[str]:
-    """Given the textfile path and this run's results (SnapshotResult or
-    RunMetrics), rewrite the file atomically. Return the warnings; never raise."""
+def write_textfile(path: Path, results: Iterable[RunMetrics | RunResult]) -> list[str]:
+    """Given the textfile path and this run's results (RunResult or RunMetrics),
+    rewrite the file atomically. Return the warnings; never raise."""
     path = Path(path)
     tmp: Path | None = None
     try:
@@ -438,11 +450,11 @@ def write_textfile(path: Path, results: Iterable[Any]) -> list[str]:
                 tmp.unlink()
 
 
-# -- the snapshot command's calls ----------------------------------------------------
+# -- the calls around each host's run ------------------------------------------------
 
 
-def run_summary(result: SnapshotResult) -> dict[str, Any]:
-    """Given a snapshot result, return the summary sent with pings (no secrets:
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """Given a run's result, return the summary sent with pings (no secrets:
     ids, status, sizes, source names)."""
     return {
         "id": result.id,
@@ -455,8 +467,8 @@ def run_summary(result: SnapshotResult) -> dict[str, Any]:
     }
 
 
-def report_result(cfg: MonitoringConfig, result: SnapshotResult) -> list[str]:
-    """Given the monitoring config and one host's snapshot result, ping and write
+def report_result(cfg: MonitoringConfig, result: RunResult) -> list[str]:
+    """Given the monitoring config and one host's run result, ping and write
     the textfile. Return the warnings; never raise."""
     summary = run_summary(result)
     if result.status == "complete":

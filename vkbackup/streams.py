@@ -4,14 +4,6 @@ Every stage of a pipeline is a `Readable`: an object with ``read(n) -> bytes``
 that returns b"" only at the end. Stages wrap each other
 (remote stdout -> compress -> encrypt -> hash -> storage.put), so memory is
 bounded by the chunk sizes, never by the data size.
-
-Interface:
-    Readable                        Protocol: read(n: int = -1) -> bytes
-    HashingReader(src)              passes bytes through; .sha256_hex(), .size
-    iter_chunks(src, size)          yields chunks until EOF
-    read_exact(src, n)              reads up to n bytes, looping over short reads
-    BytesReader(data)               a Readable over an in-memory bytes (tests, small objects)
-    copy_stream(src, write, size)   copies, returns the byte count
 """
 
 from __future__ import annotations
@@ -24,6 +16,9 @@ CHUNK = 1024 * 1024
 
 
 class Readable(Protocol):
+    """A byte source: ``read(n)`` returns up to *n* bytes (all the rest when
+    *n* < 0), and b"" only at the end."""
+
     def read(self, n: int = -1, /) -> bytes: ...
 
 
@@ -41,6 +36,7 @@ def read_exact(src: Readable, n: int) -> bytes:
 
 
 def iter_chunks(src: Readable, size: int = CHUNK) -> Iterator[bytes]:
+    """Yield the chunks of *src* (at most *size* bytes each) until its end."""
     while True:
         chunk = src.read(size)
         if not chunk:
@@ -49,6 +45,7 @@ def iter_chunks(src: Readable, size: int = CHUNK) -> Iterator[bytes]:
 
 
 def copy_stream(src: Readable, write: Callable[[bytes], object], size: int = CHUNK) -> int:
+    """Pass every chunk of *src* to *write* and return the number of bytes copied."""
     total = 0
     for chunk in iter_chunks(src, size):
         write(chunk)
@@ -57,7 +54,8 @@ def copy_stream(src: Readable, write: Callable[[bytes], object], size: int = CHU
 
 
 class HashingReader:
-    """Pass-through reader that counts bytes and computes sha256 of what it returned."""
+    """Pass-through reader that counts bytes (``.size``) and computes the sha256
+    (``.sha256_hex()``) of what it returned."""
 
     def __init__(self, src: Readable) -> None:
         self._src = src

@@ -9,12 +9,9 @@ the timeline of steps. The result is recorded in storage under
 `drills/<host>/<time>.json`, so the next drill (and `vkbackup list`) can warn
 when the last successful drill is older than `drill.max_age_days`.
 
-Interface:
-    last_drill(storage, host) -> dict | None
-    drill_age_warning(storage, host, max_age_days, now) -> str | None
-    teardown(t, plan) -> list[str]     removes what the restore created on the scratch host
-    render_markdown(doc) / render_html(doc) -> str     pure
-    write_reports(doc, directory) -> list[Path]
+A drill that fails is still recorded and reported: the failed drill is the
+one worth reading. Teardown runs only after a drill that passed, so a failed
+one leaves the scratch host as it stopped, for inspection.
 """
 
 from __future__ import annotations
@@ -22,16 +19,115 @@ from __future__ import annotations
 import html
 import json
 import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vkbackup.actions.common import iso, parse_target, utcnow
 from vkbackup.catalog import read_small
-from vkbackup.errors import ObjectNotFoundError, VkError
-from vkbackup.restore_plan import Plan
+from vkbackup.config import Config
+from vkbackup.config.model import HostConfig
+from vkbackup.crypto import Identity
+from vkbackup.errors import ObjectNotFoundError, RestoreError, VkError
+from vkbackup.logs import get_logger
+from vkbackup.progress import Progress
+from vkbackup.restore.plan import Plan
+from vkbackup.restore.playbook import Playbook
+from vkbackup.restore.session import RestoreReport, build_plan, run_restore
+from vkbackup.restore.steps import FilesParams, HealthParams, StartParams, VolumeParams
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
 from vkbackup.transport.base import Transport, pipeline_argv
+
+log = get_logger("drill")
+
+
+@dataclass
+class DrillResult:
+    """One drill: the document recorded in storage and written as reports."""
+
+    doc: dict[str, Any]
+    report: RestoreReport
+    reports: list[Path] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return str(self.doc["host"])
+
+    @property
+    def removed(self) -> list[str]:
+        return list(self.doc["teardown"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.doc, "reports": [str(p) for p in self.reports]}
+
+    def failure(self) -> VkError | None:
+        """The error the drill ends with (None if it passed)."""
+        if self.report.exception is not None:
+            return self.report.exception
+        if self.report.status != "ok":
+            return RestoreError(self.report.error or "drill failed")
+        return None
+
+
+def run_drill(
+    cfg: Config,
+    host: str,
+    to: str,
+    *,
+    storage: Storage,
+    connect: Callable[[HostConfig], Transport],
+    identities: Callable[[], Sequence[Identity]],
+    playbook: Playbook,
+    report_dir: Path,
+    teardown_after: bool = False,
+    progress: Progress | None = None,
+) -> DrillResult:
+    """Given *host*'s name and a scratch target (configured host or
+    user@addr[:port]), restore the host's latest snapshot there, record the
+    drill in storage and write its reports into *report_dir*. Return the
+    result; a failed restore is a result too (see DrillResult.failure).
+
+    *identities* is called once the age of the last drill has been checked,
+    so its warning comes before any passphrase prompt. With *teardown_after*,
+    a drill that passed removes what it restored.
+    """
+    started = utcnow()
+    warning = drill_age_warning(storage, host, cfg.drill.max_age_days, started)
+    if warning:
+        log.warning("%s", warning)
+    ids = identities()
+    manifest, plan = build_plan(storage, "latest", ids, playbook, host)
+    target = parse_target(cfg, to)
+    report = run_restore(
+        plan, manifest, target, storage=storage, connect=connect, identities=ids,
+        progress=progress,
+    )  # fmt: skip
+    removed: list[str] = []
+    if teardown_after and report.status == "ok":
+        t = connect(target)
+        try:
+            removed = teardown(t, plan)
+        finally:
+            t.close()
+    doc = {
+        "host": host,
+        "target": report.target,
+        "started": iso(started),
+        "finished": iso(utcnow()),
+        "status": report.status,
+        "error": report.error,
+        "rpo_seconds": report.snapshot_age_seconds,
+        "rto_seconds": report.rto_seconds,
+        "restore": report.to_json(),
+        "warnings": [w for w in [warning, *report.warnings] if w],
+        "teardown": removed,
+    }
+    record(storage, doc)
+    paths = write_reports(doc, report_dir)
+    return DrillResult(doc=doc, report=report, reports=paths)
 
 
 def drill_key(host: str, when: str) -> str:
@@ -72,13 +168,10 @@ def drill_age_warning(storage: Storage, host: str, max_age_days: int, now: datet
 
 def teardown(t: Transport, plan: Plan) -> list[str]:
     """Remove from the scratch host what restoring *plan* created. Return what was removed."""
-    projects = sorted({s.params["project"] for s in plan.steps if s.kind == "start"})
-    containers: list[str] = []
-    for s in plan.steps:
-        if s.kind == "health":
-            containers = list(s.params.get("containers", []))
-    volumes = [s.params["volume"] for s in plan.steps if s.kind == "volume"]
-    members = [m for s in plan.steps if s.kind == "files" for m in s.params.get("members", [])]
+    projects = sorted({s.project for s in plan.params_of(StartParams)})
+    containers = [c for h in plan.params_of(HealthParams) for c in h.containers]
+    volumes = [v.volume for v in plan.params_of(VolumeParams)]
+    members = [m for f in plan.params_of(FilesParams) for m in f.members]
     q = shlex.quote
     lines = [
         "removed=()",

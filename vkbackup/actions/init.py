@@ -8,18 +8,18 @@ Discovery (over SSH, read-only):
     by POSTGRES_* environment keys: names only, never values) and their
     databases; locally built images (no registry digest) and pulled ones.
 
-Interface:
-    trust_host_key(address, port, known_hosts, ask) -> str
-        Trust on first use: shows the fingerprint; `ask(fp) -> bool` decides.
-        A changed key is refused (HostKeyError), never replaced.
-    discover(t) -> Discovery                  effects: small read-only commands
-    render_config(host_name, host, d, storage_toml, encryption_toml) -> str   pure
+A host key is trusted on first use only after `ask` says so, and a changed
+key is refused (HostKeyError), never replaced. Storage and the identity path
+are carried over from the current config (credentials never are), and the
+generated text is parsed with the config loader before anyone sees it: init
+never writes a config that `vkbackup config check` would reject.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 import paramiko
 
 from vkbackup import facts
+from vkbackup.config import Config, parse_config
 from vkbackup.config.model import HostConfig
 from vkbackup.errors import HostKeyError
 from vkbackup.sources.postgres import psql_argv
@@ -305,3 +306,34 @@ def encryption_toml(recipients: list[str], identity: str | None) -> str:
     if identity:
         lines.append(f"identity = {_toml_str(identity)}   # only restore/verify/drill need it")
     return "\n".join(lines)
+
+
+def generate_config(
+    cfg: Config,
+    host: HostConfig,
+    recipients: list[str],
+    *,
+    connect: Callable[[HostConfig], Transport],
+    ask: Callable[[str], bool],
+    origin: str = "<generated>",
+) -> str:
+    """Given the current config, the host to discover and the age recipients,
+    trust the host's key (asking *ask* on first use), discover what the host
+    runs and return the text of a config that backs it all up. Raise
+    ConfigError (naming *origin*) rather than return a config that does not load."""
+    trust_host_key(host.address, host.port, host.known_hosts, ask)
+    t = connect(host)
+    try:
+        found = discover(t)
+    finally:
+        t.close()
+    identity = str(cfg.encryption.identity) if cfg.encryption.identity else None
+    text = render_config(
+        host.name,
+        host,
+        found,
+        storage_toml(cfg.storage),
+        encryption_toml(recipients, identity),
+    )
+    parse_config(tomllib.loads(text), origin)  # never hand out a config we reject
+    return text

@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vkbackup import catalog, layout
-from vkbackup.actions.verify import VerifyRecord, load_record, load_records
 from vkbackup.crypto import Identity
 from vkbackup.errors import VkError
 from vkbackup.manifest import Manifest, open_private
 from vkbackup.progress import human_bytes
 from vkbackup.storage.base import Storage
+from vkbackup.verify_records import VerifyRecord, load_record, load_records
 
 MAX_FILES_SHOWN = 40
 MAX_TABLES_SHOWN = 15

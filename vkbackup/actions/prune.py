@@ -20,18 +20,6 @@ snapshot of one host never run together):
    uploads (or local temporary files) of the host older than STALE_UPLOAD_AGE.
 
 `dry_run` plans and reports without taking the lock or deleting anything.
-
-Interface:
-    INCOMPLETE_GRACE = 6 h;  STALE_UPLOAD_AGE = 24 h
-    HostState        what gather() found: infos, sizes, manifest ids, retained prefixes
-    gather(storage, host) -> HostState
-    HostPrune        one host: plan, deleted keys, bytes, failures, aborted uploads, ...
-    PruneReport      hosts, dry_run, errors;  .to_json(), .failure() -> VkError | None
-    hosts_in_storage(storage) -> list[str]
-    prune_host(storage, host, policy, *, now, dry_run=False, grace=INCOMPLETE_GRACE,
-               upload_age=STALE_UPLOAD_AGE, break_lock=False) -> HostPrune
-    run_prune(storage, policy, *, hosts=None, now=None, dry_run=False, ...) -> PruneReport
-    format_prune(report) -> list[str]
 """
 
 from __future__ import annotations
@@ -64,6 +52,8 @@ LOCK_ID = "prune"
 
 @dataclass
 class HostState:
+    """What gather() found of one host's snapshots."""
+
     host: str
     infos: list[SnapshotInfo]
     sizes: dict[str, int]  # key -> bytes, for every key listed
@@ -155,6 +145,8 @@ def gather(storage: Storage, host: str) -> HostState:
 
 @dataclass
 class HostPrune:
+    """One host's prune: the plan, and what was (or would be) deleted or failed."""
+
     host: str
     plan: PrunePlan
     dry_run: bool
@@ -340,6 +332,9 @@ def _stale_records(
 
 @dataclass
 class PruneReport:
+    """Every host's prune, the errors of hosts whose prune failed, and the
+    uploads aborted outside any host's keys."""
+
     hosts: list[HostPrune]
     dry_run: bool
     errors: list[tuple[str, VkError]] = field(default_factory=list)  # (host, error)
@@ -354,7 +349,8 @@ class PruneReport:
         }
 
     def failure(self) -> VkError | None:
-        """The error to exit with: a host's error, or the deletions that failed."""
+        """Return the error to exit with (a host's error, or the deletions that
+        failed), or None if everything was pruned."""
         failed = [(h.host, k, e) for h in self.hosts for k, e in h.failed]
         if len(self.errors) == 1 and not failed and not self.hosts:
             return self.errors[0][1]
@@ -381,8 +377,10 @@ def run_prune(
     upload_age: timedelta = STALE_UPLOAD_AGE,
     break_lock: bool = False,
 ) -> PruneReport:
-    """Prune every host in storage (or *hosts*). Errors of one host are recorded
-    and the others pruned; see PruneReport.failure()."""
+    """Prune every host in storage (or *hosts*) and return the report. *now*
+    defaults to the current time. Errors of one host are recorded and the
+    others pruned; see PruneReport.failure(). Without *hosts*, stale uploads
+    under no host's keys are aborted too."""
     now = now or utcnow()
     report = PruneReport([], dry_run)
     names = list(hosts) if hosts else hosts_in_storage(storage)

@@ -4,21 +4,21 @@
                             |                               |
                             +---- sizes, sha256, facts ---> manifest (written LAST)
 
-Interface:
-    plan_snapshot(cfg, host_name, only) -> list[SourceConfig]     (pure; --dry-run prints it)
-    run_snapshot(cfg, host_name, *, storage, connect, only=(), break_lock=False,
-                 progress=None, now=None) -> SnapshotResult
-        Takes the host's lock, gathers host facts, runs the sources (in
-        parallel, cfg.snapshot.parallel at a time, each on its own SSH
-        connection; a connection a source finished well on is reused by the next),
-        and commits the manifest last. A source whose fingerprint matches an
-        object of the previous snapshot is referenced, not uploaded again
-        (with Object Lock, its retention is extended to cover this snapshot).
-        Status: "complete" (all sources ok), "partial" (some failed: the
-        manifest says which; exit 3), "failed" (none: no manifest; exit 1).
-        On any exception (Ctrl-C included) remote commands are hung up (their
-        traps restart stopped containers), this run's objects are deleted, and
-        the lock is released.
+A run takes the host's lock, gathers host facts, runs the sources (in
+parallel, cfg.snapshot.parallel at a time, each on its own SSH connection; a
+connection a source finished well on is reused by the next), and commits the
+manifest last. A stream whose fingerprint matches an object of the source's
+previous snapshot (the newest of the last ten in which the source succeeded)
+is referenced, not uploaded again (with Object Lock, its retention is extended
+to cover this snapshot); if any object of that previous snapshot is missing
+from storage, nothing of the source is reused.
+
+Status: "complete" (every configured source ok), "partial" (some failed, or
+--only left some out: the manifest says which; exit 3 only when one failed),
+"failed" (none ok: no manifest; exit 1). A failed source's objects are
+deleted at once. On any exception (Ctrl-C included) remote commands are hung
+up (their traps restart stopped containers), this run's objects are deleted,
+and the lock is released.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ class SnapshotResult:
 
 
 def plan_snapshot(cfg: Config, host_name: str, only: Sequence[str] = ()) -> list[SourceConfig]:
-    """Return the sources a snapshot of *host_name* would take (pure)."""
+    """Given a host and the --only names, return the sources a snapshot would take
+    (pure; --dry-run prints it). Raise UsageError for an unknown host or source,
+    or a host without sources."""
     if host_name not in cfg.hosts:
         known = ", ".join(sorted(cfg.hosts)) or "none"
         raise UsageError(f"no host {host_name!r} in the config (configured: {known})")
@@ -330,7 +332,10 @@ def run_snapshot(
     break_lock: bool = False,
     progress: Progress | None = None,
 ) -> SnapshotResult:
-    """Take one snapshot of *host_name* (see the module docstring)."""
+    """Take one snapshot of *host_name* (see the module docstring) and return its
+    result; a failed or partial snapshot is a result, not an exception. Raise
+    LockError if another snapshot of the host runs, UsageError as plan_snapshot,
+    SnapshotError if the configured compressor is missing on the host."""
     sources = plan_snapshot(cfg, host_name, only)
     host = cfg.hosts[host_name]
     recips = recipients(cfg)

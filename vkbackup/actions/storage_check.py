@@ -1,13 +1,9 @@
 """`vkbackup storage check`: probe the configured storage and report what works.
 
-Interface:
-    Check(name, status, required, detail, hint=None, seconds=0.0)
-        status: "ok" | "fail" | "warn" | "info" | "skip"
-    CheckReport(target, backend, checks)
-        .ok          False if any required check failed
-        .failed()    the required checks that failed
-        .to_json()   a dict for --json
-    run_storage_check(cfg, storage=None, *, probe_part_size=5 MiB) -> CheckReport
+The report is a list of checks, each "ok", "fail", "warn", "info" or "skip";
+a failed probe is a row, never an exception, and the storage is usable when
+no *required* check failed. Later probes that an earlier required failure
+makes meaningless are reported as skipped, not run.
 
 Every probe object lives under ``_vkbackup-check/<time>-<random>/`` and is
 deleted at the end. Probes, in order (required ones marked *):
@@ -33,7 +29,6 @@ versions stay (hidden behind delete markers) until it ends.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import os
 import secrets
@@ -42,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vkbackup.config.model import StorageConfig
 from vkbackup.errors import ObjectExistsError, StorageError, VkError
@@ -50,6 +45,9 @@ from vkbackup.retry import describe_error
 from vkbackup.storage import open_storage
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
+
+if TYPE_CHECKING:
+    from vkbackup.storage.s3 import S3Storage
 
 PROBE_PREFIX = "_vkbackup-check"
 MIB = 1024 * 1024
@@ -191,6 +189,7 @@ def run_storage_check(
 ) -> CheckReport:
     """Given the storage config (and optionally the backend built from it), probe
     it and return the report. Raises nothing for failed probes: they are rows."""
+    from vkbackup.storage import s3_probes
     from vkbackup.storage.local import LocalStorage
     from vkbackup.storage.s3 import S3Storage
 
@@ -207,8 +206,7 @@ def run_storage_check(
     s3: S3Storage | None = None
     if isinstance(store, S3Storage):
         # a private copy: small parts, and probes kept 1 day, not the configured days
-        s3 = store.with_lock_days(1) if store.object_lock else copy.copy(store)
-        s3.part_size = probe_part_size
+        s3 = s3_probes.probe_storage(store, probe_part_size)
         store = s3
 
     try:
@@ -247,10 +245,12 @@ def _remaining_names(report: CheckReport, is_s3: bool) -> list[str]:
     return [n for n in names if n not in done]
 
 
-def _reach(run: _Runner, store: Storage, s3: Any) -> None:
+def _reach(run: _Runner, store: Storage, s3: S3Storage | None) -> None:
     with run.probe("reach", fatal=True) as slot:
         if s3 is not None:
-            s3.check_bucket()
+            from vkbackup.storage import s3_probes
+
+            s3_probes.check_bucket(s3)
             slot.set("ok", f"bucket {s3.bucket} answers")
         else:
             root = getattr(store, "root", None)
@@ -309,9 +309,11 @@ def _mismatch(key: str, want: int, got: int) -> VkError:
     return IntegrityError(f"{key}: read back {got} bytes that differ from the {want} written")
 
 
-def _multipart(run: _Runner, store: Storage, s3: Any, prefix: str, written: list[str]) -> None:
+def _multipart(
+    run: _Runner, store: Storage, s3: S3Storage | None, prefix: str, written: list[str]
+) -> None:
     key = prefix + "multipart.bin"
-    size = (s3.part_size if s3 is not None else 5 * MIB) + MIB
+    size = (s3.part_size if s3 is not None and s3.part_size else 5 * MIB) + MIB
     with run.probe("multipart" if s3 is not None else "large write") as slot:
         src = _Source(size)
         info = store.put(key, src)
@@ -322,10 +324,12 @@ def _multipart(run: _Runner, store: Storage, s3: Any, prefix: str, written: list
         slot.set("ok", f"{size} bytes {how}, read back identical")
 
 
-def _checksums(run: _Runner, s3: Any, prefix: str, written: list[str]) -> None:
+def _checksums(run: _Runner, s3: S3Storage, prefix: str, written: list[str]) -> None:
+    from vkbackup.storage import s3_probes
+
     key = prefix + "checksum.txt"
     with run.probe("checksums") as slot:
-        probe = s3.probe_checksums(key)
+        probe = s3_probes.probe_checksums(s3, key)
         written.append(key)
         notes = []
         status = "ok"
@@ -352,9 +356,11 @@ def _checksums(run: _Runner, s3: Any, prefix: str, written: list[str]) -> None:
         slot.set(status, "; ".join(notes), hint)
 
 
-def _bucket_state(run: _Runner, cfg: StorageConfig, s3: Any) -> None:
+def _bucket_state(run: _Runner, cfg: StorageConfig, s3: S3Storage) -> None:
+    from vkbackup.storage import s3_probes
+
     with run.probe("versioning", required=False) as slot:
-        state = s3.versioning_status()
+        state = s3_probes.versioning_status(s3)
         hint = None
         if state != "Enabled" and cfg.object_lock is None:
             hint = (
@@ -365,7 +371,7 @@ def _bucket_state(run: _Runner, cfg: StorageConfig, s3: Any) -> None:
     want = cfg.object_lock
     # Without the lock the configured puts cannot work: stop with the real reason.
     with run.probe("object lock", required=want is not None, fatal=want is not None) as slot:
-        status = s3.object_lock_status()
+        status = s3_probes.object_lock_status(s3)
         if want is None:
             if status.enabled:
                 default = (
@@ -392,7 +398,9 @@ def _bucket_state(run: _Runner, cfg: StorageConfig, s3: Any) -> None:
         slot.set("ok", f"enabled on the bucket; objects get {want.mode} for {want.days} days")
 
 
-def _lock_probes(run: _Runner, s3: Any, prefix: str, clock: Callable[[], datetime]) -> None:
+def _lock_probes(run: _Runner, s3: S3Storage, prefix: str, clock: Callable[[], datetime]) -> None:
+    from vkbackup.storage import s3_probes
+
     key = prefix + "probe.txt"
     with run.probe("object lock: retention") as slot:
         until = s3.retention_until(key)
@@ -408,7 +416,7 @@ def _lock_probes(run: _Runner, s3: Any, prefix: str, clock: Callable[[], datetim
         else:
             slot.set("ok", f"probe retained until {until:%Y-%m-%d %H:%M} UTC")
     with run.probe("object lock: delete refused") as slot:
-        if s3.probe_locked_delete(key):
+        if s3_probes.probe_locked_delete(s3, key):
             slot.set("ok", "deleting the locked version was refused")
         else:
             slot.set(

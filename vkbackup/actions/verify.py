@@ -16,30 +16,13 @@ size and sha256. Each bad object is named with what is wrong with it:
     read      storage failed while reading it
     manifest  the manifest itself cannot be read, or its private part not opened
     chain     the manifest's incremental chain of a source has a gap
+    deep      `verify --deep`: the dump does not restore whole into a throwaway
+              server (PostgreSQL sources only)
 
 The result of each snapshot is recorded in storage at ``verify/<host>/<id>.json``
 (``list`` shows it as "last verified"). An object shared by several snapshots
-(``uploaded_in`` an earlier one) is read once per run.
-
-Interface:
-    BadObject(key, source, problem, detail)
-    SnapshotVerify   one snapshot's result: host, id, time, mode, ok, objects, bytes,
-                     shared (objects checked earlier in the run), bad, seconds
-                     .to_json() (also the stored record), .summary()
-    VerifyRecord     a stored record: host, id, time, ok, mode, bad_count
-    DeepCheck        Callable[[Manifest, Storage, Sequence[Identity]], list[BadObject]]:
-                     the hook for `verify --deep` (restore into a throwaway database);
-                     called once a snapshot's objects all passed
-    select_snapshots(storage, ref=None, *, latest=False, all_=False, host=None)
-        -> list[tuple[str, str]]        (host, id) pairs, oldest first
-    check_object(storage, obj, identities, *, known=None) -> tuple[BadObject | None, int]
-    verify_snapshot(storage, manifest, *, identities=None, cache=None, known=None,
-                    deep_check=None, clock=utcnow) -> SnapshotVerify
-    run_verify(storage, targets, *, identities=None, deep_check=None, record=True,
-               clock=utcnow) -> list[SnapshotVerify]
-    failure(results) -> IntegrityError | None   the error naming every bad object
-    record_key(host, id); write_record(storage, result); load_record(storage, host, id);
-    load_records(storage, host=None) -> dict[tuple[str, str], VerifyRecord]
+(``uploaded_in`` an earlier one) is read once per run. Reading records back
+is `vkbackup.verify_records`.
 """
 
 from __future__ import annotations
@@ -53,6 +36,7 @@ from typing import Any
 
 from vkbackup import __version__, catalog, layout
 from vkbackup.actions.common import iso, utcnow
+from vkbackup.config.model import HostConfig
 from vkbackup.crypto import DecryptingReader, Identity
 from vkbackup.errors import (
     CryptoError,
@@ -64,21 +48,26 @@ from vkbackup.errors import (
 )
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, objects_by_source, open_private
+from vkbackup.restore.records import read_private
+from vkbackup.sources import postgres
 from vkbackup.storage.base import Storage
 from vkbackup.streams import CHUNK, BytesReader, HashingReader
+from vkbackup.transport.base import Transport
+from vkbackup.verify_records import (
+    MODE_FULL,
+    MODE_LIGHT,
+    RECORD_FORMAT,
+    record_key,
+)
 
 log = get_logger("verify")
-
-RECORD_FORMAT = "vkbackup-verify/1"
-MODE_FULL = "full"
-MODE_LIGHT = "no-decrypt"
 
 
 @dataclass(frozen=True)
 class BadObject:
     key: str  # the object (or manifest) at fault
     source: str  # its source ("" for the manifest)
-    problem: str  # missing | size | sha256 | swapped | age | read | manifest | chain
+    problem: str  # missing | size | sha256 | swapped | age | read | manifest | chain | deep
     detail: str  # a sentence naming the key and what is wrong
 
     def to_json(self) -> dict[str, str]:
@@ -97,6 +86,8 @@ DeepCheck = Callable[[Manifest, Storage, Sequence[Identity]], list[BadObject]]
 
 @dataclass
 class SnapshotVerify:
+    """One snapshot's verify result; `to_json` is also the record stored for it."""
+
     host: str
     id: str
     time: str  # ISO 8601 UTC, when the check ended
@@ -138,80 +129,13 @@ class SnapshotVerify:
         )
 
 
-@dataclass(frozen=True)
-class VerifyRecord:
-    host: str
-    id: str
-    time: str
-    ok: bool
-    mode: str
-    bad_count: int
-
-    def describe(self) -> str:
-        light = " (no-decrypt)" if self.mode == MODE_LIGHT else ""
-        verdict = "ok" if self.ok else f"FAILED, {self.bad_count} bad"
-        return f"{self.time} {verdict}{light}"
-
-
 # -- records ---------------------------------------------------------------------
-
-
-def record_key(host: str, snapshot_id: str) -> str:
-    return layout.verify_key(host, snapshot_id)
 
 
 def write_record(storage: Storage, result: SnapshotVerify) -> None:
     """Store *result* at verify/<host>/<id>.json (replacing the previous record)."""
     body = json.dumps(result.to_json(), indent=1, sort_keys=True).encode()
     storage.put(record_key(result.host, result.id), BytesReader(body))
-
-
-def _parse_record(data: bytes, host: str, snapshot_id: str) -> VerifyRecord | None:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
-        return None
-    bad = doc.get("bad")
-    t = doc.get("time")
-    ok = doc.get("ok")
-    if not isinstance(t, str) or not isinstance(ok, bool) or not isinstance(bad, list):
-        return None
-    return VerifyRecord(
-        host=host,
-        id=snapshot_id,
-        time=t,
-        ok=ok,
-        mode=str(doc.get("mode", MODE_FULL)),
-        bad_count=len(bad),
-    )
-
-
-def load_record(storage: Storage, host: str, snapshot_id: str) -> VerifyRecord | None:
-    """Return the stored verify record of a snapshot, or None (absent or unreadable)."""
-    try:
-        data = catalog.read_small(storage, record_key(host, snapshot_id), 4 * 1024 * 1024)
-    except ObjectNotFoundError:
-        return None
-    return _parse_record(data, host, snapshot_id)
-
-
-def load_records(storage: Storage, host: str | None = None) -> dict[tuple[str, str], VerifyRecord]:
-    """Return every stored verify record (of *host*), keyed by (host, id)."""
-    prefix = "verify/" if host is None else f"verify/{host}/"
-    out: dict[tuple[str, str], VerifyRecord] = {}
-    for info in storage.list(prefix):
-        parts = info.key.split("/")
-        if len(parts) != 3 or not parts[2].endswith(".json"):
-            continue
-        h, sid = parts[1], parts[2][: -len(".json")]
-        if not layout.ID_RE.match(sid) or not layout.NAME_RE.match(h):
-            continue
-        rec = load_record(storage, h, sid)
-        if rec is not None:
-            out[(h, sid)] = rec
-    return out
 
 
 # -- selection --------------------------------------------------------------------
@@ -386,7 +310,8 @@ def verify_snapshot(
 ) -> SnapshotVerify:
     """Given a manifest, check every object it lists (see the module docstring).
     *cache* carries results between snapshots of one run, so a shared object is
-    read once. Return the result; raise nothing for bad data."""
+    read once. *deep_check* runs only with *identities* and once every other
+    check passed. Return the result; raise nothing for bad data."""
     t0 = time.monotonic()
     res = SnapshotVerify(
         host=manifest.host,
@@ -521,3 +446,39 @@ def failure(results: Sequence[SnapshotVerify]) -> IntegrityError | None:
         hint="a damaged snapshot cannot be repaired: take a new snapshot now, and check "
         "the storage (disk, bucket policy, lifecycle rules) that lost or changed the data",
     )
+
+
+# -- deep --------------------------------------------------------------------------
+
+
+def make_deep_check(host: HostConfig, connect: Callable[[HostConfig], Transport]) -> DeepCheck:
+    """Given a host to restore on, return the `verify --deep` hook: every PostgreSQL
+    source of a snapshot is restored into a throwaway server there and its row
+    counts compared with the snapshot's (`vkbackup.sources.postgres.deep_check`)."""
+
+    def check(
+        manifest: Manifest, storage: Storage, identities: Sequence[Identity]
+    ) -> list[BadObject]:
+        private = read_private(manifest, identities)
+        ok = {s.name for s in manifest.sources if s.status == "ok"}
+        pg = {
+            name: entry.meta
+            for name, entry in private.sources.items()
+            if isinstance(entry.meta, postgres.Meta) and name in ok
+        }
+        if not pg:
+            return []
+        by_source = objects_by_source(manifest)
+        bad: list[BadObject] = []
+        t = connect(host)
+        try:
+            for name, meta in pg.items():
+                objs = by_source.get(name, [])
+                dump = next((o.key for o in objs if o.role == "pg-dump"), "")
+                for problem in postgres.deep_check(t, storage, identities, meta, objs):
+                    bad.append(BadObject(dump, name, "deep", problem))
+        finally:
+            t.close()
+        return bad
+
+    return check

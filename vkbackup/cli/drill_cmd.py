@@ -1,4 +1,5 @@
-"""`vkbackup drill --to HOST`."""
+"""`vkbackup drill --to HOST`: restore the latest snapshot onto a scratch host
+and report whether it came back (`vkbackup.actions.drill` does the drill)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import json_output, passphrase_file
-from vkbackup.errors import RestoreError
 
 
 @click.command("drill")
@@ -40,60 +40,30 @@ def drill_cmd(
     Exits 1 if any check fails. Warns when the previous successful drill is
     older than drill.max_age_days.
     """
-    from vkbackup.actions import drill
-    from vkbackup.actions.common import identities, iso, parse_target, utcnow
-    from vkbackup.actions.restore import build_plan, run_restore
-    from vkbackup.crypto.keys import read_passphrase
-    from vkbackup.logs import get_logger
-    from vkbackup.playbook import Playbook, load_playbook
-    from vkbackup.progress import Progress
-    from vkbackup.storage import open_storage
-    from vkbackup.transport.ssh import connect
+    from vkbackup.actions.drill import run_drill
+    from vkbackup.restore.playbook import Playbook, load_playbook
 
-    log = get_logger("drill")
     cfg = app.config()
-    storage = open_storage(cfg.storage)
+    storage = app.storage()
     if host is None:
         if len(cfg.hosts) != 1:
             raise click.UsageError("several hosts are configured: say whose snapshot (--host)")
         host = next(iter(cfg.hosts))
-    started = utcnow()
-    warning = drill.drill_age_warning(storage, host, cfg.drill.max_age_days, started)
-    if warning:
-        log.warning("%s", warning)
-    ids = identities(cfg, lambda: read_passphrase(passphrase_file), identity)
-    book = load_playbook(Path(playbook)) if playbook else Playbook()
-    manifest, plan = build_plan(storage, "latest", ids, book, host)
-    target = parse_target(cfg, to)
-    progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
-    report = run_restore(
-        plan, manifest, target, storage=storage, connect=connect, identities=ids,
-        progress=progress,
-    )  # fmt: skip
-    removed: list[str] = []
-    if teardown and report.status == "ok":
-        t = connect(target)
-        try:
-            removed = drill.teardown(t, plan)
-        finally:
-            t.close()
-    doc = {
-        "host": host,
-        "target": report.target,
-        "started": iso(started),
-        "finished": iso(utcnow()),
-        "status": report.status,
-        "error": report.error,
-        "rpo_seconds": report.snapshot_age_seconds,
-        "rto_seconds": report.rto_seconds,
-        "restore": report.to_json(),
-        "warnings": [w for w in [warning, *report.warnings] if w],
-        "teardown": removed,
-    }
-    drill.record(storage, doc)
-    paths = drill.write_reports(doc, Path(report_dir))
+    result = run_drill(
+        cfg,
+        host,
+        to,
+        storage=storage,
+        connect=app.connect,
+        identities=lambda: app.identities(identity, passphrase_file),
+        playbook=load_playbook(Path(playbook)) if playbook else Playbook(),
+        report_dir=Path(report_dir),
+        teardown_after=teardown,
+        progress=app.progress(as_json),
+    )
+    report = result.report
     if as_json:
-        emit_json({**doc, "reports": [str(p) for p in paths]})
+        emit_json(result.to_json())
     elif app.verbosity >= 0:
         verdict = "PASSED" if report.status == "ok" else "FAILED"
         click.echo(
@@ -103,14 +73,14 @@ def drill_cmd(
         if report.error:
             click.echo(f"  {report.error}")
         click.echo(
-            f"  {len(report.verified)} checks verified; reports: " + ", ".join(map(str, paths))
+            f"  {len(report.verified)} checks verified; reports: "
+            + ", ".join(map(str, result.reports))
         )
-        if removed:
-            click.echo(f"  teardown removed {len(removed)} items from {report.target}")
-    if report.exception is not None:
-        raise report.exception
-    if report.status != "ok":
-        raise RestoreError(report.error or "drill failed")
+        if result.removed:
+            click.echo(f"  teardown removed {len(result.removed)} items from {report.target}")
+    err = result.failure()
+    if err is not None:
+        raise err
 
 
 def register(cli: click.Group) -> None:

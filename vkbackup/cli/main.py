@@ -1,8 +1,10 @@
 """The `vkbackup` command: global options, command registration, and the ONE
 place where vkbackup's exceptions become a message and an exit code.
 
-Commands live in small modules next to this one; each is thin: parse, call an
-action in `vkbackup.actions`, print the result.
+Each top-level command lives in its own module next to this one, named after
+it: `vkbackup X` is `cli/X_cmd.py`. Each is thin: parse, get what the action
+needs from the composition root (`cli/context.py`), call an action in
+`vkbackup.actions`, print the result.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ import click
 from vkbackup import __version__
 from vkbackup.cli import (
     config_cmd,
-    crypto_cmds,
+    decrypt_cmd,
     drill_cmd,
-    lifecycle_cmds,
+    encrypt_cmd,
+    init_cmd,
+    keys_cmd,
+    list_cmd,
+    prune_cmd,
     restore_cmd,
+    show_cmd,
     snapshot_cmd,
     storage_cmd,
+    verify_cmd,
 )
 from vkbackup.cli.context import AppContext
 from vkbackup.errors import ExitCode, Interrupted, VkError
@@ -65,11 +73,17 @@ def cli(
 
 for module in (
     config_cmd,
-    crypto_cmds,
+    keys_cmd,
+    encrypt_cmd,
+    decrypt_cmd,
     storage_cmd,
+    init_cmd,
     snapshot_cmd,
     restore_cmd,
-    lifecycle_cmds,
+    list_cmd,
+    show_cmd,
+    verify_cmd,
+    prune_cmd,
     drill_cmd,
 ):
     module.register(cli)

@@ -1,9 +1,15 @@
-"""`vkbackup restore [SNAPSHOT|latest] --to HOST`."""
+"""`vkbackup restore [SNAPSHOT|latest] --to HOST`: rebuild a host's stack elsewhere.
+
+The command shows the plan (and asks, on a terminal, unless --yes) before
+anything touches the target; --dry-run stops there. The restore itself is
+`vkbackup.actions.restore`; this module only prints its plan and report.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,11 +18,12 @@ from vkbackup.cli.options import dry_run, json_output, passphrase_file, yes
 from vkbackup.errors import RestoreError, UsageError
 from vkbackup.progress import human_bytes
 
+if TYPE_CHECKING:
+    from vkbackup.actions.restore import RestoreReport
+    from vkbackup.restore.plan import Plan
 
-def print_plan(plan: object) -> None:
-    from vkbackup.restore_plan import Plan
 
-    assert isinstance(plan, Plan)
+def print_plan(plan: Plan) -> None:
     click.echo(
         f"restore plan for snapshot {plan.snapshot_id} of {plan.host} "
         f"(playbook: {plan.playbook}), {human_bytes(plan.bytes)} to transfer:"
@@ -28,10 +35,7 @@ def print_plan(plan: object) -> None:
         click.echo(f"  warning: {w}")
 
 
-def print_report(report: object) -> None:
-    from vkbackup.actions.restore import RestoreReport
-
-    assert isinstance(report, RestoreReport)
+def print_report(report: RestoreReport) -> None:
     click.echo(
         f"restore of {report.snapshot} ({report.host}) onto {report.target}: {report.status}"
     )
@@ -85,17 +89,13 @@ def restore_cmd(
     order, then health checks and the DNS checklist. Re-running after a
     failure resumes; re-running after success changes nothing.
     """
-    from vkbackup.actions.common import identities, parse_target
+    from vkbackup.actions.common import parse_target
     from vkbackup.actions.restore import build_plan, run_restore
-    from vkbackup.crypto.keys import read_passphrase
-    from vkbackup.playbook import Playbook, load_playbook
-    from vkbackup.progress import Progress
-    from vkbackup.storage import open_storage
-    from vkbackup.transport.ssh import connect
+    from vkbackup.restore.playbook import Playbook, load_playbook
 
     cfg = app.config()
-    storage = open_storage(cfg.storage)
-    ids = identities(cfg, lambda: read_passphrase(passphrase_file), identity)
+    storage = app.storage()
+    ids = app.identities(identity, passphrase_file)
     book = load_playbook(Path(playbook)) if playbook else Playbook()
     if host is None and len(cfg.hosts) > 1 and snapshot == "latest":
         raise UsageError(
@@ -131,16 +131,15 @@ def restore_cmd(
             f"{target.user}@{target.address}:{target.port}?",
             abort=True,
         )
-    progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
     report = run_restore(
         plan,
         manifest,
         target,
         storage=storage,
-        connect=connect,
+        connect=app.connect,
         identities=ids,
         force=force,
-        progress=progress,
+        progress=app.progress(as_json),
     )
     if as_json:
         emit_json(report.to_json())

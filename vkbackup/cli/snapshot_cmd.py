@@ -1,109 +1,21 @@
-"""`vkbackup init HOST` and `vkbackup snapshot [HOST]`."""
+"""`vkbackup snapshot [HOST]`: one snapshot of each host, then the exit code
+that says how it went (0 complete, 3 partial, 1 nothing saved).
+
+Hosts are snapshotted one after the other; each run is wrapped by the
+monitoring pings and textfile (`AppContext.monitored`), so a cron job needs
+nothing else to be watched.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import dry_run, json_output, yes
-from vkbackup.errors import PartialFailure, SnapshotError, UsageError, VkError
+from vkbackup.cli.options import dry_run, json_output
+from vkbackup.errors import PartialFailure, SnapshotError, UsageError
 from vkbackup.progress import human_bytes
-
-
-@click.command("init")
-@click.argument("target", metavar="USER@ADDRESS[:PORT]")
-@click.option(
-    "--name", "host_name", metavar="NAME", help="Host name in the config (default: prod)."
-)
-@click.option("--out", metavar="PATH", help="Write the config here (default: standard output).")
-@click.option(
-    "--key-file", metavar="PATH", help="SSH private key (default: the config's, or agent)."
-)
-@click.option("--known-hosts", metavar="PATH", default="~/.ssh/known_hosts", show_default=True)
-@click.option("-r", "--recipient", "recipients", multiple=True, help="age1... public key.")
-@yes
-@pass_app
-def init_cmd(
-    app: AppContext,
-    target: str,
-    host_name: str | None,
-    out: str | None,
-    key_file: str | None,
-    known_hosts: str,
-    recipients: tuple[str, ...],
-    yes: bool,
-) -> None:
-    """Connect to a host, discover what it runs, and write a config that backs it all up.
-
-    Discovers compose projects, their .env files, the Caddyfile and Caddy's
-    data, named volumes and who uses them, PostgreSQL containers and their
-    databases, and the images the containers run. An unknown host key is shown
-    and trusted only on confirmation (or --yes). Storage and encryption come from
-    the current config when there is one, else local storage and --recipient.
-    """
-    from pathlib import Path
-
-    from vkbackup.actions import init as init_action
-    from vkbackup.actions.common import parse_target
-    from vkbackup.config import parse_config
-    from vkbackup.config.model import HostConfig
-    from vkbackup.transport.ssh import connect
-
-    cfg = app.config()
-    if out and Path(out).exists():
-        raise UsageError(f"{out}: already exists; refusing to overwrite it")
-    recips = list(recipients) or list(cfg.encryption.recipients)
-    if not recips:
-        raise UsageError(
-            "no recipient: pass -r age1... or use a config that has encryption.recipients",
-            hint="vkbackup keys generate prints a recipient",
-        )
-    base = parse_target(cfg, target if "@" in target else f"root@{target}")
-    kh = Path(known_hosts).expanduser()
-    host = HostConfig(
-        name=host_name or "prod",
-        address=base.address,
-        port=base.port,
-        user=base.user,
-        key_file=Path(key_file).expanduser() if key_file else base.key_file,
-        known_hosts=kh,
-    )
-
-    def ask(fp: str) -> bool:
-        click.echo(f"{host.address}:{host.port} offers host key {fp}", err=True)
-        if yes:
-            click.echo("trusting it (--yes)", err=True)
-            return True
-        return click.confirm("Trust this key and add it to " + str(kh) + "?", err=True)
-
-    init_action.trust_host_key(host.address, host.port, kh, ask)
-    t = connect(host)
-    try:
-        found = init_action.discover(t)
-    finally:
-        t.close()
-    identity = str(cfg.encryption.identity) if cfg.encryption.identity else None
-    text = init_action.render_config(
-        host.name,
-        host,
-        found,
-        init_action.storage_toml(cfg.storage),
-        init_action.encryption_toml(recips, identity),
-    )
-    import tomllib
-
-    parse_config(tomllib.loads(text), out or "<generated>")  # never write a config we reject
-    if out:
-        p = Path(out).expanduser()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "x") as f:
-            f.write(text)
-        p.chmod(0o600)
-        click.echo(
-            f"wrote {p}: review it, then `vkbackup --config {p} snapshot --dry-run`", err=True
-        )
-    else:
-        click.echo(text, nl=False)
 
 
 @click.command("snapshot")
@@ -126,13 +38,7 @@ def snapshot_cmd(
     Exit codes: 0 every source saved, 3 some failed (the snapshot is marked
     partial), 1 none (no snapshot is recorded).
     """
-    import time
-
-    from vkbackup import monitoring
     from vkbackup.actions.snapshot import plan_snapshot, run_snapshot
-    from vkbackup.progress import Progress
-    from vkbackup.storage import open_storage
-    from vkbackup.transport.ssh import connect
 
     cfg = app.config()
     hosts = [host] if host else sorted(cfg.hosts)
@@ -141,7 +47,7 @@ def snapshot_cmd(
             f"{cfg.source_file or '(embedded defaults)'}: no hosts configured",
             hint="vkbackup init user@address writes a config for a host",
         )
-    storage = open_storage(cfg.storage)
+    storage = app.storage()
     if dry_run:
         doc = {
             name: [f"{sc.type}:{sc.name}" for sc in plan_snapshot(cfg, name, only)]
@@ -159,24 +65,17 @@ def snapshot_cmd(
         return
     results = []
     for name in hosts:
-        progress = Progress(enabled=None if app.verbosity >= 0 and not as_json else False)
-        monitoring.notify(cfg.monitoring, "start", host=name)
-        t0 = time.monotonic()
-        try:
-            result = run_snapshot(
-                cfg,
-                name,
-                storage=storage,
-                connect=connect,
-                only=only,
-                break_lock=break_lock,
-                progress=progress,
-            )
-        except (VkError, KeyboardInterrupt) as e:
-            monitoring.report_error(cfg.monitoring, name, e, time.monotonic() - t0)
-            raise
-        monitoring.report_result(cfg.monitoring, result)
-        results.append(result)
+        run = functools.partial(
+            run_snapshot,
+            cfg,
+            name,
+            storage=storage,
+            connect=app.connect,
+            only=only,
+            break_lock=break_lock,
+            progress=app.progress(as_json),
+        )
+        results.append(app.monitored(name, run))
     if as_json:
         emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
     elif app.verbosity >= 0:
@@ -209,5 +108,4 @@ def snapshot_cmd(
 
 
 def register(cli: click.Group) -> None:
-    cli.add_command(init_cmd)
     cli.add_command(snapshot_cmd)

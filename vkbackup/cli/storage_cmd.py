@@ -1,4 +1,4 @@
-"""`vkbackup storage check [--json]`: probe the configured storage, print a table.
+"""`storage check [--json]`: probe the configured storage, print a table.
 
 Exit status 0 when every required capability works, 1 (a StorageError raised
 to the CLI entry point) when one fails; --json prints the report either way.
@@ -33,7 +33,7 @@ def storage_check(app: AppContext, as_json: bool) -> None:
     versioning and Object Lock. Exit 1 if a required capability fails."""
     from vkbackup.actions.storage_check import run_storage_check
 
-    report = run_storage_check(app.config().storage)
+    report = run_storage_check(app.config().storage, app.storage())
     if as_json:
         emit_json(report.to_json())
     else:

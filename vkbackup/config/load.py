@@ -1,17 +1,8 @@
 """Turn a TOML file into a validated `Config`. Pure except for reading the file.
 
-Interface:
-    find_config_file(explicit, env, cwd, home) -> Path | None
-        Lookup order: --config PATH, $VKBACKUP_CONFIG, ./vkbackup.toml,
-        ~/.config/vkbackup/config.toml. None when nothing is found.
-    load_config(path: Path | None) -> Config
-        Reads and validates the file (None: the embedded defaults). Raises
-        ConfigError naming the file, the key path (``hosts.prod.sources[2].container``)
-        and what is wrong. Unknown keys are errors.
-    parse_config(data: Mapping[str, object], source: str) -> Config
-        The pure part: validate an already-parsed TOML document.
-    check_file_permissions(path: Path, cfg: Config) -> None
-        Refuses a group/world-readable file that holds a credential.
+Every error is a ConfigError naming the file, the key path
+(``hosts.prod.sources[2].container``) and what is wrong. Unknown keys are
+errors, with the closest known key suggested.
 """
 
 from __future__ import annotations
@@ -47,7 +38,11 @@ DEFAULT_LOCAL_PATH = Path("/var/backups/vkbackup")
 def find_config_file(
     explicit: str | None, env: Mapping[str, str], cwd: Path, home: Path
 ) -> Path | None:
-    """Return the config file to use, following the documented lookup order."""
+    """Return the config file to use: *explicit* (--config PATH), else
+    $VKBACKUP_CONFIG in *env*, else ./vkbackup.toml in *cwd*, else
+    ~/.config/vkbackup/config.toml under *home*. The first two are returned
+    whether or not they exist; return None when neither is set and no file
+    is found."""
     if explicit:
         return Path(explicit).expanduser()
     if env.get("VKBACKUP_CONFIG"):
@@ -392,7 +387,9 @@ def _drill(t: _Table | None) -> DrillConfig:
 
 
 def parse_config(data: Mapping[str, object], source: str) -> Config:
-    """Validate a parsed TOML document. Raise ConfigError naming the key path."""
+    """Given an already-parsed TOML document, return the validated Config (the
+    pure part of load_config). Raise ConfigError naming *source* and the key
+    path."""
     top = _Table(dict(data), "", source)
     storage = _storage(top.table("storage"))
     encryption = _encryption(top.table("encryption"))
@@ -424,7 +421,9 @@ def holds_credential(cfg: Config) -> bool:
 
 
 def check_file_permissions(path: Path, cfg: Config, mode: int | None = None) -> None:
-    """Refuse a group/world-readable config file that holds a credential."""
+    """Raise ConfigError if *cfg* holds a credential and *path* grants any
+    permission to group or others. *mode* (default: read from *path*) lets
+    tests skip the file."""
     if not holds_credential(cfg):
         return
     if mode is None:
@@ -438,7 +437,9 @@ def check_file_permissions(path: Path, cfg: Config, mode: int | None = None) -> 
 
 
 def load_config(path: Path | None) -> Config:
-    """Read and validate *path* (None: the embedded defaults)."""
+    """Read and validate *path* (None: the embedded defaults) and return it as
+    a Config. Raise ConfigError if the file is missing, unreadable, not UTF-8,
+    not TOML, invalid, or holds a credential with group/other permissions."""
     if path is None:
         return Config(source_file=None)
     try:

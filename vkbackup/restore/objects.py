@@ -1,20 +1,22 @@
-"""Restore-side readers of tar objects: verified, decrypted, decompressed here, and
-checked by `vkbackup.targuard` before a byte reaches the target.
+"""The one way restore, deep verify and the e2e oracle's peers open a stored object:
+verified, decrypted, decompressed here when asked, and checked by
+`vkbackup.restore.targuard` before a byte reaches the target.
 
     storage get -> VerifyingReader (size, sha256) -> DecryptingReader (age)
                 -> gunzip / unzstd (streaming, bounded) -> TarGuard -> target
 
-Two ways to hand the checked archive to the target; both refuse a hostile
-member before the chunk that completes its header leaves this machine:
+A tar object can cross to the target two ways; both refuse a hostile member
+before the chunk that completes its header leaves this machine:
 
-- `open_plain_tar`: the *decompressed* tar. The target extracts it as is:
-  restore with ``restore_script(..., compression="none")``. Costs bandwidth
-  (the tar crosses the SSH link uncompressed).
-- `open_checked_object`: the object's plaintext *as stored* (still compressed),
-  each chunk released only after everything it decompresses to passed the
-  guard (a shadow decompression: the target's gzip, fed the same bytes, can
-  produce nothing the guard has not seen). Restore with
-  ``restore_script(..., obj.compression)``, unchanged.
+- decompressed here: the target extracts it as is (restore scripts built with
+  compression "none"). Costs bandwidth (the tar crosses the SSH link
+  uncompressed); used when the target lacks the decompressor.
+- as stored (still compressed), each chunk released only after everything it
+  decompresses to passed the guard (a shadow decompression: the target's gzip,
+  fed the same bytes, can produce nothing the guard has not seen).
+
+Every stream closes the storage stream under it, so a step that fails halfway
+leaves no open HTTP connection or file behind.
 
 Memory is bounded: decoder output is taken at most CHUNK bytes at a time (a
 gzip or zstd bomb costs time, not memory), a zstd frame may ask for a window
@@ -23,19 +25,6 @@ of at most 2^ZSTD_WINDOW_LOG_MAX bytes (32 MiB; the host's `zstd -3` uses
 no member data.
 zstd is Python 3.14's `compression.zstd` (the `backports.zstd` package before
 3.14, the same code).
-
-Interface:
-    Gunzip(name), Unzstd(name)     streaming decoders: .feed(data) -> Iterator[bytes], .end()
-    decoder(compression, name)     one of them for "gzip"/"zstd", None for "none"
-    DecodingReader(src, dec)       Readable of the decompressed bytes of a compressed Readable
-    open_plain_tar(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
-                   state=None) -> CheckedStream        the decompressed, guarded tar
-    open_checked_object(storage, obj, identities, *, allowed=None, absolute_symlinks=True,
-                        state=None) -> CheckedStream   the stored plaintext, shadow-checked
-        *state*: one GuardState shared by the objects of one volume's incremental
-        chain, in order (a fresh one per volume).
-    guard_options(step_kind, members) -> dict   the guard settings for a restore step:
-                                   files: allowed=members; volume: the volume is the root
 """
 
 from __future__ import annotations
@@ -43,14 +32,15 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from vkbackup.crypto import DecryptingReader, Identity
 from vkbackup.errors import IntegrityError, RestoreError
 from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.targuard import GuardState, TarGuard
 from vkbackup.storage.base import ReadStream, Storage
 from vkbackup.streams import CHUNK, Readable, VerifyingReader
-from vkbackup.targuard import GuardState, TarGuard
 
 if sys.version_info >= (3, 14):  # pragma: no cover - the standard library from 3.14 on
     from compression import zstd  # type: ignore[import-not-found, unused-ignore]
@@ -205,27 +195,6 @@ class DecodingReader:
         return out
 
 
-class CheckedStream:
-    """A Readable that closes the storage stream under it (use `with` or close())."""
-
-    def __init__(self, reader: Readable, raw: ReadStream, guard: TarGuard) -> None:
-        self._reader = reader
-        self._raw = raw
-        self.guard = guard
-
-    def read(self, n: int = -1, /) -> bytes:
-        return self._reader.read(n)
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def __enter__(self) -> CheckedStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class _ShadowChecked:
     """Pass the stored (compressed) bytes through unchanged, each chunk only after its
     decompressed bytes went through the guard."""
@@ -252,72 +221,107 @@ class _ShadowChecked:
         return data
 
 
-def _plaintext(
-    storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]
-) -> tuple[ReadStream, Readable]:
+@dataclass(frozen=True)
+class TarCheck:
+    """How the tar guard checks one tar object: *allowed* limits members to those
+    paths (a files source's recorded paths; None: anything below the root, a
+    volume); *state* is shared by the objects of one volume's incremental chain,
+    in order, so a symlink left by one level is never written through by a later
+    one.
+
+    Both kinds allow absolute symlink targets: a volume's name paths inside the
+    container that mounts it (the lab's volume has two), a files source's name
+    paths on the host, where they pointed before. Neither can be written
+    through: the guard refuses any member below a symlink of the archive."""
+
+    allowed: tuple[str, ...] | None = None
+    absolute_symlinks: bool = True
+    state: GuardState | None = field(default=None, compare=False)
+
+    @classmethod
+    def files(cls, members: Iterable[str]) -> TarCheck:
+        return cls(allowed=tuple(members))
+
+    @classmethod
+    def volume(cls, state: GuardState | None = None) -> TarCheck:
+        return cls(allowed=None, state=state)
+
+
+class ObjectStream:
+    """A Readable of one object's plaintext that closes the storage stream under it
+    (use `with`, or close()). *guard* is the TarGuard when one checks it."""
+
+    def __init__(self, reader: Readable, raw: ReadStream, guard: TarGuard | None) -> None:
+        self._reader = reader
+        self._raw = raw
+        self.guard = guard
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._reader.read(n)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> ObjectStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_object(
+    storage: Storage,
+    obj: ObjectRecord,
+    identities: Sequence[Identity],
+    *,
+    tar: TarCheck | None = None,
+    decompress: bool = False,
+) -> ObjectStream:
+    """Given an object record, return its plaintext, verified against the manifest
+    (size and sha256) and authenticated by age as it is read: the read that would
+    return the last byte raises IntegrityError instead if anything is wrong.
+
+    *decompress*: hand out the decompressed bytes (for a target without the
+    decompressor; restore with compression "none"); else the bytes as stored.
+    *tar*: the object is a tar: check every header with TarGuard. Decompressed,
+    the guard reads the stream it hands out; as stored, each chunk is released only
+    once everything it decompresses to passed the guard (a shadow decompression:
+    the target's gzip or zstd, fed the same bytes, can produce nothing the guard
+    has not seen).
+
+    Raise RestoreError for an unknown compression before anything is read."""
+    dec = decoder(obj.compression, obj.key)
     raw = storage.open(obj.key)
     try:
-        plain = DecryptingReader(
+        plain: Readable = DecryptingReader(
             VerifyingReader(raw, obj.size, obj.sha256, obj.key), identities, name=obj.key
         )
     except BaseException:
         raw.close()
         raise
-    return raw, plain
-
-
-def open_plain_tar(
-    storage: Storage,
-    obj: ObjectRecord,
-    identities: Sequence[Identity],
-    *,
-    allowed: Iterable[str] | None = None,
-    absolute_symlinks: bool = True,
-    state: GuardState | None = None,
-) -> CheckedStream:
-    """Given a tar object, return its decompressed tar, verified against the manifest,
-    authenticated by age and checked by TarGuard as it is read. Feed it to a restore
-    script built with compression "none"."""
-    dec = decoder(obj.compression, obj.key)
-    raw, plain = _plaintext(storage, obj, identities)
-    tar: Readable = DecodingReader(plain, dec) if dec else plain
+    if decompress and dec is not None:
+        plain = DecodingReader(plain, dec)
+    if tar is None:
+        return ObjectStream(plain, raw, None)
     guard = TarGuard(
-        tar, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state
+        plain,
+        obj.key,
+        allowed=tar.allowed,
+        absolute_symlinks=tar.absolute_symlinks,
+        state=tar.state,
     )
-    return CheckedStream(guard, raw, guard)
+    if decompress or dec is None:
+        return ObjectStream(guard, raw, guard)
+    return ObjectStream(_ShadowChecked(plain, obj.compression, guard, obj.key), raw, guard)
 
 
-def open_checked_object(
-    storage: Storage,
-    obj: ObjectRecord,
-    identities: Sequence[Identity],
-    *,
-    allowed: Iterable[str] | None = None,
-    absolute_symlinks: bool = True,
-    state: GuardState | None = None,
-) -> CheckedStream:
-    """Given a tar object, return its plaintext as stored (compressed as recorded),
-    verified, authenticated, and released chunk by chunk only once TarGuard passed
-    what the chunk decompresses to. Feed it to a restore script built with
-    obj.compression, as before."""
-    decoder(obj.compression, obj.key)  # an unknown compression is refused before any read
-    raw, plain = _plaintext(storage, obj, identities)
-    guard = TarGuard(
-        plain, obj.key, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state
-    )
-    return CheckedStream(_ShadowChecked(plain, obj.compression, guard, obj.key), raw, guard)
+READ_LIMIT = 64 * 1024 * 1024
 
 
-def guard_options(step_kind: str, members: Sequence[str] | None = None) -> dict[str, Any]:
-    """Given a restore step kind ("files" or "volume") and, for files, the recorded
-    member paths, return the keyword arguments for open_plain_tar/open_checked_object.
-
-    Both allow absolute symlink targets: a volume's name paths inside the container
-    that mounts it (the lab's volume has two), a files source's name paths on the
-    host, where they pointed before. Neither can be written through: the guard
-    refuses any member below a symlink of the archive."""
-    if step_kind == "files":
-        return {"allowed": list(members or []), "absolute_symlinks": True}
-    if step_kind == "volume":
-        return {"allowed": None, "absolute_symlinks": True}
-    raise ValueError(f"no tar guard for restore steps of kind {step_kind!r}")
+def read_object(storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]) -> bytes:
+    """Given a small object (roles SQL), return its verified plaintext. Raise
+    IntegrityError for one over READ_LIMIT bytes: nothing large is held in memory."""
+    if obj.size > READ_LIMIT:
+        raise IntegrityError(f"{obj.key}: too large to hold in memory ({obj.size} bytes)")
+    with open_object(storage, obj, identities) as stream:
+        return b"".join(iter(lambda: stream.read(CHUNK), b""))

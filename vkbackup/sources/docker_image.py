@@ -12,9 +12,14 @@ the archive is referenced, not uploaded again. Split images into several
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from vkbackup.config.model import SourceConfig
-from vkbackup.errors import SnapshotError
+from vkbackup.errors import IntegrityError, SnapshotError
+from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.steps import ImageParams, Step, StepContext
 from vkbackup.sources.base import (
     DECOMPRESSORS,
     SUFFIX,
@@ -65,8 +70,52 @@ class DockerImageSource:
         return None
 
 
+# -- restore --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a snapshot recorded of a docker-image source (private part)."""
+
+    images: tuple[str, ...]  # the references saved
+
+    @classmethod
+    def decode(cls, doc: dict[str, Any], where: str) -> Meta:
+        images = doc.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(i, dict) for i in images):
+            raise IntegrityError(f"{where}.images: expected a list of records")
+        return cls(images=tuple(str(i.get("ref", "")) for i in images))
+
+
+def restore_steps(
+    name: str, meta: Meta, objects: list[ObjectRecord], refs: Callable[[ObjectRecord], list[str]]
+) -> list[Step]:
+    """The restore steps of a docker-image source: one `docker load` per archive.
+    *refs* gives the references an archive holds (recorded per object)."""
+    steps = []
+    for o in objects:
+        held = refs(o)
+        steps.append(
+            Step(
+                f"image:{name}",
+                f"load images {', '.join(held)}",
+                ImageParams(tuple(held)),
+                name,
+                [o],
+            )
+        )
+    return steps
+
+
 def restore_argv(compression: str) -> list[str]:
     """argv that loads the `docker save` stream on stdin."""
     dec = DECOMPRESSORS[compression]
     head = (" ".join(dec) + " | ") if dec else ""
     return pipeline_argv(f"{head}docker load")
+
+
+def load_images(ctx: StepContext, step: Step) -> str:
+    """The image step: stream each archive into `docker load`."""
+    for obj in step.objects:
+        ctx.feed(obj, restore_argv)
+    return "loaded"

@@ -33,14 +33,21 @@ only after tar succeeded, so a failed run never breaks a chain.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from vkbackup.config.model import SourceConfig
-from vkbackup.errors import SnapshotError
+from vkbackup.errors import IntegrityError, SnapshotError
 from vkbackup.layout import snapshot_time
+from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.objects import TarCheck
+from vkbackup.restore.steps import Step, StepContext, VolumeParams
+from vkbackup.restore.targuard import GuardState
 from vkbackup.sources.base import (
+    DECOMPRESSORS,
     SUFFIX,
     PlanContext,
     SourcePlan,
@@ -230,10 +237,39 @@ class DockerVolumeSource:
         plan.meta["downtime_seconds"] = parse_downtime(stderr_tail)
 
 
+# -- restore --------------------------------------------------------------------
+#
+# A volume comes back as its chain: the full, then each incremental in order,
+# extracted the way GNU tar extracts incremental archives (deletions applied).
+# A missing level is refused before anything is written. One tar guard state
+# spans the chain, so a symlink left by one level is never written through by
+# a later one.
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a snapshot recorded of a docker-volume source (private part)."""
+
+    volume: str
+    labels: str  # `docker volume inspect -f '{{json .Labels}}'` text
+
+    @classmethod
+    def decode(cls, doc: dict[str, Any], where: str) -> Meta:
+        volume = doc.get("volume")
+        if not isinstance(volume, str) or not volume:
+            raise IntegrityError(f"{where}.volume: expected a volume name")
+        return cls(volume=volume, labels=str(doc.get("labels") or ""))
+
+
+def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
+    """The restore steps of a docker-volume source: one step creating and filling it."""
+    params = VolumeParams(volume=meta.volume, labels=meta.labels)
+    title = f"create and fill volume {meta.volume}"
+    return [Step(f"volume:{name}", title, params, name, list(objects))]
+
+
 def labels_args(labels_json: str) -> list[str]:
     """`--label k=v` arguments from the recorded `{{json .Labels}}` text."""
-    import json
-
     try:
         labels = json.loads(labels_json or "null") or {}
     except ValueError:
@@ -253,16 +289,15 @@ def restore_script(volume: str, labels_json: str, compression: str, wipe: bool =
     GNU tar refuses absolute names and '..' members; the archive never
     writes outside the volume's mountpoint.
     """
-    from vkbackup.sources.base import DECOMPRESSORS
-
     q = shlex.quote
     dec = DECOMPRESSORS[compression]
     head = (shlex.join(dec) + " | ") if dec else ""
     create = shlex.join(["docker", "volume", "create", *labels_args(labels_json), volume])
     return f"""
-docker volume inspect {q(volume)} >/dev/null 2>&1 || {create} >/dev/null
-mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})
-[ -n "$mp" ] && [ "$mp" != / ] || {{ echo "bad mountpoint for volume {volume}" >&2; exit 1; }}
+V={q(volume)}
+docker volume inspect "$V" >/dev/null 2>&1 || {create} >/dev/null
+mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' "$V")
+[ -n "$mp" ] && [ "$mp" != / ] || {{ printf 'bad mountpoint for volume %s\\n' "$V" >&2; exit 1; }}
 {'find "$mp" -mindepth 1 -delete' if wipe else ""}
 {head}tar -C "$mp" -xpf - --numeric-owner --same-owner --listed-incremental=/dev/null
 """
@@ -276,3 +311,39 @@ if ! docker volume inspect {q(volume)} >/dev/null 2>&1; then echo absent; exit 0
 mp=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {q(volume)})
 if [ -z "$(ls -A "$mp" 2>/dev/null)" ]; then echo empty; else echo data; fi
 """
+
+
+def stop_users_argv(volume: str) -> list[str]:
+    """argv stopping the containers on the target that use *volume* (none after a
+    clean start; a resumed or forced restore must not write under a running app)."""
+    script = (
+        'ids=$(docker ps -q --filter volume="$1"); [ -z "$ids" ] || docker stop $ids >/dev/null'
+    )
+    return [*pipeline_argv(script), "x", volume]
+
+
+def restore_volume(ctx: StepContext, step: Step) -> str:
+    """The volume step: refuse a broken chain, then extract each level in order."""
+    p = step.params
+    assert isinstance(p, VolumeParams)
+    ctx.t.run(stop_users_argv(p.volume))
+    chain = sorted(step.objects, key=lambda o: o.chain)
+    if [o.chain for o in chain] != list(range(len(chain))):
+        have = ", ".join(f"{o.chain}: {o.key}" for o in chain)
+        raise IntegrityError(
+            f"volume {p.volume}: broken incremental chain in snapshot {ctx.snapshot_id} "
+            f"(levels present: {have}); a level is missing"
+        )
+    state = GuardState()
+    for obj in chain:
+        wipe = obj.chain == 0
+        ctx.feed(
+            obj,
+            lambda compression, wipe=wipe: pipeline_argv(  # type: ignore[misc]
+                restore_script(p.volume, p.labels, compression, wipe)
+            ),
+            tar=TarCheck.volume(state),
+        )
+    return f"volume {p.volume}" + (
+        f" (full + {len(chain) - 1} incrementals)" if len(chain) > 1 else ""
+    )

@@ -15,11 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vkbackup.config.model import SourceConfig
-from vkbackup.errors import SnapshotError
-from vkbackup.sources.base import SUFFIX, PlanContext, SourcePlan, StreamPlan, compress_stage
+from vkbackup.errors import IntegrityError, SnapshotError
+from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.objects import TarCheck
+from vkbackup.restore.steps import FilesParams, Step, StepContext
+from vkbackup.sources.base import (
+    DECOMPRESSORS,
+    SUFFIX,
+    PlanContext,
+    SourcePlan,
+    StreamPlan,
+    compress_stage,
+)
 from vkbackup.transport.base import Transport, pipeline_argv
 
 MARK = "__VKBACKUP_NOMATCH__"
@@ -128,16 +140,61 @@ class FilesSource:
         return None
 
 
-def restore_script(compression: str, members: list[str]) -> str:
+# -- restore --------------------------------------------------------------------
+#
+# The tar is extracted at / on the target, but only the members the snapshot
+# recorded: tar is given their names, and every header is checked here by the
+# tar guard against the same list before it leaves this machine.
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a snapshot recorded of a files source (private part)."""
+
+    paths: tuple[str, ...]  # every recorded path, as the host's stat printed it
+    patterns: tuple[str, ...]
+    secret: bool
+
+    @classmethod
+    def decode(cls, doc: dict[str, Any], where: str) -> Meta:
+        entries = doc.get("files") or []
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries
+        ):
+            raise IntegrityError(f"{where}.files: expected a list of {{path: ...}} records")
+        patterns = doc.get("patterns") or []
+        if not isinstance(patterns, list):
+            raise IntegrityError(f"{where}.patterns: expected a list")
+        return cls(
+            paths=tuple(str(e["path"]) for e in entries),
+            patterns=tuple(str(x) for x in patterns),
+            secret=bool(doc.get("secret")),
+        )
+
+
+def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
+    """The restore steps of a files source: one step putting the recorded paths back."""
+    title = f"put files of {name} ({len(meta.paths)} paths)"
+    return [Step(f"files:{name}", title, FilesParams(members=meta.paths), name, list(objects))]
+
+
+def restore_script(compression: str, members: Sequence[str]) -> str:
     """Bash that extracts the tar on stdin at / — only the recorded members, with
     their modes and numeric owners. Nothing outside those paths is written."""
-    from vkbackup.sources.base import DECOMPRESSORS
-
     dec = DECOMPRESSORS[compression]
     head = (shlex.join(dec) + " | ") if dec else ""
     names = " ".join(shlex.quote(m.lstrip("/")) for m in members)
     return f"{head}tar -C / -xpf - --numeric-owner --same-owner -- {names}"
 
 
-def target_paths(meta: dict[str, Any]) -> list[str]:
-    return [str(e["path"]) for e in meta.get("files", [])]
+def restore_files(ctx: StepContext, step: Step) -> str:
+    """The files step: stream each object through the tar guard into `tar -x` at /."""
+    p = step.params
+    assert isinstance(p, FilesParams)
+    for obj in step.objects:
+        ctx.feed(
+            obj,
+            lambda compression: pipeline_argv(restore_script(compression, p.members)),
+            tar=TarCheck.files(p.members),
+        )
+    return f"{len(p.members)} paths"

@@ -1,6 +1,10 @@
-"""`postgres` source: a consistent `pg_dump -Fc` of one database in a container,
-its roles (`pg_dumpall --globals-only`), and per-table row counts taken from
-the SAME MVCC snapshot as the dump (so a restore can compare them exactly).
+"""`postgres` source: everything vkbackup does with PostgreSQL, from dump to restore
+to deep verify.
+
+Snapshot: a consistent `pg_dump -Fc` of one database in a container, its
+roles (`pg_dumpall --globals-only`), and per-table row counts taken from the
+SAME MVCC snapshot as the dump (so a restore can compare them exactly).
+Restore and `verify --deep`: see the restore section below.
 
 How (all on the host, through `docker exec`, never a pty):
   1. a psql session opens a REPEATABLE READ transaction and exports its
@@ -38,13 +42,22 @@ the state cannot be read (logged as a warning).
 
 from __future__ import annotations
 
+import re
+import secrets
 import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vkbackup.config.model import SourceConfig
-from vkbackup.errors import SnapshotError
-from vkbackup.logs import get_logger
+from vkbackup.crypto import Identity
+from vkbackup.errors import IntegrityError, RestoreError, SnapshotError, VkError
+from vkbackup.logs import get_logger, register_secret
+from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.objects import open_object, read_object
+from vkbackup.restore.steps import DatabaseParams, Step, StepContext
 from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, fingerprint_tag
+from vkbackup.storage.base import Storage
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("postgres")
@@ -103,9 +116,9 @@ def split_probe(status: int, stdout: str) -> tuple[str | None, str | None]:
 
 
 def state_fingerprint(output: str, database: str, user: str, level: int) -> str | None:
-    """Given state_argv's output, return the dump's content fingerprint, or None
-    when the state proves nothing (a transaction holding an id is running, a
-    standby, unreadable output)."""
+    """Given the state part of probe_argv's output (split_probe), return the dump's
+    content fingerprint, or None when the state proves nothing (a transaction
+    holding an id is running, a standby, unreadable output)."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     if len(lines) != 2:
         return None
@@ -205,8 +218,7 @@ class PostgresSource:
                 info["extensions"].append(value)
             elif key:
                 info[key] = value
-        num = int(info.get("version_num", "0"))
-        info["major"] = num // 10000 if num >= 100000 else num // 100
+        info["major"] = server_major(int(info.get("version_num", "0") or 0))
         image = t.run(["docker", "inspect", "-f", "{{.Config.Image}}", self.container], check=False)
         info["image"] = image.stdout.decode().strip()
         return info, self._fingerprint(t, state, res.stderr)
@@ -297,20 +309,84 @@ class PostgresSource:
         plan.meta["row_counts"] = parse_counts(res.stdout.decode())
 
 
+# -- restore --------------------------------------------------------------------
+#
+# The same restore serves `vkbackup restore` (into the container the snapshot's
+# compose project starts on the target) and `verify --deep` (into a throwaway
+# container from the recorded image): wait until the server answers, refuse a
+# different major version, replay the roles, `pg_restore -C` the dump, then
+# compare every table's row count with the counts taken in the dump's own MVCC
+# snapshot. Equal counts are the proof the dump restored whole.
+
+
+def server_major(version_num: int) -> int:
+    """Given server_version_num (150014, 90624), return the major version (15, 9)."""
+    return version_num // 10000 if version_num >= 100000 else version_num // 100
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a snapshot recorded of a postgres source (private part)."""
+
+    container: str
+    database: str
+    user: str
+    major: int | None
+    image: str
+    row_counts: dict[str, int]
+
+    @classmethod
+    def decode(cls, doc: dict[str, Any], where: str) -> Meta:
+        server = doc.get("server") or {}
+        counts = doc.get("row_counts") or {}
+        if not isinstance(server, dict) or not isinstance(counts, dict):
+            raise IntegrityError(f"{where}: server and row_counts must be objects")
+        container, database = doc.get("container"), doc.get("database")
+        if not isinstance(container, str) or not isinstance(database, str):
+            raise IntegrityError(f"{where}: container and database must be strings")
+        try:
+            major = int(server["major"]) if server.get("major") else None
+            row_counts = {str(k): int(v) for k, v in counts.items()}
+        except (TypeError, ValueError):
+            raise IntegrityError(f"{where}: server.major and row_counts must be numbers") from None
+        return cls(
+            container=container,
+            database=database,
+            user=str(doc.get("user") or "postgres"),
+            major=major,
+            image=str(server.get("image") or ""),
+            row_counts=row_counts,
+        )
+
+
+def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
+    """The restore steps of a postgres source: one database step. (Starting its
+    container first is the plan's business: it knows the compose projects.)"""
+    params = DatabaseParams(
+        container=meta.container,
+        database=meta.database,
+        user=meta.user,
+        major=meta.major,
+        row_counts=tuple(sorted(meta.row_counts.items())),
+    )
+    title = f"restore database {meta.database} (PostgreSQL {meta.major})"
+    return [Step(f"database:{name}", title, params, name, list(objects))]
+
+
 def wait_ready_script(container: str, user: str, seconds: int) -> str:
     """Bash that waits until the server in *container* accepts queries (stable for 2 s)."""
     q = shlex.quote
     return f"""
+C={q(container)}
 ok=0
 for i in $(seq 1 {int(seconds)}); do
-  if docker exec {q(container)} psql -X -q -U {q(user)} -d postgres -c 'select 1' \
-       >/dev/null 2>&1; then
+  if docker exec "$C" psql -X -q -U {q(user)} -d postgres -c 'select 1' >/dev/null 2>&1; then
     ok=$((ok+1)); [ $ok -ge 3 ] && exit 0
   else ok=0; fi
   sleep 1
 done
-echo "PostgreSQL in {container} did not become ready in {int(seconds)}s" >&2
-docker logs --tail 20 {q(container)} >&2 2>&1 || true
+printf 'PostgreSQL in %s did not become ready in %ss\n' "$C" {int(seconds)} >&2
+docker logs --tail 20 "$C" >&2 2>&1 || true
 exit 1
 """
 
@@ -319,8 +395,6 @@ def prepare_globals(sql: bytes, superuser: str) -> bytes:
     """Make `pg_dumpall --globals-only` output safe to replay on a server that already
     has some roles: every `CREATE ROLE x;` becomes create-if-missing (the
     following ALTER ROLE sets its attributes and password either way)."""
-    import re
-
     out: list[bytes] = []
     pat = re.compile(rb"^CREATE ROLE (\"?[^;\"]+\"?);\s*$")
     for line in sql.splitlines(keepends=True):
@@ -356,3 +430,138 @@ docker exec -i {q(container)} pg_restore -U {q(user)} -d postgres -C --exit-on-e
 
 def server_major_argv(container: str, user: str) -> list[str]:
     return psql_argv(container, user, "postgres", "SHOW server_version_num;")
+
+
+def count_differences(want: dict[str, int], got: dict[str, int]) -> list[str]:
+    """Given recorded and restored row counts, return one phrase per table that differs."""
+    return sorted(
+        f"{k}: recorded {want.get(k)}, restored {got.get(k)}"
+        for k in set(want) | set(got)
+        if want.get(k) != got.get(k)
+    )
+
+
+def restore_into(
+    t: Transport,
+    container: str,
+    meta: Meta,
+    *,
+    globals_sql: bytes | None,
+    feed_dump: Callable[[list[str]], None],
+) -> dict[str, int]:
+    """Restore one database into the server running in *container* on *t*: wait for
+    it, check its major version against the dump's, replay *globals_sql* (roles),
+    hand *feed_dump* the argv that takes the dump on stdin, and return the restored
+    row counts. Raise RestoreError (wrong major, a failed command)."""
+    t.run(pipeline_argv(wait_ready_script(container, meta.user, 120)))
+    out = t.run(server_major_argv(container, meta.user)).stdout.decode().strip()
+    major = server_major(int(out))
+    if meta.major and meta.major != major:
+        raise RestoreError(
+            f"{t.name}: container {container} runs PostgreSQL {major}, the dump of "
+            f"{meta.database} is from PostgreSQL {meta.major}",
+            hint="restore into the same major version: use the image recorded in the snapshot",
+        )
+    if globals_sql is not None:
+        t.run(
+            restore_globals_argv(container, meta.user),
+            input=prepare_globals(globals_sql, meta.user),
+        )
+    feed_dump(pipeline_argv(restore_dump_script(container, meta.user, meta.database, major)))
+    res = t.run(psql_argv(container, meta.user, meta.database, COUNTS_SQL))
+    return parse_counts(res.stdout.decode())
+
+
+def _objects(
+    objects: list[ObjectRecord], database: str
+) -> tuple[ObjectRecord, ObjectRecord | None]:
+    by_role = {o.role: o for o in objects}
+    dump = by_role.get("pg-dump")
+    if dump is None:
+        raise RestoreError(f"database {database}: the snapshot has no dump object")
+    return dump, by_role.get("pg-globals")
+
+
+def restore_database(ctx: StepContext, step: Step) -> str:
+    """The database step: restore into the container the plan started, then compare
+    row counts with the snapshot's."""
+    p = step.params
+    assert isinstance(p, DatabaseParams)
+    meta = Meta(p.container, p.database, p.user, p.major, "", dict(p.row_counts))
+    dump, roles = _objects(step.objects, p.database)
+    globals_sql = ctx.read(roles) if roles is not None else None
+    got = restore_into(
+        ctx.t,
+        p.container,
+        meta,
+        globals_sql=globals_sql,
+        feed_dump=lambda argv: ctx.feed(dump, lambda _compression: argv),  # -Fc: stored as is
+    )
+    if roles is not None:
+        ctx.verified.append(f"{roles.key}: roles restored")
+    diff = count_differences(meta.row_counts, got)
+    if diff:
+        raise RestoreError(
+            f"database {p.database} restored but row counts differ from the snapshot: "
+            + "; ".join(diff[:10])
+        )
+    ctx.verified.append(
+        f"database {p.database}: row counts of {len(meta.row_counts)} tables equal the snapshot's"
+    )
+    return f"{len(meta.row_counts)} tables, {sum(meta.row_counts.values())} rows verified"
+
+
+def deep_check(
+    t: Transport,
+    storage: Storage,
+    identities: Sequence[Identity],
+    meta: Meta,
+    objects: list[ObjectRecord],
+) -> list[str]:
+    """`verify --deep`: restore the dump into a throwaway server on *t* and compare row
+    counts. Return the problems found (empty: the dump restores whole).
+
+    The throwaway server is a new container from the image the database ran at
+    snapshot time, with no network, a random password and an anonymous data
+    volume; it is removed afterwards whatever happens. Nothing is written to the
+    host's existing containers or volumes."""
+    try:
+        dump, roles = _objects(objects, meta.database)
+    except RestoreError as e:
+        return [str(e)]
+    if not meta.image:
+        return [f"{dump.key}: no server image recorded"]
+    name = f"vkbackup-verify-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(18)
+    register_secret(password)
+    q = shlex.quote
+    try:
+        t.run(
+            pipeline_argv(
+                f"docker run -d --name {q(name)} --network none "
+                f"-e POSTGRES_PASSWORD={q(password)} -e POSTGRES_USER={q(meta.user)} "
+                f"{q(meta.image)} >/dev/null"
+            )
+        )
+
+        def feed(argv: list[str]) -> None:
+            with open_object(storage, dump, identities) as stream:
+                t.feed(argv, stream)
+
+        globals_sql = read_object(storage, roles, identities) if roles is not None else None
+        got = restore_into(t, name, meta, globals_sql=globals_sql, feed_dump=feed)
+        diff = count_differences(meta.row_counts, got)
+        if diff:
+            return [
+                f"{dump.key}: restored into a throwaway server, row counts differ: "
+                + "; ".join(diff[:10])
+            ]
+        log.info(
+            "deep: %s restored on %s, %d tables, %d rows match",
+            dump.key, t.name, len(meta.row_counts), sum(meta.row_counts.values()),
+        )  # fmt: skip
+        return []
+    except VkError as e:
+        return [f"{dump.key}: deep restore failed: {e}"]
+    finally:
+        t.run(["docker", "rm", "-f", "-v", name], check=False)

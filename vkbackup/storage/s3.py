@@ -1,27 +1,15 @@
 """S3 (and S3-compatible) storage over boto3, streaming with bounded memory.
 
-Interface:
-    make_client(cfg: StorageConfig) -> botocore S3 client
-        Credentials: storage.access_key_id/secret_access_key if set, else the
-        standard AWS chain (environment, storage.profile or AWS_PROFILE, shared
-        files, instance metadata). Region: storage.region, else the profile's,
-        else "us-east-1". addressing_style from the config. Checksums only
-        "when_required" (botocore >= 1.36 otherwise sends CRC32 headers that
-        B2, older MinIO and some R2/Ceph paths reject). botocore's own retries
-        are off: vkbackup.retry is the one policy.
-    S3Storage(client, bucket, prefix="", *, object_lock=None, part_size=None,
-              policy=RetryPolicy(), endpoint_url=None)
-        implements `vkbackup.storage.base.Storage`; from_config(cfg) builds one.
-    S3Storage diagnostics (used by `vkbackup storage check`):
-        check_bucket()                        HeadBucket, StorageError if unreachable
-        versioning_status() -> str            "Enabled" | "Suspended" | "Disabled"
-        extend_retention(key) -> datetime | None   reused objects: retention >= now + days
-        object_lock_status() -> LockStatus    bucket Object Lock and default retention
-        probe_checksums(key) -> ChecksumProbe does the server verify Content-MD5,
-                                              does it accept a CRC32 checksum header
-        probe_locked_delete(key) -> bool      True if deleting the key's current
-                                              version is refused (Object Lock enforced)
-        with_lock_days(days) -> S3Storage     same client, a shorter retention (probes)
+`S3Storage` implements `vkbackup.storage.base.Storage`. The client is built
+from the config alone: credentials from storage.access_key_id and
+secret_access_key if set, else the standard AWS chain (environment, profile,
+shared files, instance metadata); the region from storage.region, else the
+profile's, else us-east-1. Checksums are sent only "when_required"
+(botocore >= 1.36 otherwise sends CRC32 headers that B2, older MinIO and some
+R2/Ceph paths reject), and botocore's own retries are off: vkbackup.retry is
+the one policy. The probes `vkbackup storage check` runs against a bucket
+(versioning, Object Lock, checksum handling) live in
+`vkbackup.storage.s3_probes`, not here.
 
 put() reads the source one part at a time into a buffer of exactly the part
 size (see vkbackup.storage.parts), so memory stays at about two parts: one
@@ -54,7 +42,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -173,22 +160,6 @@ _HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class LockStatus:
-    enabled: bool
-    default_mode: str | None = None
-    default_days: int | None = None
-    default_years: int | None = None
-
-
-@dataclass(frozen=True)
-class ChecksumProbe:
-    md5_accepted: bool
-    bad_md5_rejected: bool
-    crc32_accepted: bool
-    detail: str = ""
-
-
 class S3Storage:
     def __init__(
         self,
@@ -224,20 +195,6 @@ class S3Storage:
             policy=RetryPolicy(max_attempts=cfg.max_attempts),
             endpoint_url=cfg.endpoint_url,
         )
-
-    def with_lock_days(self, days: int) -> S3Storage:
-        """Return a storage sharing this client whose puts keep *days* of retention."""
-        other = S3Storage(
-            self.client,
-            self.bucket,
-            self.prefix,
-            object_lock=replace(self.object_lock, days=days) if self.object_lock else None,
-            part_size=self.part_size,
-            policy=self.policy,
-            endpoint_url=self.endpoint_url,
-            clock=self._clock,
-        )
-        return other
 
     # -- helpers -------------------------------------------------------------
 
@@ -707,114 +664,6 @@ class S3Storage:
             if _code(e) == "NoSuchUpload":
                 return
             raise self._error(e, "AbortMultipartUpload", full) from e
-
-    # -- diagnostics (storage check) -------------------------------------------
-
-    def check_bucket(self) -> None:
-        """Raise StorageError if the bucket cannot be reached with these credentials."""
-        try:
-            self._call(
-                lambda: self.client.head_bucket(Bucket=self.bucket),
-                f"HeadBucket {self._loc()}",
-            )
-        except Exception as e:
-            err = self._error(e, "HeadBucket", "")
-            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-                err = StorageError(
-                    f"{self._loc()}: bucket does not exist (HeadBucket: {_code(e)})",
-                    hint=_HINTS["NoSuchBucket"],
-                )
-            elif _code(e) == "403":
-                err = StorageError(
-                    f"{self._loc()}: access denied (HeadBucket: HTTP 403)",
-                    hint="check the credentials, storage.region and the bucket policy",
-                )
-            raise err from e
-
-    def versioning_status(self) -> str:
-        try:
-            resp = self._call(
-                lambda: self.client.get_bucket_versioning(Bucket=self.bucket),
-                f"GetBucketVersioning {self._loc()}",
-            )
-        except Exception as e:
-            raise self._error(e, "GetBucketVersioning", "") from e
-        return str(resp.get("Status") or "Disabled")
-
-    def object_lock_status(self) -> LockStatus:
-        try:
-            resp = self._call(
-                lambda: self.client.get_object_lock_configuration(Bucket=self.bucket),
-                f"GetObjectLockConfiguration {self._loc()}",
-            )
-        except Exception as e:
-            if _code(e) in NO_LOCK_CODES:
-                return LockStatus(enabled=False)
-            raise self._error(e, "GetObjectLockConfiguration", "") from e
-        conf = resp.get("ObjectLockConfiguration") or {}
-        rule = (conf.get("Rule") or {}).get("DefaultRetention") or {}
-        return LockStatus(
-            enabled=conf.get("ObjectLockEnabled") == "Enabled",
-            default_mode=rule.get("Mode"),
-            default_days=rule.get("Days"),
-            default_years=rule.get("Years"),
-        )
-
-    def probe_checksums(self, key: str) -> ChecksumProbe:
-        """Write *key* three ways (right MD5, wrong MD5, CRC32 header); report what
-        the server did. Leaves *key* holding the MD5-verified bytes."""
-        full = self._full(key)
-        body = b"vkbackup checksum probe\n"
-        lock = self._lock_params()
-        notes: builtins.list[str] = []
-
-        def put(**extra: Any) -> str | None:
-            try:
-                self._call(
-                    lambda: self.client.put_object(
-                        Bucket=self.bucket, Key=full, Body=body, **lock, **extra
-                    ),
-                    f"PutObject {self._loc(full)} (checksum probe)",
-                )
-                return None
-            except botocore.exceptions.ClientError as e:
-                return _code(e) or str(_status(e))
-
-        bad = put(ContentMD5=_b64(_md5(b"something else")))
-        bad_rejected = bad is not None
-        if bad is not None and bad != "BadDigest":
-            notes.append(f"wrong Content-MD5 refused with {bad}")
-        crc = put(ChecksumAlgorithm="CRC32")
-        if crc is not None:
-            notes.append(f"CRC32 checksum header refused with {crc}")
-        good = put(ContentMD5=_b64(_md5(body)))
-        if good is not None:
-            notes.append(f"correct Content-MD5 refused with {good}")
-        return ChecksumProbe(
-            md5_accepted=good is None,
-            bad_md5_rejected=bad_rejected,
-            crc32_accepted=crc is None,
-            detail="; ".join(notes),
-        )
-
-    def probe_locked_delete(self, key: str) -> bool:
-        """Try to delete the current version of *key* for good (not a delete
-        marker). Return True if the server refused (Object Lock enforced)."""
-        full = self._full(key)
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=full)
-        except Exception as e:
-            raise self._error(e, "HeadObject", full) from e
-        version = head.get("VersionId")
-        if not version or version == "null":
-            return False
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version)
-        except botocore.exceptions.ClientError as e:
-            if _code(e) in ("AccessDenied", "InvalidRequest", "ObjectLocked") or _status(e) == 403:
-                return True
-            raise self._error(e, "DeleteObject (version)", full) from e
-        return False
 
 
 class _S3ReadStream:

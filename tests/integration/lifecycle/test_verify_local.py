@@ -17,7 +17,6 @@ from vkbackup import catalog, layout
 from vkbackup.actions.list_show import list_rows
 from vkbackup.actions.verify import (
     failure,
-    load_record,
     run_verify,
     select_snapshots,
     verify_snapshot,
@@ -27,6 +26,7 @@ from vkbackup.errors import IntegrityError, UsageError
 from vkbackup.manifest import encode
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
+from vkbackup.verify_records import load_record
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 - a data object with a flipped bit, truncated, deleted, or swapped with another
   snapshot's: `vkbackup verify` names it, and restore's object reader
-  (`vkbackup.actions.restore.open_object`) refuses it before EOF, naming the key;
+  (`vkbackup.restore.objects.open_object`) refuses it before EOF, naming the key;
 - malformed or hostile manifests: `catalog.load_manifest` refuses each with an
   IntegrityError naming the manifest; garbage (hypothesis) never tracebacks.
 """
@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from tests.integration.lifecycle.conftest import LifecycleEnv, make_env
 from tests.integration.reliability.conftest import run_cli
 from vkbackup import catalog, layout
-from vkbackup.actions.restore import open_object
 from vkbackup.actions.verify import run_verify
 from vkbackup.errors import CryptoError, IntegrityError, ObjectNotFoundError, VkError
 from vkbackup.manifest import ObjectRecord
+from vkbackup.restore.objects import open_object
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
 

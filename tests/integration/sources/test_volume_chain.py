@@ -16,14 +16,16 @@ from typing import Any
 
 import pytest
 
-from vkbackup import catalog, restore_streams
+from tests.realparts import require
+from vkbackup import catalog
 from vkbackup.actions.snapshot import run_snapshot
 from vkbackup.config import parse_config
 from vkbackup.config.model import Config, HostConfig
 from vkbackup.crypto import generate_identity
+from vkbackup.restore.objects import TarCheck, open_object
+from vkbackup.restore.targuard import GuardState
 from vkbackup.sources.docker_volume import restore_script
 from vkbackup.storage.local import LocalStorage
-from vkbackup.targuard import GuardState
 from vkbackup.transport import pipeline_argv
 from vkbackup.transport.local import LocalTransport
 
@@ -37,9 +39,7 @@ def docker_ok() -> bool:
 @pytest.fixture
 def volumes() -> Iterator[tuple[str, str]]:
     if not docker_ok():
-        if os.environ.get("CI"):
-            pytest.fail("CI needs a running Docker Engine")
-        pytest.skip("no Docker Engine")
+        require("no running Docker Engine")
     tag = uuid.uuid4().hex[:8]
     src, dst = f"vkbackup-test-src-{tag}", f"vkbackup-test-dst-{tag}"
     subprocess.run(["docker", "volume", "create", src], check=True, capture_output=True)
@@ -103,8 +103,7 @@ def restore_latest(storage: LocalStorage, ident: Any, dst: str) -> list[int]:
     state = GuardState()  # as restore does: tar headers checked across the whole chain
     for o in chain:
         script = restore_script(dst, "{}", o.compression, wipe=o.chain == 0)
-        opts = {**restore_streams.guard_options("volume"), "state": state}
-        with restore_streams.open_checked_object(storage, o, [ident], **opts) as src:
+        with open_object(storage, o, [ident], tar=TarCheck.volume(state)) as src:
             t.feed(pipeline_argv(script), src)
     return [o.chain for o in chain]
 

@@ -15,7 +15,7 @@ from tests.lab.s3 import S3Server
 from vkbackup.config.model import ObjectLock, StorageConfig
 from vkbackup.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from vkbackup.retry import RetryPolicy
-from vkbackup.storage import open_storage
+from vkbackup.storage import open_storage, s3_probes
 from vkbackup.storage.parts import MIB
 from vkbackup.storage.s3 import S3Storage, make_client, multipart_etag
 from vkbackup.streams import BytesReader
@@ -175,8 +175,8 @@ def test_object_lock_retention_and_locked_delete(
 ) -> None:
     cfg = s3_config(s3_lock_bucket, object_lock=ObjectLock(mode="governance", days=1))
     store = storage(cfg, fast_retry)
-    assert store.object_lock_status().enabled
-    assert store.versioning_status() == "Enabled"
+    assert s3_probes.object_lock_status(store).enabled
+    assert s3_probes.versioning_status(store) == "Enabled"
     before = datetime.now(UTC)
     store.put("data/small.age", BytesReader(b"locked bytes"))
     big = os.urandom(2 * PART + 3)
@@ -187,7 +187,7 @@ def test_object_lock_retention_and_locked_delete(
         assert before + timedelta(days=1) - timedelta(minutes=5) <= until
         assert until <= datetime.now(UTC) + timedelta(days=1, minutes=5)
     # deleting the locked version itself is refused; the data stays readable
-    assert store.probe_locked_delete("data/small.age") is True
+    assert s3_probes.probe_locked_delete(store, "data/small.age") is True
     client = s3_server.client()
     versions = client.list_object_versions(Bucket=s3_lock_bucket, Prefix="data/")["Versions"]
     assert sorted(v["Key"] for v in versions) == ["data/big.age", "data/small.age"]
@@ -214,7 +214,7 @@ def test_missing_bucket_error_names_it(s3_config: Cfg, fast_retry: RetryPolicy) 
     assert "NoSuchBucket" in str(info.value)
     assert info.value.hint and "bucket" in info.value.hint
     with pytest.raises(StorageError, match="bucket does not exist"):
-        store.check_bucket()
+        s3_probes.check_bucket(store)
 
 
 def test_wrong_secret_error(s3_bucket: str, s3_config: Cfg, fast_retry: RetryPolicy) -> None:
@@ -235,7 +235,7 @@ def test_open_storage_from_config(s3_bucket: str, s3_config: Cfg) -> None:
 
 def test_checksum_probe(s3_bucket: str, s3_config: Cfg, fast_retry: RetryPolicy) -> None:
     store = storage(s3_config(s3_bucket), fast_retry)
-    probe = store.probe_checksums("_probe/checksum")
+    probe = s3_probes.probe_checksums(store, "_probe/checksum")
     assert probe.md5_accepted and probe.bad_md5_rejected and probe.crc32_accepted, probe
     with store.open("_probe/checksum") as f:
         assert f.read() == b"vkbackup checksum probe\n"

@@ -17,9 +17,6 @@ from vkbackup.actions.verify import (
     SnapshotVerify,
     chain_problems,
     failure,
-    load_record,
-    load_records,
-    record_key,
     run_verify,
     select_snapshots,
     verify_snapshot,
@@ -30,6 +27,7 @@ from vkbackup.manifest import Manifest
 from vkbackup.storage.base import Storage
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
+from vkbackup.verify_records import load_record, load_records, record_key
 
 T0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 

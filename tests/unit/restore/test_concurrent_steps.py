@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any, cast
 
-from vkbackup.actions.restore import StepResult, _run_concurrently
 from vkbackup.errors import RestoreError, TransportError, VkError
-from vkbackup.restore_plan import Step
+from vkbackup.restore.runner import StepResult, run_concurrently
+from vkbackup.restore.steps import Step, VolumeParams
 
 
 class Conn:
@@ -21,15 +21,15 @@ class Conn:
         self.closed = True
 
 
-class Runner:
-    target = "fresh"
+class Context:
+    """Stands in for StepContext: a step's context on another connection."""
 
-    def sibling(self, t: Any) -> Any:
+    def on(self, t: Any) -> Any:
         return t
 
 
 def steps(*names: str) -> list[Step]:
-    return [Step(f"volume:{n}", "volume", f"fill {n}") for n in names]
+    return [Step(f"volume:{n}", f"fill {n}", VolumeParams(volume=n)) for n in names]
 
 
 def run(
@@ -39,7 +39,7 @@ def run(
     recorded: list[str] = []
     errors: dict[str, VkError] = {}
 
-    def make(_target: Any) -> Conn:
+    def make() -> Conn:
         c = Conn()
         conns.append(c)
         return c
@@ -48,9 +48,9 @@ def run(
         res: StepResult = work(step, errors)
         return res
 
-    out = _run_concurrently(
+    out = run_concurrently(
         plan,
-        Runner(),  # type: ignore[arg-type]
+        Context(),  # type: ignore[arg-type]
         cast(Any, connect or make),
         run_one,
         lambda step, res: recorded.append(f"{step.id}={res.status}"),
@@ -94,7 +94,7 @@ def test_a_failure_keeps_later_steps_from_starting() -> None:
 
 
 def test_a_connection_that_cannot_be_made_is_a_failed_step() -> None:
-    def refuse(_target: Any) -> Conn:
+    def refuse() -> Conn:
         raise TransportError("fresh: connection refused (port 22)")
 
     def work(step: Step, _errors: Any) -> StepResult:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
-from vkbackup.actions.restore import health_probe_argv, health_problems, parse_health_probe
+from vkbackup.restore.runner import health_problems
+from vkbackup.restore.steps import HttpCheckParams
+from vkbackup.restore.target import health_probe_argv, parse_health_probe
 
 HTTP = [
-    {"name": "api", "url": "http://127.0.0.1:8080/health", "expect_status": 200},
-    {"name": "support", "url": "http://127.0.0.1:3000/", "expect_status": 200},
+    HttpCheckParams(name="api", url="http://127.0.0.1:8080/health", expect_status=200),
+    HttpCheckParams(name="support", url="http://127.0.0.1:3000/", expect_status=200),
 ]
 
 

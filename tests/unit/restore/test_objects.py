@@ -16,22 +16,33 @@ from typing import Any
 import pytest
 
 from tests.unit.tarcraft import Entry, gnu_tar, nasty_tree, with_tarfile
-from vkbackup.actions.restore import open_object
 from vkbackup.crypto import X25519Identity, encrypt_bytes, generate_identity
 from vkbackup.errors import CryptoError, IntegrityError, RestoreError, VkError
 from vkbackup.manifest import ObjectRecord
-from vkbackup.restore_streams import (
+from vkbackup.restore.objects import (
     DecodingReader,
     Gunzip,
+    ObjectStream,
+    TarCheck,
     Unzstd,
-    guard_options,
-    open_checked_object,
-    open_plain_tar,
+    open_object,
 )
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import CHUNK, BytesReader, iter_chunks
 
 Opener = Callable[..., Any]
+
+
+def open_plain_tar(*args: Any, tar: TarCheck | None = None) -> ObjectStream:
+    """The decompressed tar, guarded (what a target without the decompressor gets)."""
+    return open_object(*args, tar=tar or TarCheck(), decompress=True)
+
+
+def open_checked_object(*args: Any, tar: TarCheck | None = None) -> ObjectStream:
+    """The stored plaintext, released chunk by chunk once the guard passed it."""
+    return open_object(*args, tar=tar or TarCheck())
+
+
 KEY = "data/prod/20261126T020000Z-abcd/chatwoot-storage/volume.tar.gz.age"
 
 
@@ -162,9 +173,9 @@ def test_plain_tar_is_the_decompressed_archive(
     tmp_path: Path, ident: X25519Identity, volume_tar: bytes
 ) -> None:
     storage, rec = store(tmp_path, ident, gzip.compress(volume_tar, 1))
-    with open_plain_tar(storage, rec, [ident], **guard_options("volume")) as r:
+    with open_plain_tar(storage, rec, [ident], tar=TarCheck.volume()) as r:
         assert b"".join(iter_chunks(r)) == volume_tar
-        assert r.guard.members > 20
+        assert r.guard is not None and r.guard.members > 20
 
 
 def test_checked_object_is_the_stored_plaintext(
@@ -172,12 +183,12 @@ def test_checked_object_is_the_stored_plaintext(
 ) -> None:
     gz = gzip.compress(volume_tar, 1)
     storage, rec = store(tmp_path, ident, gz)
-    with open_checked_object(storage, rec, [ident], **guard_options("volume")) as r:
+    with open_checked_object(storage, rec, [ident], tar=TarCheck.volume()) as r:
         out = b"".join(iter_chunks(r))
     assert out == gz
     # an uncompressed object is guarded the same way
     storage, rec = store(tmp_path / "plain", ident, volume_tar, compression="none")
-    with open_checked_object(storage, rec, [ident], **guard_options("volume")) as r:
+    with open_checked_object(storage, rec, [ident], tar=TarCheck.volume()) as r:
         assert b"".join(iter_chunks(r)) == volume_tar
 
 
@@ -196,7 +207,7 @@ def test_hostile_member_refused_before_its_header_is_released(
     packed = gzip.compress(HOSTILE, 1) if compression == "gzip" else zstd_cli(HOSTILE, "-3")
     storage, rec = store(tmp_path, ident, packed, compression=compression)
     released = bytearray()
-    opts = guard_options("volume")
+    opts = {"tar": TarCheck.volume()}
     with pytest.raises(IntegrityError) as info, opener(storage, rec, [ident], **opts) as r:
         while chunk := r.read(4096):
             released += chunk
@@ -221,7 +232,7 @@ def test_files_step_refuses_members_outside_its_recorded_paths(
 ) -> None:
     tar = with_tarfile([Entry("opt/app/.env", data=b"A=1\n"), Entry("etc/passwd", data=b"x")])
     storage, rec = store(tmp_path, ident, gzip.compress(tar))
-    opts = guard_options("files", ["/opt/app/.env"])
+    opts = {"tar": TarCheck.files(["/opt/app/.env"])}
     with pytest.raises(IntegrityError) as info, open_plain_tar(storage, rec, [ident], **opts) as r:
         b"".join(iter_chunks(r))
     assert "'etc/passwd'" in str(info.value) and "not one of the paths" in str(info.value)
@@ -257,11 +268,9 @@ def test_unknown_compression_is_refused_with_a_reason(
     assert KEY in str(info.value) and "lz4" in str(info.value)
 
 
-def test_guard_options() -> None:
-    assert guard_options("files", ["/a"]) == {"allowed": ["/a"], "absolute_symlinks": True}
-    assert guard_options("volume")["allowed"] is None
-    with pytest.raises(ValueError):
-        guard_options("database")
+def test_tar_checks() -> None:
+    assert TarCheck.files(["/a"]) == TarCheck(allowed=("/a",), absolute_symlinks=True)
+    assert TarCheck.volume().allowed is None
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
@@ -273,7 +282,7 @@ def test_real_tar_extracts_what_the_guard_passed(
     out = tmp_path / "out"
     out.mkdir()
     unpack = "gzip -dc" if compression == "gzip" else "zstd -qdc"
-    with open_checked_object(storage, rec, [ident], **guard_options("volume")) as r:
+    with open_checked_object(storage, rec, [ident], tar=TarCheck.volume()) as r:
         subprocess.run(
             ["bash", "-c", f"{unpack} | tar -C {out} -xpf - --numeric-owner"],
             input=b"".join(iter_chunks(r)),
@@ -308,8 +317,8 @@ def test_pipeline_speed_with_and_without_the_guard(
         return best
 
     base = rate(open_object)
-    checked = rate(open_checked_object, **guard_options("volume"))
-    plain = rate(open_plain_tar, **guard_options("volume"))
+    checked = rate(open_checked_object, tar=TarCheck.volume())
+    plain = rate(open_plain_tar, tar=TarCheck.volume())
     record_property("restore_reader_mb_s", {"base": base, "checked": checked, "plain": plain})
     print(
         f"\n256 MiB tar restore reader (MB/s of tar): verify+age {base:.0f}, "

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
-from vkbackup.actions.restore import caddy_sites
 from vkbackup.errors import ConfigError
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord
-from vkbackup.playbook import Playbook, load_playbook, parse_playbook
-from vkbackup.restore_plan import derive_plan
+from vkbackup.restore.plan import derive_plan
+from vkbackup.restore.playbook import Playbook, load_playbook, parse_playbook
+from vkbackup.restore.records import PrivatePart, decode_private
+from vkbackup.restore.steps import Step
+from vkbackup.restore.target import caddy_sites
 
 REPO = Path(__file__).resolve().parents[3]
 SID = "20261126T020000Z-abcd"
@@ -49,7 +51,12 @@ def container(name: str, project: str | None, service: str, image: str = "x") ->
     }
 
 
-def lab_like() -> tuple[Manifest, dict[str, Any]]:
+def par(step: Step) -> Any:
+    """A step's typed parameters, for attribute access in assertions."""
+    return step.params
+
+
+def lab_like() -> tuple[Manifest, PrivatePart]:
     from vkbackup.facts import compose_projects
 
     containers = [
@@ -110,7 +117,7 @@ def lab_like() -> tuple[Manifest, dict[str, Any]]:
         },
         "objects": {objects[4].key: {"refs": ["platform-api:latest"]}},
     }
-    return m, private
+    return m, decode_private(private, "test manifest")
 
 
 def test_derived_order_without_playbook() -> None:
@@ -124,19 +131,19 @@ def test_derived_order_without_playbook() -> None:
     assert ids.index("start:chatwoot:postgres") == ids.index("database:db") - 1
     starts = [s for s in plan.steps if s.kind == "start"]
     # the database's project first, the edge proxy (caddy) last
-    assert starts[1].params["project"] == "chatwoot"
-    assert starts[-1].params["project"] == "caddy"
+    assert par(starts[1]).project == "chatwoot"
+    assert par(starts[-1]).project == "caddy"
     assert ids[-2:] == ["health", "dns"]
-    health = plan.steps[-2].params
-    assert "hand-made" not in health["containers"]
-    assert "platform-api" in health["containers"]
-    assert health["healthchecked"] == ["chatwoot-chatwoot-sidekiq-1"]
+    health = par(plan.steps[-2])
+    assert "hand-made" not in health.containers
+    assert "platform-api" in health.containers
+    assert list(health.healthchecked) == ["chatwoot-chatwoot-sidekiq-1"]
     assert any("hand-made" in w for w in plan.warnings)
     assert any("broken" in w for w in plan.warnings)
     db = next(s for s in plan.steps if s.kind == "database")
-    assert db.params["major"] == 15 and db.params["row_counts"] == {"public.accounts": 3}
+    assert par(db).major == 15 and dict(par(db).row_counts) == {"public.accounts": 3}
     assert {o.role for o in db.objects} == {"pg-dump", "pg-globals"}
-    assert all(s.params["working_dir"] for s in starts)
+    assert all(par(s).working_dir for s in starts)
 
 
 def test_visualkit_playbook_refines_order() -> None:
@@ -154,7 +161,7 @@ def test_visualkit_playbook_refines_order() -> None:
     ]
     # vk-agent and janus are named by the playbook but absent from this snapshot
     assert any("'vk-agent'" in w for w in plan.warnings)
-    assert len(plan.steps[-2].params["http"]) == 4
+    assert len(par(plan.steps[-2]).http) == 4
 
 
 def test_only_filters_steps_but_keeps_preflight() -> None:
@@ -197,12 +204,17 @@ https://support.visualkit.test:443 {
 
 
 def test_consecutive_image_and_volume_steps_form_one_concurrent_group() -> None:
-    from vkbackup.actions.restore import data_step_groups
-    from vkbackup.restore_plan import Step
+    from vkbackup.restore import steps as st
+    from vkbackup.restore.runner import step_groups as data_step_groups
 
+    params: dict[str, st.StepParams] = {
+        "preflight": st.PreflightParams(), "ensure-docker": st.EnsureDockerParams(),
+        "files": st.FilesParams(), "image": st.ImageParams(), "volume": st.VolumeParams(),
+        "start": st.StartParams(), "database": st.DatabaseParams(), "health": st.HealthParams(),
+    }  # fmt: skip
     kinds = ["preflight", "ensure-docker", "files", "files", "image", "volume", "volume",
              "start", "database", "image", "start", "health"]  # fmt: skip
-    steps = [Step(f"{k}:{i}", k, k) for i, k in enumerate(kinds)]
+    steps = [Step(f"{k}:{i}", k, params[k]) for i, k in enumerate(kinds)]
     groups = [[s.kind for s in g] for g in data_step_groups(steps)]
     assert groups == [
         ["preflight"], ["ensure-docker"], ["files"], ["files"],

@@ -31,9 +31,9 @@ from tests.unit.tarcraft import (
     with_tarfile,
 )
 from vkbackup.errors import IntegrityError
-from vkbackup.restore_streams import DecodingReader, Gunzip
+from vkbackup.restore.objects import DecodingReader, Gunzip
+from vkbackup.restore.targuard import GuardState, TarGuard, check_tar
 from vkbackup.streams import BytesReader, iter_chunks
-from vkbackup.targuard import GuardState, TarGuard, check_tar
 
 KEY = "data/prod/20261126T020000Z-abcd/vol/volume.tar.gz.age"
 

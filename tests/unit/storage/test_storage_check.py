@@ -89,3 +89,20 @@ def test_render_table_shows_hints_for_failures() -> None:
     assert lines[row + 1].strip() == "-> provider ignores it"
     assert "NOT usable" in lines[-1]
     assert not report.ok and [c.name for c in report.failed()] == ["conditional create"]
+
+
+def test_probe_storage_is_a_private_copy_with_small_parts_and_a_short_lock() -> None:
+    from vkbackup.config.model import ObjectLock
+    from vkbackup.storage.s3 import S3Storage
+    from vkbackup.storage.s3_probes import PROBE_LOCK_DAYS, probe_storage
+
+    client = object()
+    store = S3Storage(client, "b", "p", object_lock=ObjectLock("compliance", 30), part_size=None)
+    probe = probe_storage(store, 5 * 1024 * 1024)
+    assert probe is not store and probe.client is client and probe.prefix == "p"
+    assert probe.part_size == 5 * 1024 * 1024 and probe.object_lock is not None
+    assert probe.object_lock.days == PROBE_LOCK_DAYS and probe.object_lock.mode == "compliance"
+    # the configured backend is untouched
+    assert store.part_size is None and store.object_lock is not None
+    assert store.object_lock.days == 30
+    assert probe_storage(S3Storage(client, "b"), 1).object_lock is None

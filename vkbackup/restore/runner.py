@@ -1,0 +1,369 @@
+"""The step runner: dispatch, resume state and concurrency.
+
+Dispatch is a table from a step's parameter class to its handler. Handlers of
+data steps live in the source modules (files, images, volumes, databases);
+the ones here act on the host as a whole: preflight, Docker, compose starts,
+health and the DNS checklist.
+
+Resume: each resumable step is recorded on the target when it is done
+(`target.save_state`), and a re-run skips what is recorded, so a restore cut
+by a failure or Ctrl-C continues where it stopped, and a re-run after
+success changes nothing. The state is written right after preflight too:
+from then on the target's contents are this restore's own, and a re-run may
+resume over them without --force.
+
+Concurrency: a run of consecutive concurrent steps (images and volumes: data
+only, independent) goes DATA_STEP_PARALLEL at a time, each on its own SSH
+connection. Each result is recorded the moment its step ends, so a kill
+loses no finished step. After a failure nothing new starts (the running
+ones finish: their data is sound) and the restore stops after the group.
+Ctrl-C closes every connection, which ends the remote commands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from vkbackup.errors import RestoreError, VkError
+from vkbackup.logs import get_logger
+from vkbackup.restore import target
+from vkbackup.restore.plan import Plan
+from vkbackup.restore.steps import (
+    DatabaseParams,
+    DnsParams,
+    EnsureDockerParams,
+    FilesParams,
+    HealthParams,
+    HttpCheckParams,
+    ImageParams,
+    PreflightParams,
+    StartParams,
+    Step,
+    StepContext,
+    StepParams,
+    VolumeParams,
+)
+from vkbackup.sources import docker_image, docker_volume, files, postgres
+from vkbackup.transport.base import Transport, pipeline_argv
+
+log = get_logger("restore")
+
+DATA_STEP_PARALLEL = 2
+HEALTH_POLL_SECONDS = 0.5
+
+
+@dataclass
+class StepResult:
+    id: str
+    kind: str
+    title: str
+    status: str  # done | already-done | failed | skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Run:
+    """What the host-wide steps need beyond their own parameters."""
+
+    plan: Plan
+    target_address: str
+    force: bool = False
+    resuming: bool = False  # the target holds this snapshot's resume state
+    dns: list[str] = field(default_factory=list)  # filled by the dns step
+
+
+Handler = Callable[[StepContext, Step, Run], str]
+
+
+# -- host-wide steps ---------------------------------------------------------------
+
+
+def preflight(ctx: StepContext, step: Step, run: Run) -> str:
+    """Refuse a target that already runs the snapshot's containers, has data in its
+    volumes or has its files, unless --force or resuming our own restore."""
+    names = set(ctx.t.run(target.LIST_CONTAINERS).stdout.decode().split())
+    problems: list[str] = []
+    expected = {c for h in run.plan.params_of(HealthParams) for c in h.containers}
+    clash = sorted(names & expected)
+    if clash:
+        problems.append(f"containers already exist: {', '.join(clash[:8])}")
+    for v in run.plan.params_of(VolumeParams):
+        script = docker_volume.volume_state_script(v.volume)
+        state = ctx.t.run(pipeline_argv(script), check=False).stdout.decode().strip()
+        if state == "data":
+            problems.append(f"volume {v.volume} exists and holds data")
+    for f in run.plan.params_of(FilesParams):
+        if f.members:
+            out = ctx.t.run(target.existing_paths_argv(list(f.members))).stdout.decode()
+            found = [p for p in out.split("\n") if p]
+            if found:
+                problems.append(f"files exist: {', '.join(found[:5])}")
+    if problems and not (run.force or run.resuming):
+        raise RestoreError(
+            f"{ctx.t.name}: refusing to restore over a target that is not empty: "
+            + "; ".join(problems),
+            hint="is this the right host? To overwrite it on purpose, add --force",
+        )
+    if problems:
+        return ("resuming; " if run.resuming else "--force: ") + "; ".join(problems)
+    return "target is empty"
+
+
+def ensure_docker(ctx: StepContext, step: Step, run: Run) -> str:
+    res = ctx.t.run(pipeline_argv(target.ENSURE_DOCKER))
+    ctx.compose = target.compose_flavor(ctx.t)
+    if ctx.compose is None:
+        raise RestoreError(f"{ctx.t.name}: docker compose is not available")
+    return f"Docker {res.stdout.decode().strip()}, compose: {' '.join(ctx.compose)}"
+
+
+def start(ctx: StepContext, step: Step, run: Run) -> str:
+    p = step.params
+    assert isinstance(p, StartParams)
+    if ctx.compose is None:
+        ctx.compose = target.compose_flavor(ctx.t)
+    if ctx.compose is None:
+        raise RestoreError(f"{ctx.t.name}: docker compose is not available")
+    if not p.working_dir:
+        raise RestoreError(f"compose project {p.project}: no working directory")
+    cfgs = target.compose_files(p.working_dir, p.config_files)
+    wanted = cfgs or [f"{p.working_dir}/docker-compose.yml"]
+    missing = ctx.t.run(target.missing_files_argv(wanted)).stdout.decode().strip()
+    if missing:
+        raise RestoreError(
+            f"{ctx.t.name}: compose file missing for project {p.project}: {missing}",
+            hint="add the compose files to a `files` source so the snapshot carries them",
+        )
+    ctx.t.run(target.compose_up_argv(ctx.compose, p.working_dir, p.project, cfgs, list(p.services)))
+    return f"{' '.join(ctx.compose)} up -d {' '.join(p.services)}"
+
+
+def health_problems(
+    containers: Sequence[str],
+    checked: Sequence[str],
+    http: Sequence[HttpCheckParams],
+    seen: dict[str, tuple[str, str]],
+    answers: dict[str, str],
+) -> list[str]:
+    """Given the expected containers, those with a healthcheck, the HTTP checks and
+    one parsed probe round, return what is not healthy yet, one phrase each (empty:
+    all healthy)."""
+    bad: list[str] = []
+    for c in containers:
+        running, hstatus = seen.get(c, ("missing", "none"))
+        if running != "true":
+            bad.append(f"{c} not running")
+        elif c in checked and hstatus != "healthy":
+            bad.append(f"{c} {hstatus}")
+    for h in http:
+        line = answers.get(h.url, "")
+        if target.http_status(line) != h.expect_status:
+            bad.append(f"{h.name} ({h.url}): {line or 'no answer'}")
+    return bad
+
+
+def health(ctx: StepContext, step: Step, run: Run) -> str:
+    p = step.params
+    assert isinstance(p, HealthParams)
+    deadline = time.monotonic() + p.timeout
+    argv = target.health_probe_argv(list(p.containers), [h.url for h in p.http])
+    while True:
+        res = ctx.t.run(argv, check=False)
+        seen, answers = target.parse_health_probe(res.stdout.decode(errors="replace"))
+        bad = health_problems(p.containers, p.healthchecked, p.http, seen, answers)
+        if not bad:
+            ctx.verified += [f"container {c} running" for c in p.containers]
+            ctx.verified += [f"{h.name}: {h.url} answered" for h in p.http]
+            return f"{len(p.containers)} containers running, {len(p.http)} HTTP checks passed"
+        if time.monotonic() > deadline:
+            raise RestoreError(
+                f"{ctx.t.name}: not healthy after {p.timeout:.0f}s: " + "; ".join(bad),
+                hint="docker logs <container> on the target shows why",
+            )
+        time.sleep(HEALTH_POLL_SECONDS)
+
+
+def dns(ctx: StepContext, step: Step, run: Run) -> str:
+    p = step.params
+    assert isinstance(p, DnsParams)
+    records = [f"{r}.{p.zone}" if p.zone and not r.endswith(p.zone) else r for r in p.records]
+    if not records:
+        text = ctx.t.run(target.CADDYFILE_ARGV).stdout.decode(errors="replace")
+        records = target.caddy_sites(text)
+    run.dns[:] = [f"A  {r}  ->  {run.target_address}" for r in records]
+    return f"{len(records)} records to point at {run.target_address}"
+
+
+HANDLERS: dict[type[StepParams], Handler] = {
+    PreflightParams: preflight,
+    EnsureDockerParams: ensure_docker,
+    FilesParams: lambda ctx, step, _run: files.restore_files(ctx, step),
+    ImageParams: lambda ctx, step, _run: docker_image.load_images(ctx, step),
+    VolumeParams: lambda ctx, step, _run: docker_volume.restore_volume(ctx, step),
+    DatabaseParams: lambda ctx, step, _run: postgres.restore_database(ctx, step),
+    StartParams: start,
+    HealthParams: health,
+    DnsParams: dns,
+}
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def step_groups(steps: Sequence[Step]) -> list[list[Step]]:
+    """Split the plan into groups run one after the other: each maximal run of
+    consecutive concurrent steps is one group, every other step its own."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if groups and step.concurrent and groups[-1][-1].concurrent:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+RunOne = Callable[[StepContext, Step], StepResult]
+Record = Callable[[Step, StepResult], None]
+
+
+def run_concurrently(
+    steps: list[Step],
+    ctx: StepContext,
+    connect: Callable[[], Any],
+    run_one: RunOne,
+    record: Record,
+    errors: dict[str, VkError],
+) -> list[tuple[Step, StepResult]]:
+    """Run independent steps DATA_STEP_PARALLEL at a time, each worker on its own
+    connection from *connect*. Each result is *record*ed as soon as its step ends;
+    results come back in plan order. A connection that cannot be made is a failed
+    step. After a failure the steps not yet started are skipped. On any exception
+    here (Ctrl-C), every open connection is closed and nothing new starts."""
+    transports: list[Transport] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def skipped(step: Step, why: str) -> StepResult:
+        return StepResult(step.id, step.kind, step.title, "skipped", 0.0, why)
+
+    def work(step: Step) -> StepResult:
+        if stop.is_set():
+            return skipped(step, "not started: another step of its group failed")
+        try:
+            t = connect()
+        except VkError as e:
+            errors[step.id] = e
+            stop.set()
+            return StepResult(step.id, step.kind, step.title, "failed", 0.0, str(e))
+        with lock:
+            if stop.is_set():
+                t.close()
+                return skipped(step, "not started: another step of its group failed")
+            transports.append(t)
+        try:
+            res = run_one(ctx.on(t), step)
+        finally:
+            with lock:
+                transports.remove(t)
+            t.close()
+        if res.status == "failed":
+            stop.set()
+        return res
+
+    pool = ThreadPoolExecutor(max_workers=DATA_STEP_PARALLEL)
+    results: dict[str, StepResult] = {}
+    try:
+        pending: set[Future[StepResult]] = set()
+        owner: dict[Future[StepResult], Step] = {}
+        for step in steps:
+            f = pool.submit(work, step)
+            owner[f] = step
+            pending.add(f)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                step = owner[f]
+                results[step.id] = f.result()
+                record(step, results[step.id])
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for t in transports:
+                t.close()
+        raise
+    pool.shutdown(wait=True)
+    return [(step, results[step.id]) for step in steps]
+
+
+@dataclass
+class Failure:
+    step: Step
+    result: StepResult
+    error: VkError
+
+
+def run_plan(
+    run: Run,
+    ctx: StepContext,
+    connect: Callable[[], Transport],
+    results: list[StepResult],
+    now: Callable[[], str],
+) -> Failure | None:
+    """Run *run.plan* on the target *ctx* is connected to, resuming from its state
+    there; append each step's result to *results* as it ends. Return the first
+    failure (nothing after its group ran), or None when every step passed."""
+    snapshot_id = ctx.snapshot_id
+    state = target.load_state(ctx.t, snapshot_id)
+    done: dict[str, Any] = dict((state or {}).get("done") or {})
+    run.resuming = state is not None  # our own restore of this snapshot was under way
+    errors: dict[str, VkError] = {}  # step id -> why it failed
+
+    def run_one(c: StepContext, step: Step) -> StepResult:
+        s0 = time.monotonic()
+        log.info("step %s: %s", step.id, step.title)
+        try:
+            detail = HANDLERS[type(step.params)](c, step, run)
+        except VkError as e:
+            errors[step.id] = e
+            return StepResult(
+                step.id, step.kind, step.title, "failed", time.monotonic() - s0, str(e)
+            )
+        return StepResult(step.id, step.kind, step.title, "done", time.monotonic() - s0, detail)
+
+    def record(step: Step, res: StepResult) -> None:
+        nonlocal state
+        results.append(res)
+        if res.status != "done":
+            return
+        if step.resumable:
+            done[step.id] = {"at": now(), "seconds": round(res.seconds, 2)}
+        if step.resumable or (step.kind == "preflight" and state is None):
+            target.save_state(ctx.t, snapshot_id, {"snapshot": snapshot_id, "done": done})
+            state = {"done": done}
+
+    for group in step_groups(run.plan.steps):
+        todo = []
+        for step in group:
+            if step.resumable and step.id in done:
+                results.append(StepResult(step.id, step.kind, step.title, "already-done", 0.0))
+            else:
+                todo.append(step)
+        if len(todo) > 1:
+            outcome = run_concurrently(todo, ctx, connect, run_one, record, errors)
+        else:
+            outcome = []
+            for step in todo:
+                res = run_one(ctx, step)
+                record(step, res)
+                outcome.append((step, res))
+        for step, res in outcome:
+            if res.status == "failed":
+                return Failure(step, res, errors[step.id])
+    return None

@@ -1,0 +1,267 @@
+"""Typed restore steps, and the handle a step's code gets to act on the target.
+
+A restore is a list of steps. Each step's parameters are one frozen dataclass
+per kind, so what a step needs is spelled out and checked by mypy, not picked
+out of a dict by string keys. What a kind *is* travels with its parameter
+class as class attributes:
+
+- `kind`: the name shown in plans, reports and `--only`;
+- `resumable`: once done, the step is recorded in the target's resume state
+  and skipped by a re-run (data and start steps; not the checks, which are
+  cheap and must see the target as it is now);
+- `concurrent`: the step only puts data on the target and depends on nothing
+  but Docker, so a run of such steps may go several at a time, each on its
+  own SSH connection (images, volumes).
+
+Which function runs a kind lives in `vkbackup.restore.runner` (a table from
+parameter class to handler); the handlers of data steps live in the source
+modules that took the data (`vkbackup/sources/*.py`), beside the snapshot
+half, so one module holds everything vkbackup does with one kind of thing.
+
+`StepContext` is what a handler gets: the connection to the target, and the
+one way to stream a stored object there (`feed`), which verifies size and
+sha256, authenticates with age, checks tar headers where asked, and
+decompresses here when the target lacks the tool. Everything a handler
+proves is appended to `verified`, which the report shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from vkbackup.crypto import Identity
+from vkbackup.logs import get_logger
+from vkbackup.manifest import ObjectRecord
+from vkbackup.progress import CountingReader, Progress
+from vkbackup.restore import objects
+from vkbackup.restore.targuard import GuardState
+from vkbackup.storage.base import Storage
+from vkbackup.transport.base import Transport
+
+log = get_logger("restore")
+
+
+class StepParams:
+    """Base of every step kind's parameters."""
+
+    kind: ClassVar[str]
+    resumable: ClassVar[bool] = False
+    concurrent: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class PreflightParams(StepParams):
+    kind: ClassVar[str] = "preflight"
+
+
+@dataclass(frozen=True)
+class EnsureDockerParams(StepParams):
+    kind: ClassVar[str] = "ensure-docker"
+
+
+@dataclass(frozen=True)
+class FilesParams(StepParams):
+    """Extract the files source's tar at /: only *members* (the recorded paths)."""
+
+    kind: ClassVar[str] = "files"
+    resumable: ClassVar[bool] = True
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageParams(StepParams):
+    """`docker load` one saved archive holding *refs*."""
+
+    kind: ClassVar[str] = "image"
+    resumable: ClassVar[bool] = True
+    concurrent: ClassVar[bool] = True
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VolumeParams(StepParams):
+    """Create *volume* with its recorded labels (`{{json .Labels}}` text) and fill it
+    from the step's incremental chain."""
+
+    kind: ClassVar[str] = "volume"
+    resumable: ClassVar[bool] = True
+    concurrent: ClassVar[bool] = True
+    volume: str = ""
+    labels: str = ""
+
+
+@dataclass(frozen=True)
+class DatabaseParams(StepParams):
+    """Restore roles and the dump of *database* into the server in *container*, then
+    compare every table's row count with *row_counts*."""
+
+    kind: ClassVar[str] = "database"
+    resumable: ClassVar[bool] = True
+    container: str = ""
+    database: str = ""
+    user: str = "postgres"
+    major: int | None = None
+    row_counts: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class StartParams(StepParams):
+    """`compose up -d` *services* of *project*, from its recorded files."""
+
+    kind: ClassVar[str] = "start"
+    resumable: ClassVar[bool] = True
+    project: str = ""
+    services: tuple[str, ...] = ()
+    working_dir: str | None = None
+    config_files: str | None = None  # compose's label: comma-separated
+
+
+@dataclass(frozen=True)
+class HttpCheckParams:
+    name: str
+    url: str
+    expect_status: int = 200
+
+
+@dataclass(frozen=True)
+class HealthParams(StepParams):
+    """Every container that ran at snapshot time runs, those with a healthcheck are
+    healthy, and every HTTP check answers as expected, within *timeout* seconds."""
+
+    kind: ClassVar[str] = "health"
+    containers: tuple[str, ...] = ()
+    healthchecked: tuple[str, ...] = ()
+    http: tuple[HttpCheckParams, ...] = ()
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class DnsParams(StepParams):
+    kind: ClassVar[str] = "dns"
+    zone: str | None = None
+    records: tuple[str, ...] = ()
+
+
+@dataclass
+class Step:
+    """One unit of work. *id* is stable: the resume state keys on it."""
+
+    id: str
+    title: str
+    params: StepParams
+    source: str | None = None
+    objects: list[ObjectRecord] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.params.kind
+
+    @property
+    def resumable(self) -> bool:
+        return self.params.resumable
+
+    @property
+    def concurrent(self) -> bool:
+        return self.params.concurrent
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+class StepContext:
+    """What a step handler acts with: one connection to the target (*t*), the stored
+    objects, and the restore's list of what was verified."""
+
+    def __init__(
+        self,
+        t: Transport,
+        storage: Storage,
+        identities: Sequence[Identity],
+        snapshot_id: str,
+        progress: Progress,
+        verified: list[str],
+    ) -> None:
+        self.t = t
+        self.storage = storage
+        self.identities = identities
+        self.snapshot_id = snapshot_id
+        self.progress = progress
+        self.verified = verified
+        self.compose: list[str] | None = None  # the target's compose command, once known
+        self._has_zstd: bool | None = None
+
+    def on(self, t: Transport) -> StepContext:
+        """The same restore on another connection (concurrent steps)."""
+        other = StepContext(
+            t, self.storage, self.identities, self.snapshot_id, self.progress, self.verified
+        )
+        other.compose = self.compose
+        other._has_zstd = self._has_zstd
+        return other
+
+    def sendable(self, compression: str) -> str:
+        """The compression an object can cross to the target in: as stored when the
+        target has the decompressor, else "none" (decompressed here, which costs
+        bandwidth, not trust: the guard checks the same tar either way)."""
+        if compression != "zstd":
+            return compression
+        if self._has_zstd is None:
+            res = self.t.run(["bash", "-c", "command -v zstd"], check=False)
+            self._has_zstd = res.status == 0
+            if not self._has_zstd:
+                log.info("%s has no zstd: zstd objects are decompressed here", self.t.name)
+        return "zstd" if self._has_zstd else "none"
+
+    def read(self, obj: ObjectRecord) -> bytes:
+        """A small object's verified plaintext (roles SQL), held in memory."""
+        return objects.read_object(self.storage, obj, self.identities)
+
+    def feed(
+        self,
+        obj: ObjectRecord,
+        make_argv: Callable[[str], list[str]],
+        *,
+        tar: objects.TarCheck | None = None,
+    ) -> None:
+        """Stream one object to the target command make_argv(compression) builds for
+        the compression it is sent in (see `sendable`). With *tar*, every tar header is
+        checked as it passes (vkbackup.restore.targuard): a hostile archive (absolute
+        or '..' names, links out of the root, devices) stops the stream before the
+        member reaches the target."""
+        counter = self.progress.counter(obj.name)
+        send = self.sendable(obj.compression)
+        stream = objects.open_object(
+            self.storage, obj, self.identities, tar=tar, decompress=send != obj.compression
+        )
+        try:
+            self.t.feed(make_argv(send), CountingReader(stream, counter))
+        finally:
+            counter.done = True
+            stream.close()
+        what = "size and sha256 match, age authenticated"
+        if tar is not None:
+            what += ", tar headers checked"
+        if send != obj.compression:
+            what += f", {obj.compression} decompressed here"
+        self.verified.append(f"{obj.key}: {what}")
+
+
+__all__ = [
+    "DatabaseParams",
+    "DnsParams",
+    "EnsureDockerParams",
+    "FilesParams",
+    "GuardState",
+    "HealthParams",
+    "HttpCheckParams",
+    "ImageParams",
+    "PreflightParams",
+    "StartParams",
+    "Step",
+    "StepContext",
+    "StepParams",
+    "VolumeParams",
+]
