@@ -1,9 +1,7 @@
 """Progress on long work: a line per second on a TTY, nothing under cron.
 
-Interface:
-    Progress(enabled) ; .counter(label) -> Counter ; .start() ; .stop()
-    Counter.add(n) (thread-safe enough: one writer per counter)
-    CountingReader(src, counter) -> Readable
+Each stream being moved has its own Counter, written by one thread only, so
+counting needs no lock; the display thread only reads the counters.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from vkbackup.streams import Readable
 
 
 def human_bytes(n: float) -> str:
+    """Given a byte count, return it short in binary units: "512 B", "3.2 GiB"."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -24,6 +23,8 @@ def human_bytes(n: float) -> str:
 
 
 class Counter:
+    """Bytes moved so far by one stream (one writer per counter)."""
+
     def __init__(self, label: str) -> None:
         self.label = label
         self.bytes = 0
@@ -34,6 +35,8 @@ class Counter:
 
 
 class CountingReader:
+    """Pass-through reader that adds the size of every read to *counter*."""
+
     def __init__(self, src: Readable, counter: Counter) -> None:
         self._src = src
         self._c = counter
@@ -45,6 +48,9 @@ class CountingReader:
 
 
 class Progress:
+    """The progress line on stderr, refreshed every *interval* seconds between
+    start() and stop(). *enabled* defaults to whether stderr is a TTY."""
+
     def __init__(self, enabled: bool | None = None, interval: float = 1.0) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.interval = interval

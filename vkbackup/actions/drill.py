@@ -25,8 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vkbackup.actions.common import iso, parse_target, utcnow
 from vkbackup.catalog import read_small
+from vkbackup.common import iso, parse_target, utcnow
 from vkbackup.config import Config
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import Identity

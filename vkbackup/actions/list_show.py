@@ -4,23 +4,6 @@
 the public part always, and the private part (per-source metadata, host
 facts) when an identity is given; without one it says the private part is
 sealed.
-
-Interface:
-    SnapshotRow      one line of `list`: host, id, time, status, bytes (total, new,
-                     reused), objects, sources ok/total, last verify record, error
-                     (set, with status "unreadable", when the manifest cannot be read)
-                     .to_json(now)
-    list_rows(storage, host=None) -> list[SnapshotRow]          oldest first
-    format_list(rows, now) -> list[str]                          the table
-    ShowResult       manifest, last_verified, private (dict | None), sealed (why, or None)
-                     .to_json(now)
-    show_snapshot(storage, ref, *, host=None, load_identities=None) -> ShowResult
-        ref: an id, a unique id prefix or "latest". *load_identities* is called
-        only once the snapshot is found (a passphrase prompt comes after a typo
-        in the id is reported); None: the private part stays sealed.
-    summarize_private(private) -> dict      facts and per-source metadata, condensed
-    format_show(result, now) -> list[str]
-    format_age(seconds) -> str              "3h05m", "2d04h"
 """
 
 from __future__ import annotations
@@ -64,6 +47,9 @@ def _parse_time(text: str, fallback: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class SnapshotRow:
+    """One line of `list`. *error* is set, with status "unreadable", when the
+    manifest cannot be read."""
+
     host: str
     id: str
     time: datetime  # when the snapshot started (UTC)
@@ -209,9 +195,12 @@ def show_snapshot(
     load_identities: Callable[[], Sequence[Identity]] | None = None,
     sealed_reason: str = "no identity configured (encryption.identity)",
 ) -> ShowResult:
-    """Given a snapshot reference, return its manifest, last verify record and,
-    if *load_identities* is given, its decrypted private part. Raise the
-    catalog's errors for an unknown or ambiguous ref, CryptoError if the
+    """Given a snapshot reference (an id, a unique id prefix or "latest"), return
+    its manifest, last verify record and, if *load_identities* is given, its
+    decrypted private part. *load_identities* is called only once the snapshot
+    is found, so a passphrase prompt comes after a typo in the id is reported;
+    without it the private part stays sealed (*sealed_reason* says why). Raise
+    the catalog's errors for an unknown or ambiguous ref, CryptoError if the
     identity cannot open the private part."""
     m = catalog.resolve(storage, ref, host)
     record = load_record(storage, m.host, m.id)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vkbackup import catalog, layout, lock
-from vkbackup.actions.common import iso, utcnow
+from vkbackup.common import iso, utcnow
 from vkbackup.config.model import RetentionConfig
 from vkbackup.errors import (
     IntegrityError,

@@ -8,10 +8,10 @@ A run takes the host's lock, gathers host facts, runs the sources (in
 parallel, cfg.snapshot.parallel at a time, each on its own SSH connection; a
 connection a source finished well on is reused by the next), and commits the
 manifest last. A stream whose fingerprint matches an object of the source's
-previous snapshot (the newest of the last ten in which the source succeeded)
-is referenced, not uploaded again (with Object Lock, its retention is extended
-to cover this snapshot); if any object of that previous snapshot is missing
-from storage, nothing of the source is reused.
+previous snapshot (the newest, among the last ten, in which the source
+succeeded) is referenced, not uploaded again (with Object Lock, its retention
+is extended to cover this snapshot); if any object of that previous snapshot
+is missing from storage, nothing of the source is reused.
 
 Status: "complete" (every configured source ok), "partial" (some failed, or
 --only left some out: the manifest says which; exit 3 only when one failed),
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vkbackup import __version__, facts, layout, lock
-from vkbackup.actions.common import iso, recipients, utcnow
 from vkbackup.catalog import list_snapshots, load_manifest
+from vkbackup.common import iso, recipients, utcnow
 from vkbackup.config.model import Config, HostConfig, SourceConfig
 from vkbackup.crypto import EncryptingReader, Recipient
 from vkbackup.errors import SnapshotError, UsageError, VkError

@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from vkbackup import __version__, catalog, layout
-from vkbackup.actions.common import iso, utcnow
+from vkbackup.common import iso, utcnow
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import DecryptingReader, Identity
 from vkbackup.errors import (

@@ -79,7 +79,7 @@ class AppContext:
         """The private keys from *identity_path*, else encryption.identity; the
         passphrase of an encrypted identity file is asked only if needed.
         Raise ConfigError if no identity is configured."""
-        from vkbackup.actions.common import identities
+        from vkbackup.common import identities
         from vkbackup.crypto.keys import read_passphrase
 
         return identities(self.config(), lambda: read_passphrase(passphrase_file), identity_path)

@@ -46,8 +46,8 @@ def init_cmd(
     and trusted only on confirmation (or --yes). Storage and encryption come from
     the current config when there is one, else local storage and --recipient.
     """
-    from vkbackup.actions.common import parse_target
     from vkbackup.actions.init import generate_config
+    from vkbackup.common import parse_target
     from vkbackup.config.model import HostConfig
 
     cfg = app.config()

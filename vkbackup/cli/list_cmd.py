@@ -19,8 +19,8 @@ from vkbackup.cli.options import check_host, json_output
 def list_cmd(app: AppContext, host: str | None, as_json: bool) -> None:
     """List snapshots: id, host, time, age, size (new and reused), sources,
     complete or partial, last verified. Needs no private key."""
-    from vkbackup.actions.common import utcnow
     from vkbackup.actions.list_show import format_list, list_rows
+    from vkbackup.common import utcnow
 
     rows = list_rows(app.storage(), check_host(host))
     now = utcnow()

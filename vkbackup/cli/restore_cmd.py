@@ -89,8 +89,8 @@ def restore_cmd(
     order, then health checks and the DNS checklist. Re-running after a
     failure resumes; re-running after success changes nothing.
     """
-    from vkbackup.actions.common import parse_target
     from vkbackup.actions.restore import build_plan, run_restore
+    from vkbackup.common import parse_target
     from vkbackup.restore.playbook import Playbook, load_playbook
 
     cfg = app.config()

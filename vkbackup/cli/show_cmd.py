@@ -41,8 +41,8 @@ def show_cmd(
     The public part always; the private part (files, row counts, server
     versions, downtime, host facts) when encryption.identity is configured.
     """
-    from vkbackup.actions.common import utcnow
     from vkbackup.actions.list_show import format_show, show_snapshot
+    from vkbackup.common import utcnow
 
     cfg = app.config()
     storage = app.storage()

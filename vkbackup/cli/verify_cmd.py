@@ -103,8 +103,8 @@ def verify_cmd(
 
     deep_check = None
     if deep:
-        from vkbackup.actions.common import parse_target
         from vkbackup.actions.verify import make_deep_check
+        from vkbackup.common import parse_target
 
         where = deep_on
         if where is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vkbackup import catalog
-from vkbackup.actions.common import iso, utcnow
+from vkbackup.common import iso, utcnow
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import Identity
 from vkbackup.errors import VkError

@@ -1,11 +1,7 @@
 """Storage backends: named byte streams in S3 or a local directory.
 
-Interface:
-    open_storage(cfg: StorageConfig) -> Storage
-        type "local": LocalStorage(cfg.path / cfg.prefix)
-        type "s3":    S3Storage.from_config(cfg) (no request is made yet)
-    Storage, ObjectInfo, ReadStream   the interface (see vkbackup.storage.base)
-    LocalStorage, S3Storage           the backends (imported lazily: boto3 is slow to import)
+The interface is `vkbackup.storage.base`. The backends, LocalStorage and
+S3Storage, are imported lazily: boto3 is slow to import.
 """
 
 from __future__ import annotations
@@ -24,7 +20,9 @@ __all__ = ["LocalStorage", "ObjectInfo", "ReadStream", "S3Storage", "Storage", "
 
 
 def open_storage(cfg: StorageConfig) -> Storage:
-    """Given the storage config, return the backend it describes."""
+    """Given the storage config, return the backend it describes: type "local" a
+    LocalStorage at cfg.path / cfg.prefix, type "s3" S3Storage.from_config(cfg)
+    (no request is made yet). Raise ConfigError for any other type."""
     if cfg.type == "local":
         from vkbackup.storage.local import LocalStorage
 

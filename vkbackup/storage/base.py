@@ -3,30 +3,10 @@
 Keys are '/'-separated relative names (e.g. ``data/prod/20261126T020000Z/db.age``).
 A backend applies its own prefix (S3 prefix, local directory) itself.
 
-Interface (every backend implements `Storage`):
-    put(key, src, *, size_hint=None, if_absent=False) -> ObjectInfo
-        Stream *src* (a Readable, unknown length) into *key*. The object becomes
-        visible only complete (S3 multipart completes / local rename); on any
-        failure nothing is left half-visible (multipart aborted / temp removed).
-        if_absent=True: fail with ObjectExistsError if the key exists (locks).
-        A partly consumed stream is never retried from the middle.
-    open(key) -> ReadStream         streaming get (a context manager); ObjectNotFoundError
-    head(key) -> ObjectInfo | None
-    list(prefix) -> Iterator[ObjectInfo]   keys under prefix, any order
-    delete(key) -> None             missing key is not an error
-    describe() -> str               "s3://bucket/prefix" or "/var/backups/vkbackup"
-    retention_until(key) -> datetime | None   Object Lock retain-until (None: no lock)
-    extend_retention(key) -> datetime | None  with Object Lock, make key's retention last
-                                    at least the configured days from now (never
-                                    shorter); for objects a new snapshot reuses
-    list_incomplete_uploads() -> list[tuple[str, str, datetime]]   (key, upload_id, initiated)
-    abort_upload(key, upload_id) -> None
-
-Helpers shared by the backends:
-    validate_key(key) -> str        the key, or StorageError naming it if it is not a
-                                    clean relative name (empty, absolute, '.'/'..'/empty
-                                    segments, NUL, backslash, over 1024 bytes)
-    join_key(prefix, key) -> str    "prefix/key" (or key when prefix is empty)
+Every backend implements `Storage`. An object becomes visible only complete
+(S3 multipart completes / local rename); on any failure nothing is left
+half-visible (multipart aborted / temp removed). A partly consumed stream is
+never retried from the middle.
 
 Errors: every failure is a StorageError (ObjectNotFoundError, ObjectExistsError)
 whose message names the backend location and key, and for S3 the provider's
@@ -49,8 +29,9 @@ MAX_KEY_BYTES = 1024
 
 
 def validate_key(key: str) -> str:
-    """Given an object key, return it unchanged; raise StorageError if it is not
-    a clean relative '/'-separated name."""
+    """Given an object key, return it unchanged; raise StorageError naming it if
+    it is not a clean relative '/'-separated name (empty, absolute, '.'/'..'/empty
+    segments, NUL, backslash, over MAX_KEY_BYTES bytes)."""
     problem = None
     if not key:
         problem = "is empty"
@@ -68,7 +49,8 @@ def validate_key(key: str) -> str:
 
 
 def join_key(prefix: str, key: str) -> str:
-    """Given a prefix ('' or 'a/b', no slashes at the ends) and a key, join them."""
+    """Given a prefix ('' or 'a/b', no slashes at the ends) and a key, return
+    "prefix/key" (the key alone when the prefix is empty)."""
     return f"{prefix}/{key}" if prefix else key
 
 
@@ -101,22 +83,47 @@ class ReadStream(Protocol):
 class Storage(Protocol):
     def put(
         self, key: str, src: Readable, *, size_hint: int | None = None, if_absent: bool = False
-    ) -> ObjectInfo: ...
+    ) -> ObjectInfo:
+        """Stream *src* (unknown length; *size_hint* an estimate) into *key* and
+        return the stored object's info. With *if_absent*, raise
+        ObjectExistsError if the key exists (locks)."""
+        ...
 
-    def open(self, key: str) -> ReadStream: ...
+    def open(self, key: str) -> ReadStream:
+        """Return a streaming read of *key*; raise ObjectNotFoundError if it is missing."""
+        ...
 
-    def head(self, key: str) -> ObjectInfo | None: ...
+    def head(self, key: str) -> ObjectInfo | None:
+        """Return *key*'s info, or None if it is missing."""
+        ...
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with *prefix*, in any order."""
+        ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Delete *key*; a missing key is not an error."""
+        ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """Return the location for messages: "s3://bucket/prefix" or "/var/backups/vkbackup"."""
+        ...
 
-    def retention_until(self, key: str) -> datetime | None: ...
+    def retention_until(self, key: str) -> datetime | None:
+        """Return *key*'s Object Lock retain-until date (None: not locked). Raise
+        ObjectNotFoundError if the key is missing."""
+        ...
 
-    def extend_retention(self, key: str) -> datetime | None: ...
+    def extend_retention(self, key: str) -> datetime | None:
+        """With Object Lock, make *key*'s retention last at least the configured
+        days from now, never shortening it (for objects a new snapshot reuses);
+        return the retain-until in force (None without Object Lock)."""
+        ...
 
-    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]: ...
+    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
+        """Return every upload that never finished as (key, upload id, started)."""
+        ...
 
-    def abort_upload(self, key: str, upload_id: str) -> None: ...
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Remove an upload reported by list_incomplete_uploads."""
+        ...

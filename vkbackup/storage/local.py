@@ -1,9 +1,5 @@
 """Local-directory storage: each key is a file under a root directory.
 
-Interface:
-    LocalStorage(root: Path)            implements `vkbackup.storage.base.Storage`
-    TEMP_MARK = ".vkbackup-tmp."        name prefix of files being written
-
 put() streams into a temporary file in the destination directory
 (``.vkbackup-tmp.<name>.<random>``, mode 0600), fsyncs it, then makes it
 visible in one step: os.replace() (overwrite), or os.link() for
@@ -19,7 +15,8 @@ modified time) and abort_upload(key, temp path) removes them, mirroring
 S3 incomplete multipart uploads.
 
 Directories are created 0700. delete() removes empty parent directories up to
-the root. There is no Object Lock here: retention_until() is always None.
+the root. There is no Object Lock here: retention_until() is None for every
+object (ObjectNotFoundError for a missing key, as in S3).
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from vkbackup.streams import CHUNK, Readable
 
 log = logging.getLogger("vkbackup.storage.local")
 
-TEMP_MARK = ".vkbackup-tmp."
+TEMP_MARK = ".vkbackup-tmp."  # name prefix of files being written (reserved in keys)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,6 +60,8 @@ def _hint_for(err: OSError) -> str | None:
 
 
 class LocalStorage:
+    """`vkbackup.storage.base.Storage` in the directory *root*."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 

@@ -5,18 +5,6 @@ S3 allows at most 10,000 parts of 5 MiB to 5 GiB each, and some providers
 part size is fixed for an upload and chosen before the first byte from a size
 hint, with a safety margin because hints are estimates (a database size
 before compression, a directory size before tar).
-
-Interface:
-    MIB, MIN_PART_SIZE (5 MiB), MAX_PART_SIZE (5 GiB), MAX_PARTS (10,000)
-    DEFAULT_PART_SIZE (8 MiB: objects of unknown size up to 80 GiB; two uploads in flight
-    with two part buffers each stay under 150 MiB of RSS, measured in docs/benchmarks.md)
-    HINT_SAFETY (2: a hint may be off by 2x and the upload still fits)
-    plan_part_size(size_hint, configured=None) -> int
-        The part size in bytes, a multiple of 1 MiB, at least MIN_PART_SIZE and
-        at least *configured* (bytes, from storage.part_size_mib), grown so that
-        HINT_SAFETY x size_hint fits in MAX_PARTS parts. Raises ValueError if
-        even MAX_PART_SIZE cannot hold the hinted size.
-    max_object_size(part_size) -> int    the largest object that part size allows
 """
 
 from __future__ import annotations
@@ -25,8 +13,10 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
+# 8 MiB: objects of unknown size up to 80 GiB; two uploads in flight with two part
+# buffers each stay under 150 MiB of RSS (measured in docs/benchmarks.md).
 DEFAULT_PART_SIZE = 8 * MIB
-HINT_SAFETY = 2
+HINT_SAFETY = 2  # a hint may be off by 2x and the upload still fits
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -39,9 +29,13 @@ def max_object_size(part_size: int) -> int:
 
 
 def plan_part_size(size_hint: int | None, configured: int | None = None) -> int:
-    """Given an expected object size (or None) and a configured part size (or
-    None), return the part size in bytes for one multipart upload.
-    Raise ValueError if the hinted size cannot fit in MAX_PARTS parts."""
+    """Given an expected object size (or None) and a configured part size in
+    bytes (storage.part_size_mib, or None: DEFAULT_PART_SIZE), return the part
+    size in bytes for one multipart upload: a multiple of 1 MiB, at least
+    MIN_PART_SIZE and the configured size, grown so that HINT_SAFETY x
+    size_hint fits in MAX_PARTS parts (MAX_PART_SIZE when only the hint itself
+    fits). Raise ValueError if the configured size is outside the S3 limits or
+    the hinted size cannot fit in MAX_PARTS parts of MAX_PART_SIZE."""
     if configured is not None and configured < MIN_PART_SIZE:
         raise ValueError(f"part size {configured} is below the S3 minimum of {MIN_PART_SIZE}")
     if configured is not None and configured > MAX_PART_SIZE:

@@ -122,8 +122,8 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _bind(fn: Callable[..., Any], params: dict[str, Any]) -> Callable[[], Any]:
-    frozen = dict(params)
+def _bind(fn: Callable[..., Any], request: dict[str, Any]) -> Callable[[], Any]:
+    frozen = dict(request)
     return lambda: fn(**frozen)
 
 
@@ -337,7 +337,7 @@ class S3Storage:
 
     def _put_single(self, key: str, full: str, body: bytearray, if_absent: bool) -> ObjectInfo:
         digest = _md5(body)
-        params: dict[str, Any] = {
+        request: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": full,
             "Body": body,
@@ -347,10 +347,10 @@ class S3Storage:
             **self._lock_params(),
         }
         if if_absent:
-            params["IfNoneMatch"] = "*"
+            request["IfNoneMatch"] = "*"
         resp = self._create(
             "PutObject",
-            lambda: self.client.put_object(**params),
+            lambda: self.client.put_object(**request),
             full,
             digest.hex(),
             len(body),
@@ -464,7 +464,7 @@ class S3Storage:
     ) -> ObjectInfo:
         loc = self._loc(full)
         etag = multipart_etag(digests)
-        params: dict[str, Any] = {
+        request: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": full,
             "UploadId": upload_id,
@@ -475,10 +475,10 @@ class S3Storage:
             },
         }
         if if_absent:
-            params["IfNoneMatch"] = "*"
+            request["IfNoneMatch"] = "*"
         resp = self._create(
             "CompleteMultipartUpload",
-            lambda: self.client.complete_multipart_upload(**params),
+            lambda: self.client.complete_multipart_upload(**request),
             full,
             etag,
             total,
@@ -546,12 +546,12 @@ class S3Storage:
         s3_prefix = join_key(self.prefix, prefix) if self.prefix else prefix
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": s3_prefix}
+            request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": s3_prefix}
             if token:
-                params["ContinuationToken"] = token
+                request["ContinuationToken"] = token
             try:
                 page = self._call(
-                    _bind(self.client.list_objects_v2, params),
+                    _bind(self.client.list_objects_v2, request),
                     f"ListObjectsV2 {self._loc(s3_prefix)}",
                 )
             except Exception as e:
@@ -633,13 +633,13 @@ class S3Storage:
 
     def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
         out: builtins.list[tuple[str, str, datetime]] = []
-        params: dict[str, Any] = {"Bucket": self.bucket}
+        request: dict[str, Any] = {"Bucket": self.bucket}
         if self.prefix:
-            params["Prefix"] = self.prefix + "/"
+            request["Prefix"] = self.prefix + "/"
         while True:
             try:
                 page = self._call(
-                    _bind(self.client.list_multipart_uploads, params),
+                    _bind(self.client.list_multipart_uploads, request),
                     f"ListMultipartUploads {self._loc(self.prefix)}",
                 )
             except Exception as e:
@@ -648,8 +648,8 @@ class S3Storage:
                 out.append((self._strip(up["Key"]), up["UploadId"], up["Initiated"]))
             if not page.get("IsTruncated"):
                 return out
-            params["KeyMarker"] = page.get("NextKeyMarker", "")
-            params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+            request["KeyMarker"] = page.get("NextKeyMarker", "")
+            request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         full = self._full(key)
@@ -713,16 +713,16 @@ class _S3ReadStream:
 
     def _reopen(self) -> None:
         """Open the object again at the current offset (same ETag only)."""
-        params: dict[str, Any] = {"Bucket": self._s.bucket, "Key": self._full}
+        request: dict[str, Any] = {"Bucket": self._s.bucket, "Key": self._full}
         if self._pos >= self._size:
             self._body = _Empty()
             return
         if self._pos:
-            params["Range"] = f"bytes={self._pos}-"
+            request["Range"] = f"bytes={self._pos}-"
         if self._etag:
-            params["IfMatch"] = self._etag
+            request["IfMatch"] = self._etag
         try:
-            resp = self._s.client.get_object(**params)
+            resp = self._s.client.get_object(**request)
         except botocore.exceptions.ClientError as e:
             if _code(e) == "PreconditionFailed":
                 raise StorageError(

@@ -1,4 +1,6 @@
-"""Small helpers every action shares: keys from config, hosts, time."""
+"""Small helpers the actions and the restore package share: keys from the config, hosts, time.
+
+Not an action itself: it lives beside them so that no action imports another."""
 
 from __future__ import annotations
 
