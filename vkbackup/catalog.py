@@ -1,12 +1,8 @@
 """Finding and reading snapshots in storage (manifests only; no data objects).
 
-Interface:
-    read_small(storage, key, limit) -> bytes       whole object, refusing anything over *limit*
-    list_snapshots(storage, host=None) -> list[tuple[str, str]]   (host, id), oldest first
-    load_manifest(storage, host, snapshot_id) -> Manifest
-    load_all(storage, host=None) -> list[Manifest]  skipping none: a bad manifest raises
-    resolve(storage, ref, host=None) -> Manifest    ref: an id, a unique id prefix, or "latest"
-                                                    (newest complete); names what is ambiguous
+A snapshot is listed when its manifest exists; manifests are read whole but
+never past MANIFEST_LIMIT, and a manifest that does not name the host and id
+of its own key is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +35,7 @@ def read_small(storage: Storage, key: str, limit: int = MANIFEST_LIMIT) -> bytes
 
 
 def list_snapshots(storage: Storage, host: str | None = None) -> list[tuple[str, str]]:
+    """Return the (host, id) of every manifest in storage (or of *host*), oldest first."""
     out: list[tuple[str, str]] = []
     for info in storage.list(layout.manifests_prefix(host)):
         parsed = layout.parse_manifest_key(info.key)
@@ -49,6 +46,9 @@ def list_snapshots(storage: Storage, host: str | None = None) -> list[tuple[str,
 
 
 def load_manifest(storage: Storage, host: str, snapshot_id: str) -> Manifest:
+    """Given a host and snapshot id, return its decoded manifest (private part
+    sealed). Raise ObjectNotFoundError if it is missing, IntegrityError if it is
+    too large, malformed, or names another host or id."""
     key = layout.manifest_key(host, snapshot_id)
     m = decode(read_small(storage, key), key)
     if m.host != host or m.id != snapshot_id:
@@ -59,11 +59,15 @@ def load_manifest(storage: Storage, host: str, snapshot_id: str) -> Manifest:
 
 
 def load_all(storage: Storage, host: str | None = None) -> list[Manifest]:
+    """Return every manifest (of *host*), oldest first; a bad one raises, none is skipped."""
     return [load_manifest(storage, h, s) for h, s in list_snapshots(storage, host)]
 
 
 def resolve(storage: Storage, ref: str, host: str | None = None) -> Manifest:
-    """Given "latest", an id or a unique id prefix, return that snapshot's manifest."""
+    """Given "latest" (the newest complete snapshot), an id or a unique id prefix,
+    return that snapshot's manifest. Raise ObjectNotFoundError if nothing
+    matches, UsageError naming the candidates if *ref* is ambiguous ("latest"
+    across several hosts included)."""
     snaps = list_snapshots(storage, host)
     where = f" of host {host!r}" if host else ""
     if ref == "latest":

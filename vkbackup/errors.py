@@ -1,6 +1,6 @@
 """One exception family for vkbackup, and the exit codes it maps to.
 
-Library code only raises these; the single place that turns them into a
+Library code raises these for every expected failure; the single place that turns them into a
 message and an exit status is `vkbackup.cli.main`. Every error message names
 what is at fault: the host, file, key path, object key or snapshot.
 
@@ -60,7 +60,8 @@ class CryptoError(VkError):
 
 
 class IntegrityError(VkError):
-    """Data read back does not match what the manifest recorded."""
+    """Stored data cannot be trusted: an object does not match what the manifest
+    recorded, or a manifest or archive is malformed, oversized or hostile."""
 
 
 class StorageError(VkError):

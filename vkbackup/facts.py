@@ -1,11 +1,11 @@
 """Host facts recorded at snapshot time, for restore planning.
 
-gather(t) -> dict with: os_release, docker_version, compose ("v2 x.y" / "v1 x.y" / None),
-containers (name, image, image_id, labels, running, restart policy, mounts,
-networks, ports — never the environment, which holds secrets), volumes,
-networks, tools on the host (zstd, gzip).
-
-Pure helpers: sanitize_container(inspect_doc) -> dict, compose_projects(containers) -> dict.
+One script run on the host collects them: os_release, docker_version, compose
+("v2 x.y" / "v1 x.y" / None), the tools on the host (zstd, gzip, tar), volume
+names, containers (name, image, image_id, labels, running, health, restart
+policy, mounts, networks, published ports, whether it has a healthcheck:
+never the environment, which holds secrets) and the compose projects those
+containers belong to. Parsing is pure.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def sanitize_container(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def compose_projects(containers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Group containers by compose project: working dir, config files, services."""
+    """Given sanitized containers, group them by compose project: return
+    project -> working dir, config files and services (service -> container name)."""
     out: dict[str, dict[str, Any]] = {}
     for c in containers:
         labels = c.get("labels") or {}
@@ -80,6 +81,7 @@ def compose_projects(containers: list[dict[str, Any]]) -> dict[str, dict[str, An
 
 
 def parse_facts(text: str) -> dict[str, Any]:
+    """Given the facts script's output, return the facts (see the module docstring)."""
     sections: dict[str, list[str]] = {}
     current = ""
     for line in text.splitlines():
@@ -111,6 +113,7 @@ def parse_facts(text: str) -> dict[str, Any]:
 
 
 def gather(t: Transport) -> dict[str, Any]:
-    """Run the facts script on the host and return the parsed facts."""
+    """Run the facts script on the host and return the parsed facts. Raise
+    RemoteCommandError if the script fails."""
     res = t.run(pipeline_argv(FACTS_SCRIPT))
     return parse_facts(res.stdout.decode("utf-8", errors="replace"))

@@ -5,7 +5,9 @@
     locks/<host>.lock                             one snapshot per host at a time
     verify/<host>/<snapshot-id>.json              the last verify result of a snapshot
 
-Snapshot ids sort by time: ``20261126T020000Z-3f9a``.
+Snapshot ids sort by time: ``20261126T020000Z-3f9a``. Every key function
+raises ValueError for a host, snapshot, source or object name that does not
+match NAME_RE, so no name can climb out of its place in the layout.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:
+    """Return a new snapshot id: *now* (default: the current time) in UTC to the
+    second, and 4 random hex digits."""
     now = now or datetime.now(UTC)
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def snapshot_time(snapshot_id: str) -> datetime:
+    """Given a snapshot id, return the UTC time it names. Raise ValueError if it names none."""
     return datetime.strptime(snapshot_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 

@@ -1,14 +1,9 @@
 """Logging setup: human lines on a TTY, JSON lines with --log-json, secrets masked.
 
-Interface:
-    setup_logging(verbosity: int, json_lines: bool, stream=None) -> None
-        verbosity: -1 quiet (warnings and errors), 0 normal (info), 1+ debug.
-    register_secret(value: str) -> None
-        Any later log record whose message or arguments contain *value* has it
-        replaced by "***". Passphrases, credentials and key material are
-        registered as soon as they are read. `.env` contents are never decoded
-        to text by vkbackup at all, so they cannot reach a log.
-    get_logger(name) -> logging.Logger   (names are under "vkbackup.")
+Passphrases, credentials and key material are registered with
+`register_secret` as soon as they are read; from then on, any log record whose
+message or arguments contain one has it replaced by "***". `.env` contents are
+never decoded to text by vkbackup at all, so they cannot reach a log.
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ MASK = "***"
 
 
 def register_secret(value: str) -> None:
-    """Given a secret string, mask it in every later log line (ignores short values)."""
+    """Given a secret string, mask it as "***" in the message (and traceback) of every
+    later log record. Values shorter than 4 characters are ignored."""
     if value and len(value) >= 4:
         with _SECRETS_LOCK:
             _SECRETS.add(value)
@@ -78,7 +74,9 @@ class _HumanFormatter(logging.Formatter):
 def setup_logging(
     verbosity: int = 0, json_lines: bool = False, stream: IO[str] | None = None
 ) -> None:
-    """Configure the "vkbackup" logger tree. Safe to call more than once."""
+    """Configure the "vkbackup" logger tree, writing to *stream* (default stderr).
+    *verbosity*: -1 quiet (warnings and errors), 0 normal (info), 1 debug, 2+ the
+    libraries' debug lines too. Safe to call more than once."""
     root = logging.getLogger("vkbackup")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -93,7 +91,6 @@ def setup_logging(
     else:
         root.setLevel(logging.DEBUG)
     root.propagate = False
-    # Quiet the chatty libraries unless -vv.
     # Libraries: silent unless -vv. paramiko's transport thread logs every
     # handshake failure with a traceback; vkbackup reports those itself.
     for name in ("paramiko", "botocore", "boto3", "s3transfer", "urllib3"):
@@ -107,6 +104,7 @@ def setup_logging(
 
 
 def get_logger(name: str) -> logging.Logger:
+    """Return the logger *name*, put under "vkbackup." unless it already is."""
     if not name.startswith("vkbackup"):
         name = "vkbackup." + name
     return logging.getLogger(name)

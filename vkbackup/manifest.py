@@ -11,14 +11,8 @@ A manifest is one JSON object in storage with a public part and a private part:
   holding everything sensitive: paths of files, row counts, server versions,
   host facts, plaintext sizes and hashes, error messages.
 
-Interface:
-    ObjectRecord, SourceRecord, Manifest    dataclasses (public part)
-    Manifest.private: dict                  decrypted private part (None until decrypted)
-    encode(manifest, recipients) -> bytes   JSON, private part encrypted to recipients
-    decode(data, name) -> Manifest          validates strictly (hostile input refused
-                                            with IntegrityError naming *name*); private stays sealed
-    open_private(manifest, identities) -> dict
-    objects_by_source(manifest) -> dict[str, list[ObjectRecord]]
+A manifest read from storage is validated strictly, as hostile input; its
+private part stays sealed until `open_private` decrypts it.
 """
 
 from __future__ import annotations
@@ -94,6 +88,7 @@ class Manifest:
         return self.bytes_total - self.bytes_new
 
     def origin(self, obj: ObjectRecord) -> str:
+        """Return the id of the snapshot that uploaded *obj* (this one or an earlier one)."""
         return obj.uploaded_in or self.id
 
 
@@ -148,7 +143,8 @@ def _seconds(doc: dict[str, Any], key: str, name: str) -> float:
 
 
 def decode(data: bytes, name: str) -> Manifest:
-    """Parse and validate manifest bytes. Raise IntegrityError naming *name* if bad."""
+    """Given manifest bytes, return the Manifest with its private part still sealed.
+    Raise IntegrityError naming *name* if anything is malformed or out of bounds."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -249,7 +245,9 @@ def decode(data: bytes, name: str) -> Manifest:
 
 
 def open_private(manifest: Manifest, identities: Sequence[Any], name: str = "") -> dict[str, Any]:
-    """Decrypt and return the manifest's private part (cached on the manifest)."""
+    """Decrypt and return the manifest's private part (cached on the manifest).
+    Raise CryptoError if no identity opens it, IntegrityError if it is not a
+    base64-encoded JSON object."""
     if manifest.private is not None:
         return manifest.private
     from vkbackup.crypto import decrypt_bytes
@@ -271,6 +269,7 @@ def open_private(manifest: Manifest, identities: Sequence[Any], name: str = "") 
 
 
 def objects_by_source(manifest: Manifest) -> dict[str, list[ObjectRecord]]:
+    """Given a manifest, return its objects grouped by source name, in manifest order."""
     out: dict[str, list[ObjectRecord]] = {}
     for o in manifest.objects:
         out.setdefault(o.source, []).append(o)

@@ -1,16 +1,6 @@
 """Retention planning: which snapshots a prune keeps, which it drops, and why. Pure.
 
-Interface:
-    SnapshotInfo(id, time, status="complete", object_keys=frozenset(), referenced_keys=frozenset())
-        what prune needs to know of one snapshot (built from its manifest, or from
-        a data prefix that has no manifest: status "incomplete")
-    Decision(snapshot, keep, reasons, locked_until=None)
-    PrunePlan(decisions, deletable_keys, policy_empty)
-        .kept / .dropped / .kept_ids / .dropped_ids / .decision(id)
-    plan_prune(snapshots, policy, now, *, retention_until=None, incomplete_grace=timedelta(0))
-        -> PrunePlan
-
-Call it once per host: restic groups snapshots by host the same way, and an object
+Call `plan_prune` once per host: restic groups snapshots by host the same way, and an object
 is only ever referenced by snapshots of its own host.
 
 The keep_* rules, as ``restic forget --keep-*`` (0.16 and later) and ``borg prune``
@@ -104,7 +94,8 @@ class SnapshotInfo:
 
     *time* is when the snapshot started (timezone-aware). *status* is the
     manifest's status ("complete" or "partial"), or "incomplete" for a snapshot
-    whose manifest was never committed.
+    whose manifest was never committed (built from a data prefix that has no
+    manifest).
     """
 
     id: str

@@ -3,26 +3,6 @@
 Bounded exponential backoff with jitter, every retry logged. Built on tenacity;
 any module that talks to something over a network reuses it (storage, SSH).
 
-Interface:
-    RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=30.0, sleep=time.sleep)
-        max_attempts counts the first try: 1 means "never retry".
-    backoff_delay(attempt, policy, rand=random.random) -> float
-        The wait before retry number *attempt* (1-based): "equal jitter", i.e.
-        d/2 + uniform(0, d/2) with d = min(max_delay, base_delay * 2**(attempt-1)).
-        Never zero (no retry storms against a throttling server), never above max_delay.
-    is_transient(exc) -> bool
-        True for throttling and transient server or network failures:
-        HTTP 429/500/502/503/504; S3 codes SlowDown, Throttling, RequestTimeout,
-        InternalError, ServiceUnavailable, ConditionalRequestConflict, ...;
-        connection refused/reset/closed, broken pipe, timeouts, truncated
-        responses. False for everything else (auth, not found, bad request).
-    describe_error(exc) -> str     "SlowDown (HTTP 503)", "ConnectionResetError: ...": for logs
-    any_of(*predicates) -> predicate   combine with a module's own transient test
-    call(fn, what, policy, *, transient=is_transient) -> T
-        Run fn() until it succeeds, fails with a non-transient error, or
-        policy.max_attempts is reached; the last error is re-raised unchanged.
-        Each retry logs a warning naming *what*, the error, attempt n/max, the wait.
-
 Only retry what can be repeated: a request whose whole body is in memory, or a
 read that can resume at a known offset. Never wrap a call that consumes a
 one-shot stream (the data already read would be lost).
@@ -73,6 +53,9 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how long to retry. *max_attempts* counts the first try: 1
+    means "never retry". Raise ValueError for a count below 1 or bad delays."""
+
     max_attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
@@ -88,7 +71,10 @@ class RetryPolicy:
 def backoff_delay(
     attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
 ) -> float:
-    """Given the 1-based retry number, return the seconds to wait before it."""
+    """Given the 1-based retry number, return the seconds to wait before it:
+    "equal jitter", i.e. d/2 + uniform(0, d/2) with
+    d = min(max_delay, base_delay * 2**(attempt-1)). Never above max_delay, and
+    never zero unless base_delay is (no retry storms against a throttling server)."""
     exp = min(attempt - 1, 60)  # no float overflow on absurd attempt counts
     d = min(policy.max_delay, policy.base_delay * (2**exp))
     return float(d / 2 + rand() * d / 2)
@@ -105,7 +91,11 @@ def _client_error_code(exc: BaseException) -> tuple[str, int | None] | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Given an exception, return True if repeating the same request may succeed."""
+    """Given an exception, return True if repeating the same request may succeed:
+    throttling and transient server or network failures (HTTP
+    429/500/502/503/504; S3 codes in TRANSIENT_CODES; connection
+    refused/reset/closed, broken pipe, timeouts, truncated responses). False for
+    everything else (auth, not found, bad request)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code, status = _client_error_code(exc) or ("", None)
         if code in TRANSIENT_CODES:
@@ -125,7 +115,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def any_of(*predicates: Predicate) -> Predicate:
-    """Return a predicate true when any of *predicates* is."""
+    """Return a predicate true when any of *predicates* is (to combine is_transient
+    with a module's own transient test)."""
 
     def pred(exc: BaseException) -> bool:
         return any(p(exc) for p in predicates)
@@ -134,7 +125,8 @@ def any_of(*predicates: Predicate) -> Predicate:
 
 
 def describe_error(exc: BaseException) -> str:
-    """Return a short one-line description of *exc* for log lines and messages."""
+    """Return a short one-line description of *exc* for log lines and messages:
+    "SlowDown (HTTP 503)", "ConnectionResetError: ..."."""
     info = _client_error_code(exc)
     if info is not None and info[0]:
         code, status = info
@@ -187,6 +179,9 @@ def call(
     *,
     transient: Predicate = is_transient,
 ) -> T:
-    """Run *fn* under *policy*; return its result or re-raise its last error."""
+    """Run *fn* until it succeeds, fails with an error *transient* rejects, or
+    policy.max_attempts is reached; return its result or re-raise its last
+    error unchanged. Each retry logs a warning naming *what*, the error, the
+    retry number out of max_attempts - 1, and the wait."""
     result: Any = _retrying(what, policy, transient)(fn)
     return result  # type: ignore[no-any-return]

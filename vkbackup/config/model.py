@@ -1,6 +1,8 @@
-"""Typed configuration objects. Built only by `vkbackup.config.load`; immutable.
+"""Typed configuration objects, immutable. Built from the file by
+`vkbackup.config.load`; a HostConfig is also built from a command line's
+user@address (a restore target, `init`).
 
-Every object keeps the key path it came from (`where`), so errors found later
+Every source keeps the key path it came from (`where`), so errors found later
 (for example a container that does not exist on the host) can still name the
 exact key in the file.
 """
@@ -88,6 +90,7 @@ class RetentionConfig:
     keep_yearly: int = 0
 
     def is_empty(self) -> bool:
+        """Return True when every keep_* is 0 (prune then keeps everything)."""
         return not any(
             (
                 self.keep_last,

@@ -4,9 +4,9 @@ list what the snapshot already says.
 
     [playbook]
     name = "VisualKit"
-    health_timeout = 180            # seconds each start group may take to be healthy
+    health_timeout = 180            # seconds the one health step may take (default 120)
 
-    [[start]]                       # start groups, in order; each waits to be healthy
+    [[start]]                       # start groups, started in order (`compose up -d`)
     project = "chatwoot"            # compose project (com.docker.compose.project)
     services = ["postgres", "redis"]  # optional: default every service of the project
 
@@ -16,12 +16,16 @@ list what the snapshot already says.
     expect_status = 200
 
     [dns]
-    zone = "visualkit.com"
+    zone = "visualkit.live"
     records = ["api", "agent", "janus", "cdn", "support"]
 
-Interface:
-    load_playbook(path) -> Playbook      (ConfigError naming file and key path)
-    parse_playbook(doc, source) -> Playbook
+No start group waits for anything: the groups only set the order (a
+database's own service starts earlier, with its database step). Compose
+projects the playbook does not name start after its groups. Health is one
+step, after every group has started: it polls until each compose container
+that ran at snapshot time runs again (and is healthy, if it has a
+healthcheck) and every HTTP check answers its expected status, for at most
+health_timeout seconds.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Playbook:
 
 
 def parse_playbook(doc: dict[str, Any], source: str) -> Playbook:
+    """Given a parsed TOML document, return the Playbook. Raise ConfigError naming
+    *source* and the key path if it is invalid (unknown keys included)."""
     top = _Table(doc, "", source)
     meta = top.table("playbook")
     name = "playbook"
@@ -118,6 +124,8 @@ def parse_playbook(doc: dict[str, Any], source: str) -> Playbook:
 
 
 def load_playbook(path: Path) -> Playbook:
+    """Read and validate the playbook at *path*. Raise ConfigError naming the file
+    (and the key path) if it is missing, unreadable, not TOML or invalid."""
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:

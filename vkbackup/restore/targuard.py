@@ -40,17 +40,7 @@ checked too: 'Y'/'N'/'D' single names, 'R'/'T'/'X' relative paths), volume
 labels 'V'.
 
 Cost: nothing per data byte (a counter skips member data), one 512-byte
-parse per header; measured in tests/unit/test_targuard.py.
-
-Interface:
-    TarGuard(src, name, *, allowed=None, absolute_symlinks=False, state=None)   Readable
-        .read(n)        the next bytes of *src*, unchanged, once checked
-        .feed(data) / .finish()   the same checks for bytes the caller holds (src unused)
-        .members        members seen so far
-        .state          a GuardState: pass it to the guard of the next level of an
-                        incremental chain (symlinks made earlier stay on the target)
-    GuardState()    symlinks made so far (shared along an incremental chain)
-    check_tar(src, name, **kw) -> int    read *src* to the end through a guard; return its size
+parse per header; measured in tests/unit/restore/test_targuard.py.
 """
 
 from __future__ import annotations
@@ -119,7 +109,14 @@ class GuardState:
 
 
 class TarGuard:
-    """Pass-through reader that refuses hostile tar members (see the module docstring)."""
+    """Pass-through reader that refuses hostile tar members (see the module docstring).
+
+    read(n) returns the next bytes of *src*, unchanged, once checked; feed() and
+    finish() run the same checks on bytes the caller holds (*src* unused).
+    ``members`` counts the members seen so far. ``state`` is the GuardState to
+    pass to the guard of the next level of an incremental chain (symlinks made
+    earlier stay on the target).
+    """
 
     def __init__(
         self,

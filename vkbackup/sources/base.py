@@ -3,22 +3,9 @@
 A source knows (1) which remote commands produce its streams, (2) what
 metadata to record, and (3) how to put a stream back on a target (restore
 side, in the same module). Commands are argv lists built by plain functions,
-so unit tests read them; the only effect is `Transport`.
-
-Interface:
-    Source.type                      "postgres" | "files" | "docker-volume" | "docker-image"
-    Source.plan(t, ctx) -> SourcePlan
-        Inspect the host with small commands (versions, sizes, who uses a
-        volume) and return the streams to take, each with the argv producing
-        it and a content fingerprint (same fingerprint as an object in an
-        earlier complete snapshot => that object is reused, not re-uploaded).
-    Source.after_stream(t, stream, plan, stderr_tail) -> None
-        Runs once a stream's command succeeded: collect what the stream left
-        behind (row counts file, downtime line) into plan.meta.
-
-    PlanContext: snapshot id, the compressor to use, and the private
-    metadata of this source in the previous complete snapshot (for
-    incremental decisions).
+so unit tests read them; the only effect is `Transport`. Each source class
+names its kind in ``type``: "postgres", "files", "docker-volume" or
+"docker-image".
 """
 
 from __future__ import annotations
@@ -87,6 +74,10 @@ class SourcePlan:
 
 @dataclass(frozen=True)
 class PlanContext:
+    """What a source plans with: this snapshot's id, the compressor to use, the
+    source's objects in its previous snapshot (for reuse and incremental
+    decisions) and the incremental chain settings."""
+
     snapshot_id: str
     compressor: str = "gzip"
     # this source's objects in the newest earlier snapshot where it succeeded (public
@@ -94,7 +85,7 @@ class PlanContext:
     previous: tuple[ObjectRecord, ...] = ()
     full_every_days: int = 7
     max_chain: int = 6
-    now: datetime | None = None
+    now: datetime | None = None  # None: the snapshot id's time
 
 
 def fingerprint_tag(fp: str) -> str:
@@ -105,8 +96,16 @@ def fingerprint_tag(fp: str) -> str:
 class Source(Protocol):
     cfg: SourceConfig
 
-    def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan: ...
+    def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
+        """Inspect the host with small commands (versions, sizes, who uses a
+        volume) and return the streams to take, each with the argv producing it
+        and a content fingerprint (same fingerprint as an object of
+        ctx.previous => that object is reused, not uploaded again)."""
+        ...
 
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
-    ) -> None: ...
+    ) -> None:
+        """Run once a stream's command succeeded: collect what the stream left
+        behind (row counts file, downtime line) into plan.meta."""
+        ...

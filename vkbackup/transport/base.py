@@ -4,25 +4,9 @@ Two implementations: `SshTransport` (paramiko) and `LocalTransport` (subprocess)
 Everything above this layer (sources, actions) is written against `Transport`
 only, so the same code path runs locally in unit tests and over SSH for real.
 
-Interface:
-    Transport.name                    "root@203.0.113.7:22" or "local": used in errors
-    Transport.start(argv) -> Process  start argv; read its stdout as a stream
-    Transport.run(argv, input=b"", check=True, timeout=None) -> Completed
-                                      small commands: output collected in memory
-    Transport.feed(argv, src) -> Completed
-                                      stream *src* into argv's stdin, then wait
-    Transport.close()
-
-    Process.stdout                    Readable (bytes, never decoded)
-    Process.write(data) / close_stdin()
-    Process.wait(check=True) -> int   waits; a signal-killed process is a failure;
-                                      raises RemoteCommandError with the stderr tail
-    Process.stderr_tail() -> str      the last few KiB of stderr (drained concurrently)
-    Process.kill()
-
 Commands are argv lists. For a remote pipeline use `pipeline_argv(script)`,
-which wraps the script in `bash -o pipefail -c` so a failing stage is seen.
-No pty is ever requested: binary output stays binary.
+which runs the script with `bash -c` under `set -euo pipefail` so a failing
+stage is seen. No pty is ever requested: binary output stays binary.
 """
 
 from __future__ import annotations
@@ -77,25 +61,39 @@ class Completed:
 
 
 class Process(Protocol):
+    """A started command; its stderr is drained concurrently into a tail."""
+
     @property
-    def stdout(self) -> Readable: ...
+    def stdout(self) -> Readable:
+        """The command's stdout as a stream (bytes, never decoded)."""
+        ...
 
     def write(self, data: bytes) -> None: ...
 
     def close_stdin(self) -> None: ...
 
-    def wait(self, check: bool = True) -> int: ...
+    def wait(self, check: bool = True) -> int:
+        """Close stdin, wait for the command and return its exit status. With
+        *check*, raise RemoteCommandError with the stderr tail for any non-zero
+        status (a command killed by a signal included)."""
+        ...
 
-    def stderr_tail(self) -> str: ...
+    def stderr_tail(self) -> str:
+        """Return the last STDERR_TAIL_BYTES of stderr, decoded."""
+        ...
 
     def kill(self) -> None: ...
 
 
 class Transport(Protocol):
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """Where commands run, for errors: "root@203.0.113.7:22" or "local"."""
+        ...
 
-    def start(self, argv: list[str]) -> Process: ...
+    def start(self, argv: list[str]) -> Process:
+        """Start *argv* and return it; read its stdout as a stream."""
+        ...
 
     def run(
         self,
@@ -104,9 +102,14 @@ class Transport(Protocol):
         input: bytes = b"",
         check: bool = True,
         timeout: float | None = None,
-    ) -> Completed: ...
+    ) -> Completed:
+        """Run a small command with *input* on stdin and return its output, collected
+        in memory. With *check*, raise RemoteCommandError if it fails."""
+        ...
 
-    def feed(self, argv: list[str], src: Readable) -> Completed: ...
+    def feed(self, argv: list[str], src: Readable) -> Completed:
+        """Stream *src* into *argv*'s stdin, then wait (see feed_process)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -123,6 +126,7 @@ def short_command(argv: list[str], limit: int = 160) -> str:
 
 
 def describe_status(status: int) -> str:
+    """Given an exit status (negative: killed by that signal; -1: none), say what happened."""
     if status == -1:
         return "was killed by a signal or the connection dropped (no exit status)"
     if status < 0:

@@ -1,14 +1,8 @@
 """`SshTransport`: the Transport interface over one paramiko SSH connection.
 
-Interface:
-    connect(host: HostConfig, *, passphrase_env=os.environ) -> SshTransport
-        Opens the connection, checks the host key STRICTLY against the
-        configured known_hosts (never auto-adds), authenticates with the key
-        file (passphrase from $<key_passphrase_env>) and/or the SSH agent.
-    fetch_host_key(address, port, timeout) -> paramiko.PKey
-        Connects and returns the server's key without authenticating (for
-        `vkbackup init`'s trust-on-first-use prompt).
-    fingerprint(key) -> "SHA256:..."   (as OpenSSH prints it)
+The host key is checked STRICTLY against the configured known_hosts (never
+auto-added); `fetch_host_key` is the one way to see an unknown key, for
+`vkbackup init`'s trust-on-first-use prompt.
 
 Choices, each for a measured reason (../shared/LAB-FACTS.md):
 - aes128-gcm@openssh.com is preferred (paramiko otherwise picks aes128-ctr,
@@ -54,7 +48,7 @@ IO_TIMEOUT = 600.0
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    """Given a public key, return its OpenSSH-style SHA256 fingerprint."""
+    """Given a public key, return its SHA256 fingerprint as OpenSSH prints it: "SHA256:..."."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
@@ -97,7 +91,9 @@ def _new_transport(sock: socket.socket, key_types: list[str] | None = None) -> p
 
 
 def fetch_host_key(address: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
-    """Connect to address:port and return the server's host key (no authentication)."""
+    """Connect to address:port and return the server's host key without
+    authenticating (for `vkbackup init`'s trust-on-first-use prompt). Raise
+    TransportError if the connection or handshake fails."""
     sock = _open_socket(address, port, timeout)
     t = _new_transport(sock)
     try:
@@ -196,7 +192,11 @@ def _needs_passphrase(path: Path) -> bool:
 
 
 def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTransport:
-    """Open an authenticated, host-key-checked SSH connection to *host*."""
+    """Open an SSH connection to *host* and return it authenticated: the host key
+    is checked against host.known_hosts (HostKeyError if unknown or changed),
+    then the key file (its passphrase from *env*, default os.environ, under the
+    name host.key_passphrase_env) and the SSH agent's keys are offered. Raise
+    TransportError if connecting or authenticating fails."""
     env = os.environ if env is None else env
     display = f"{host.user}@{host.address}:{host.port}"
     known = _load_known_hosts(host.known_hosts)
