@@ -14,7 +14,12 @@ import click
 
 from vkbackup.cli.context import AppContext, pass_app
 from vkbackup.cli.options import passphrase_file
-from vkbackup.crypto import default_identity_path, generate_identity, write_identity_file
+from vkbackup.crypto import (
+    default_identity_path,
+    generate_hybrid_identity,
+    generate_identity,
+    write_identity_file,
+)
 from vkbackup.errors import UsageError
 
 
@@ -38,16 +43,23 @@ def keys_group() -> None:
     help="Encrypt the identity file with a passphrase (age scrypt, armored; "
     "`age -d -i FILE` asks for it). Implied by --passphrase-file.",
 )
+@click.option(
+    "--pq",
+    is_flag=True,
+    help="Generate a post-quantum identity (ML-KEM-768 + X25519, AGE-SECRET-KEY-PQ-1...; "
+    "recipient age1pq1...), as `age-keygen -pq` does. Stock age opens its files from 1.3.0.",
+)
 @passphrase_file
 @pass_app
 def keys_generate(
-    app: AppContext, out: str | None, passphrase: bool, passphrase_file: str | None
+    app: AppContext, out: str | None, passphrase: bool, pq: bool, passphrase_file: str | None
 ) -> None:
     """Write a new identity file that stock `age` reads; print its public recipient.
 
-    The recipient (age1...) goes to standard output; put it in the config's
-    `recipients`. Keep the identity file off the backed-up host and out of
-    the storage: restore, verify and drill need it, nightly snapshots do not.
+    The recipient (age1... or, with --pq, age1pq1...) goes to standard output;
+    put it in the config's `recipients`. Keep the identity file off the
+    backed-up host and out of the storage: restore, verify and drill need it,
+    nightly snapshots do not.
     """
     protect = passphrase or passphrase_file is not None
     path = Path(out) if out else default_identity_path(passphrase=protect)
@@ -56,7 +68,7 @@ def keys_generate(
     secret = None
     if protect:
         secret = app.new_passphrase(passphrase_file, "Passphrase for the new identity file: ")
-    identity = generate_identity()
+    identity = generate_hybrid_identity() if pq else generate_identity()
     write_identity_file(path, identity, passphrase=secret)
     click.echo(f"wrote identity file {path} (mode 0600)", err=True)
     click.echo(str(identity.recipient()))

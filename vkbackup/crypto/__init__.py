@@ -1,28 +1,21 @@
 """age v1 encryption, streaming (https://age-encryption.org/v1, C2SP age).
 
 Any object vkbackup writes opens with the stock `age` tool, and vkbackup opens
-what `age` writes. This package knows nothing of backups.
+what `age` writes: the break-glass restore must never depend on vkbackup
+itself. So the format is implemented to the letter of the C2SP spec and
+checked against stock age and the C2SP/CCTV vectors, and this package knows
+nothing of backups.
 
-Public interface:
-    X25519Recipient, X25519Identity      public / secret X25519 keys
-    ScryptRecipient, ScryptIdentity      passphrase encryption (age -p)
-    Recipient, Identity                  the protocols the readers accept
-    generate_identity() -> X25519Identity
-    parse_recipient("age1...") -> X25519Recipient
-    parse_identity("AGE-SECRET-KEY-1...") -> X25519Identity
-    load_identity_file(path, passphrase=None) -> list[Identity]
-    write_identity_file(path, identity, passphrase=None) -> None
-    format_identity_file(identity) -> str
-    default_identity_path(environ=None, passphrase=False) -> Path
-    read_passphrase(passphrase_file=None, ...) -> str;  PassphraseSource(...)
-    EncryptingReader(src, recipients) -> Readable of the age file
-    DecryptingReader(src, identities, name="<stdin>") -> Readable of plaintext
-    encrypt_bytes(data, recipients) -> bytes
-    decrypt_bytes(data, identities, name="<bytes>") -> bytes
+Keys come in two public kinds, mixed freely in recipient lists and identity
+files: X25519 ("age1...") and the hybrid post-quantum ML-KEM-768 + X25519
+kind of age 1.3 ("age1pq1...", opened by stock age 1.3.0 and later), for
+backups that must stay closed after X25519 falls. Passphrases (age -p) serve
+identity files. Every failure raises `vkbackup.errors.CryptoError` naming
+the object at fault, and no key material is ever printed or logged.
 
-Every failure raises `vkbackup.errors.CryptoError` naming the object at fault.
 Modules: bech32 (key encoding), header (stanzas, MAC), armor (PEM armor),
-recipients (key types), age (the readers), keys (identity files, passphrases).
+hpke (the hybrid KEM and the HPKE suite of PQ stanzas), recipients (key
+types), age (the streaming readers), keys (identity files, passphrases).
 """
 
 from __future__ import annotations
@@ -44,12 +37,17 @@ from vkbackup.crypto.keys import (
     write_identity_file,
 )
 from vkbackup.crypto.recipients import (
+    AnyIdentity,
+    AnyRecipient,
+    HybridIdentity,
+    HybridRecipient,
     Identity,
     Recipient,
     ScryptIdentity,
     ScryptRecipient,
     X25519Identity,
     X25519Recipient,
+    generate_hybrid_identity,
     generate_identity,
     parse_identity,
     parse_recipient,
@@ -57,8 +55,12 @@ from vkbackup.crypto.recipients import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "AnyIdentity",
+    "AnyRecipient",
     "DecryptingReader",
     "EncryptingReader",
+    "HybridIdentity",
+    "HybridRecipient",
     "Identity",
     "PassphraseSource",
     "Recipient",
@@ -70,6 +72,7 @@ __all__ = [
     "default_identity_path",
     "encrypt_bytes",
     "format_identity_file",
+    "generate_hybrid_identity",
     "generate_identity",
     "load_identity_file",
     "parse_identities",

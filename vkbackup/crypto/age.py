@@ -1,34 +1,36 @@
 """The age v1 file format, streaming: header, recipient stanzas, STREAM payload.
 
-Interface:
-    EncryptingReader(src, recipients) -> Readable
-        Reads plaintext from *src* and returns the bytes of an age v1 file
-        encrypted to every recipient (X25519 ones, or exactly one scrypt one).
-        Raise CryptoError if there is no recipient or scrypt is mixed with others.
-    DecryptingReader(src, identities, name="<stdin>") -> Readable
-        Reads an age v1 file (binary, or ASCII-armored as `age -a` writes it)
-        from *src* and returns its plaintext. Every byte returned belongs to a
-        chunk that has been authenticated; b"" (end) is returned only after the
-        final chunk has been authenticated and *src* has reported its end.
-        Raise CryptoError naming *name* on a malformed or tampered header, a
-        wrong key or passphrase, a header from another file, a flipped bit,
-        reordered, dropped or duplicated chunks, truncation anywhere (inside
-        the header, inside a chunk, at a chunk boundary), a missing final
-        chunk, an empty final chunk after data, and trailing data. After an
-        error, every later read raises the same error.
-    encrypt_bytes(data, recipients) -> bytes
-    decrypt_bytes(data, identities, name="<bytes>") -> bytes
-        Small-object helpers (manifests): bytes in, bytes out.
+Every object vkbackup stores is an age file, so that stock `age -d` can open
+it on the day vkbackup cannot run. Objects are large (database dumps, volume
+tars) and pass through pipes, so both directions are Readables that never
+hold the whole stream: one block read from the source (the size a read(n)
+asked for, at least one chunk), one pending chunk, and up to n bytes of
+output. Chunks are sealed or opened straight into one reusable output
+buffer, and read(n) copies out of it once, so reading 1 MiB at a time costs
+one memcpy per byte beyond the cipher itself.
 
-Payload: a 16-byte random nonce, then 64 KiB plaintext chunks sealed with
-ChaCha20-Poly1305 under HKDF-SHA-256(file key, nonce, "payload"); the AEAD nonce
-is an 11-byte big-endian chunk counter and a last-chunk flag byte.
+The payload is a 16-byte random nonce, then 64 KiB plaintext chunks sealed
+with ChaCha20-Poly1305 under HKDF-SHA-256(file key, nonce, "payload"); the
+AEAD nonce is an 11-byte big-endian chunk counter and a last-chunk flag
+byte. The recipient type only changes the header: an X25519, post-quantum
+or passphrase stanza wraps the same 16-byte file key, which is why a PQ
+recipient costs one KEM operation per object and nothing per byte.
 
-Memory: both readers hold one block read from *src* (the size read(n) asked
-for, at least one chunk), one pending chunk, and up to n bytes of output; never
-the whole stream. Chunks are sealed or opened straight into one reusable
-output buffer, and read(n) copies out of it once, so reading 1 MiB at a time
-costs one memcpy per byte beyond the cipher itself.
+Decryption releases only authenticated bytes, and returns b"" (the end) only
+after the final chunk authenticated and the source reported its end. It
+refuses, naming the object, a malformed or tampered header, a wrong key or
+passphrase, a header from another file, flipped bits, reordered, dropped or
+duplicated chunks, truncation anywhere, a missing final chunk, an empty
+final chunk after data, and trailing data; after an error every later read
+raises the same error. Armored input (`age -a`) is recognised and decoded on
+the fly.
+
+Recipient rules on encryption: a passphrase (scrypt) is always alone, as the
+spec requires. Post-quantum and X25519 recipients may be mixed, which the
+operator asked for (a classic break-glass key next to a new PQ key), but the
+spec says SHOULD NOT and stock age 1.3 refuses it: such a file is only as
+strong as X25519, so the mix is logged as a warning, once per recipient set
+per process, naming what to change.
 """
 
 from __future__ import annotations
@@ -48,9 +50,18 @@ from vkbackup.crypto.header import (
     header_mac,
     hkdf_sha256,
 )
-from vkbackup.crypto.recipients import Identity, Recipient, ScryptIdentity, ScryptRecipient
+from vkbackup.crypto.recipients import (
+    HybridRecipient,
+    Identity,
+    Recipient,
+    ScryptIdentity,
+    ScryptRecipient,
+)
 from vkbackup.errors import CryptoError
+from vkbackup.logs import get_logger
 from vkbackup.streams import BytesReader, Readable
+
+log = get_logger("crypto.age")
 
 CHUNK_SIZE = 64 * 1024
 TAG_SIZE = 16
@@ -147,11 +158,27 @@ class _Output:
         return self.take(self.size)
 
 
+_warned_mixes: set[frozenset[Recipient]] = set()
+
+
 def _check_recipients(recipients: Sequence[Recipient]) -> None:
     if not recipients:
         raise CryptoError("no recipients to encrypt to")
     if len(recipients) > 1 and any(isinstance(r, ScryptRecipient) for r in recipients):
         raise CryptoError("a passphrase (scrypt) recipient must be the only recipient")
+    pq = [r for r in recipients if isinstance(r, HybridRecipient)]
+    if pq and len(pq) < len(recipients):
+        key = frozenset(recipients)  # hashed by key bytes, not by their long Bech32 form
+        if key not in _warned_mixes:
+            _warned_mixes.add(key)
+            log.warning(
+                "encrypting to %d post-quantum (age1pq1...) and %d classic recipient(s): the "
+                "objects are only as strong as X25519, not quantum-safe, and stock age 1.3 "
+                "refuses to write such files; list only age1pq1... recipients to keep "
+                "post-quantum protection",
+                len(pq),
+                len(recipients) - len(pq),
+            )
 
 
 class EncryptingReader:

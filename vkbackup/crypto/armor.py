@@ -1,18 +1,17 @@
 """age ASCII armor: strict PEM with the label "AGE ENCRYPTED FILE".
 
-Interface:
-    BEGIN, END                       the armor's first and last lines
-    armor_encode(data) -> bytes      PEM text (64-column padded base64, LF endings)
-    looks_armored(prefix) -> bool    True if *prefix* (the first bytes of a file,
-                                     after optional whitespace) starts with BEGIN
-    ArmorReader(src, name)           a Readable that decodes armored text from
-                                     *src* and returns the binary age file,
-                                     streaming, one line at a time
-
-ArmorReader accepts what stock `age -a` writes and nothing looser: whitespace
+Armor is a convenience for copy and paste, and its danger is malleability: a
+lax decoder would let many texts map to one file. So the reader accepts what
+stock `age -a` writes and nothing looser, as the spec asks: whitespace
 before BEGIN and after END, LF or CRLF line endings, full 64-column lines and
-one shorter last line, canonical base64. It raises CryptoError naming *name* on
-anything else, including data after END.
+one shorter last line, canonical base64, and a last line without its final
+newline (an editor or a copy that dropped it changes no byte of the file, and
+the C2SP testkit's armor_no_eol vector requires it to decrypt). Anything else,
+including data after END, raises CryptoError naming the object.
+
+Decoding streams one line at a time, so an armored snapshot object costs no
+more memory than a binary one; `looks_armored` lets callers decide from a
+file's first bytes.
 """
 
 from __future__ import annotations
@@ -74,7 +73,10 @@ class ArmorReader:
         return True
 
     def _next_line(self) -> bytes | None:
-        """Return the next line without its LF/CRLF, or None at EOF (rest stays in buffer)."""
+        """Return the next line without its LF/CRLF, or None at EOF.
+
+        A last line that ends at EOF without a newline is still a line.
+        """
         while True:
             nl = self._text.find(b"\n")
             if nl >= 0:
@@ -84,7 +86,11 @@ class ArmorReader:
             if len(self._text) > 4 * COLUMNS + _MAX_SURROUNDING_WHITESPACE:
                 raise self._fail("line too long")
             if not self._fill():
-                return None
+                if not self._text:
+                    return None
+                line = bytes(self._text)
+                self._text.clear()
+                return line[:-1] if line.endswith(b"\r") else line
 
     def _step(self) -> None:
         if self._state == "begin":

@@ -1,37 +1,26 @@
 """Identity files (what `age-keygen` writes and `age -i` reads) and passphrases.
 
-Interface:
-    format_identity_file(identity, created=None) -> str
-        The text stock age-keygen writes: "# created: <RFC 3339>",
-        "# public key: age1...", then the "AGE-SECRET-KEY-1..." line.
-    parse_identities(text, name) -> list[X25519Identity]
-        Given identity-file text, return its identities (comments and blank
-        lines skipped). Raise CryptoError naming *name* and the line number
-        (never the line's content) for anything else, or if none is found.
-    load_identity_file(path, passphrase=None) -> list[Identity]
-        Given an identity file, plain or passphrase-encrypted with age (binary
-        or armored, as `age -p [-a]` writes it), return its identities.
-        *passphrase* is a callable asked only if the file is encrypted. Raise
-        CryptoError naming the file if it is unreadable, too large, encrypted
-        with no passphrase given, the passphrase is wrong, or it holds no
-        valid identity.
-    write_identity_file(path, identity, passphrase=None, work_factor=18) -> None
-        Create *path* (mode 0600, parent directories 0700) holding the
-        identity, armored and scrypt-encrypted if a passphrase is given.
-        Raise CryptoError naming the file if it exists (never overwritten) or
-        cannot be written.
-    default_identity_path(environ=None, passphrase=False) -> Path
-        $XDG_CONFIG_HOME/vkbackup/identity.txt (identity.age if passphrase-
-        protected); XDG_CONFIG_HOME defaults to ~/.config.
-    read_passphrase(passphrase_file=None, *, env_var="VKBACKUP_PASSPHRASE",
-                    environ=None, prompt=..., confirm=False) -> str
-        The passphrase from, in order: *passphrase_file* (one trailing newline
-        removed), $env_var, or a prompt on the controlling terminal
-        (/dev/tty, never standard input, which may carry data). Never from
-        the command line. Raise CryptoError if none is available or empty, or
-        the confirmation differs. The value is registered with
-        `vkbackup.logs.register_secret`.
-    PassphraseSource(...)   same arguments; a callable that reads once, lazily
+An identity file is the one secret a restore cannot do without, so it is
+written the way stock age-keygen writes it ("# created:", "# public key:",
+then the key line) and read the way `age -i` reads it: the break-glass path
+on incident day is plain `age -d -i FILE`, with or without vkbackup. Both
+key kinds live in the same layout: "AGE-SECRET-KEY-1..." (X25519) and
+"AGE-SECRET-KEY-PQ-1..." (post-quantum, as `age-keygen -pq` writes, opened
+by stock age 1.3.0 and later), mixed freely in one file.
+
+Files are created 0600 (parents 0700) and never overwritten. A file may be
+passphrase-encrypted with age scrypt (binary or armored, as `age -p [-a]`
+writes it); the passphrase is asked for only when the file really is
+encrypted. A loose mode on a plain file is a warning, not a refusal: on
+incident day the key may come off a USB stick, and refusing it then would
+stop the restore itself. Errors name the file and the line number, never a
+line's content, and files over 1 MiB are refused before they are parsed.
+
+A passphrase comes from a file (one trailing newline removed), else
+$VKBACKUP_PASSPHRASE, else a prompt on the controlling terminal (/dev/tty,
+never standard input, which may carry data), and never from the command
+line. Every value read is registered with `vkbackup.logs.register_secret`.
+`PassphraseSource` reads lazily, once, so a command prompts only if it must.
 """
 
 from __future__ import annotations
@@ -50,10 +39,11 @@ from vkbackup.crypto.header import VERSION_PREFIX
 from vkbackup.crypto.recipients import (
     DEFAULT_SCRYPT_WORK_FACTOR,
     IDENTITY_HRP,
+    PQ_IDENTITY_HRP,
+    AnyIdentity,
     Identity,
     ScryptIdentity,
     ScryptRecipient,
-    X25519Identity,
     parse_identity,
 )
 from vkbackup.errors import CryptoError
@@ -67,16 +57,16 @@ _TTY = "/dev/tty"
 log = get_logger("crypto.keys")
 
 
-def format_identity_file(identity: X25519Identity, created: datetime | None = None) -> str:
+def format_identity_file(identity: AnyIdentity, created: datetime | None = None) -> str:
     """Given an identity, return identity-file text in age-keygen's layout."""
     when = (created or datetime.now(UTC)).replace(microsecond=0)
     stamp = when.isoformat().replace("+00:00", "Z")
     return f"# created: {stamp}\n# public key: {identity.recipient()}\n{identity.to_string()}\n"
 
 
-def parse_identities(text: str, name: str) -> list[X25519Identity]:
+def parse_identities(text: str, name: str) -> list[AnyIdentity]:
     """Given identity-file text, return its identities. Raise CryptoError naming *name*."""
-    identities: list[X25519Identity] = []
+    identities: list[AnyIdentity] = []
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r").strip()
         if not line or line.startswith("#"):
@@ -88,7 +78,7 @@ def parse_identities(text: str, name: str) -> list[X25519Identity]:
                 f"{name}: line {number}: SSH or PEM keys are not supported; "
                 "use an age identity (vkbackup keys generate)"
             )
-        if not line.upper().startswith(IDENTITY_HRP + "1"):
+        if not line.upper().startswith((IDENTITY_HRP + "1", PQ_IDENTITY_HRP + "1")):
             raise CryptoError(f"{name}: line {number} is not an age identity")
         try:
             identities.append(parse_identity(line))
@@ -147,7 +137,7 @@ def load_identity_file(path: Path, passphrase: Callable[[], str] | None = None) 
 
 def write_identity_file(
     path: Path,
-    identity: X25519Identity,
+    identity: AnyIdentity,
     passphrase: str | None = None,
     work_factor: int = DEFAULT_SCRYPT_WORK_FACTOR,
     created: datetime | None = None,

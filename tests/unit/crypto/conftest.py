@@ -1,7 +1,8 @@
 """Shared helpers for the crypto tests: stock age binaries, a pty driver, streams.
 
-Tests that need /usr/bin/age (or age-keygen) fail in CI when it is missing, and
-skip with the reason otherwise (tests/realparts.py).
+Tests that need /usr/bin/age (or age-keygen), or stock age 1.3.2 for the
+post-quantum interop (tests/unit/crypto/age13.py), fail in CI when it is
+missing, and skip with the reason otherwise (tests/realparts.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.realparts import require
+from tests.unit.crypto.age13 import age13_tool
 
 AGE = "/usr/bin/age"
 AGE_KEYGEN = "/usr/bin/age-keygen"
@@ -185,3 +187,14 @@ class ChunkyReader:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture(scope="session")
+def age13_bin() -> str:
+    """Stock age 1.3.2 (post-quantum keys), unpacked by .ci/setup."""
+    return age13_tool("age")
+
+
+@pytest.fixture(scope="session")
+def age13_keygen_bin() -> str:
+    return age13_tool("age-keygen")

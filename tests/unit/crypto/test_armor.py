@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.crypto.conftest import ChunkyReader
+from vkbackup.crypto import decrypt_bytes, encrypt_bytes, generate_identity
 from vkbackup.crypto.armor import BEGIN, END, ArmorReader, armor_encode, looks_armored
 from vkbackup.errors import CryptoError
 from vkbackup.streams import BytesReader
@@ -80,3 +81,32 @@ def test_looks_armored() -> None:
     assert looks_armored(b"\n " + BEGIN + b"\nxx")
     assert not looks_armored(b"age-encryption.org/v1\n")
     assert not looks_armored(b"   ")
+
+
+@pytest.mark.parametrize("ending", [b"", b"\r"])
+@pytest.mark.parametrize("size", [0, 1, 47, 48, 100])
+def test_end_line_without_final_newline_decodes(ending: bytes, size: int) -> None:
+    data = bytes(range(256))[:size]
+    text = armor_encode(data)
+    assert text.endswith(END + b"\n")
+    cut = text[:-1]
+    if ending:  # a CRLF file that lost its last LF
+        cut = cut.replace(b"\n", b"\r\n") + ending
+    assert decode(cut) == data
+    assert decode(cut, [1, 7, 64]) == data  # the last line may arrive in pieces
+
+
+def test_without_final_newline_other_rules_still_hold() -> None:
+    text = armor_encode(bytes(100))[:-1]
+    with pytest.raises(CryptoError, match="no END line"):
+        decode(text[: -len(END)])  # cut inside the armor: still truncated
+    with pytest.raises(CryptoError, match="invalid ASCII armor"):
+        decode(text[:-1])  # "-----END AGE ENCRYPTED FILE----" is not END
+    with pytest.raises(CryptoError, match="data after the END line"):
+        decode(text + b"\ngarbage")
+
+
+def test_armored_age_file_without_final_newline_decrypts() -> None:
+    ident = generate_identity()
+    ct = armor_encode(encrypt_bytes(b"payload" * 1000, [ident.recipient()]))
+    assert decrypt_bytes(ct.rstrip(b"\n"), [ident]) == b"payload" * 1000

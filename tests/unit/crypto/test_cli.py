@@ -80,6 +80,38 @@ def test_keys_generate_help_documents_the_default() -> None:
     assert b"~/.config/vkbackup/identity.txt" in r.stdout
 
 
+def test_keys_generate_pq_and_mixed_recipients_with_stock_age_13(
+    tmp_path: Path, keypair: tuple[Path, str], age13_bin: str, age13_keygen_bin: str
+) -> None:
+    path = tmp_path / "pq.txt"
+    r = vk("keys", "generate", "--pq", "--out", str(path))
+    assert r.returncode == 0, r.stderr
+    pq = r.stdout.decode()
+    assert pq.startswith("age1pq1") and pq.count("\n") == 1
+    pq = pq.strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "AGE-SECRET-KEY-PQ-1" in path.read_text()
+    from_age = subprocess.run(
+        [age13_keygen_bin, "-y", str(path)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert from_age == pq
+    classic_file, classic = keypair
+    data = os.urandom(2 * CHUNK + 9)
+    mixed = vk("encrypt", "-r", pq, "-r", classic, stdin=data)
+    assert mixed.returncode == 0, mixed.stderr
+    assert b"only as strong as X25519" in mixed.stderr  # the mix is said, not hidden
+    for ident in (path, classic_file):
+        opened = subprocess.run(
+            [age13_bin, "-d", "-i", str(ident)], input=mixed.stdout, capture_output=True
+        )
+        assert opened.returncode == 0 and opened.stdout == data, opened.stderr
+        back = vk("decrypt", "-i", str(ident), stdin=mixed.stdout)
+        assert back.returncode == 0 and back.stdout == data
+    ct = subprocess.run([age13_bin, "-r", pq], input=data, capture_output=True, check=True).stdout
+    back = vk("decrypt", "-i", str(path), stdin=ct)
+    assert back.returncode == 0 and back.stdout == data
+
+
 def test_encrypt_to_several_recipients_opens_with_stock_age(
     tmp_path: Path, keypair: tuple[Path, str], age_bin: str, age_keygen_bin: str
 ) -> None:
