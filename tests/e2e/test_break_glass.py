@@ -88,7 +88,7 @@ def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_pa
     for name in lab.containers:
         assert name in running, f"{name} does not run after the break-glass restore"
     assert lab.table_checksums("fresh") == lab.table_checksums("prod")
-    for volume in ("chatwoot_storage_data", "janus_config"):
+    for volume in ("chatwoot_storage_data", "chatwoot_redis_data"):
         assert treesig.volume_signature(lab, "fresh", volume) == treesig.volume_signature(
             lab, "prod", volume
         ), volume

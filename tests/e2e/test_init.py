@@ -51,7 +51,7 @@ def test_init_writes_a_config_that_snapshots_everything(lab: Lab, tmp_path: Path
     sources = doc["hosts"]["prod"]["sources"]
     kinds = {(s["type"], s.get("volume") or s.get("database") or s["name"]) for s in sources}
     assert ("postgres", "chatwoot_production") in kinds
-    for volume in ("chatwoot_storage_data", "chatwoot_redis_data", "janus_config", "caddy_data"):
+    for volume in ("chatwoot_storage_data", "chatwoot_redis_data"):
         assert ("docker-volume", volume) in kinds, volume
     # the database's raw data directory is dumped, not copied
     assert ("docker-volume", "chatwoot_postgres_data") not in kinds

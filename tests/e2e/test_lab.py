@@ -166,9 +166,10 @@ def test_pg_dump_through_docker_exec(lab: Lab) -> None:
 def test_prod_layout_files_and_secrets(lab: Lab) -> None:
     caddyfile = lab.ssh("prod", "cat /etc/caddy/Caddyfile").stdout
     for sub in ("api", "agent", "janus", "cdn", "support"):
-        assert f"{sub}.visualkit.test" in caddyfile
-    for project in ("platform-api", "vk-agent", "chatwoot", "janus", "caddy"):
+        assert f"{sub}.visualkit.live" in caddyfile
+    for project in ("platform-api", "vk-agent", "chatwoot", "janus"):
         lab.ssh("prod", f"test -f /opt/{project}/docker-compose.yml")
+    assert lab.ssh("prod", "stat -c '%a' /opt/janus/config/janus.jcfg").stdout.strip() == "640"
     for project, secrets in lab.secrets.items():
         cp = lab.ssh("prod", f"stat -c '%a %U' /opt/{project}/.env; cat /opt/{project}/.env")
         first, _, body = cp.stdout.partition("\n")
@@ -230,25 +231,66 @@ def test_prod_redis_requires_its_password(lab: Lab) -> None:
     assert int(size) > 10
 
 
+def test_prod_is_a_systemd_server_with_caddy_ufw_and_compose_v2(lab: Lab) -> None:
+    """prod runs as the VPS does: systemd as PID 1, Caddy and Docker as its services,
+    UFW enabled with VisualKit's rules, Compose v2 naming Chatwoot's containers."""
+    out = lab.ssh(
+        "prod",
+        "ps -o comm= -p 1; systemctl is-active caddy docker ssh; systemctl is-enabled caddy; "
+        "docker compose version --short; . /etc/os-release; echo $VERSION_CODENAME",
+    ).stdout.split()
+    assert out == ["systemd", "active", "active", "active", "enabled", out[5], "trixie"]
+    assert out[5].startswith("2.")
+    ufw = lab.ssh("prod", "ufw status verbose").stdout
+    assert "Status: active" in ufw
+    for rule in ("22/tcp", "80/tcp", "443/tcp", "5005/udp", "10000:60000/udp"):
+        assert rule in ufw
+    names = lab.running_containers("prod")
+    for name in ("chatwoot-chatwoot-1", "chatwoot-chatwoot-sidekiq-1", "chatwoot-chatwoot-proxy-1"):
+        assert name in names
+    certs = lab.ssh(
+        "prod", "ls /var/lib/caddy/.local/share/caddy/certificates/local/"
+    ).stdout.split()
+    assert sorted(certs) == sorted(f"{n}.visualkit.live" for n in lab.public_names)
+
+
+def test_prod_health_needs_the_right_secrets(lab: Lab) -> None:
+    """Chatwoot's /health logs in to PostgreSQL and Redis with its .env: a wrong
+    password fails it, naming what failed."""
+    bad = lab.ssh(
+        "prod",
+        "docker exec -e REDIS_PASSWORD=wrong -e POSTGRES_PASSWORD=wrong chatwoot-chatwoot-1 "
+        "python3 -c 'import sys; sys.path.insert(0, \"/app\"); import app; print(app.problems())'",
+    ).stdout
+    assert "postgres login as postgres@postgres" in bad and "redis login failed" in bad
+    assert all(code == 200 for code in lab.health("prod").values()), lab.health("prod")
+
+
 # -- fresh -----------------------------------------------------------------------------
-def test_fresh_has_an_empty_engine(fresh_lab: Lab) -> None:
+def test_fresh_is_a_bare_server(fresh_lab: Lab) -> None:
+    """A new server: Debian 13 with systemd and sshd, no Docker, no Caddy, no UFW; its
+    packages come from the lab's mirror."""
     out = fresh_lab.ssh(
         "fresh",
-        "docker ps -aq | wc -l; docker images -q | wc -l; docker volume ls -q | wc -l; "
+        "ps -o comm= -p 1; for x in docker dockerd caddy ufw docker-compose; do "
+        "command -v $x >/dev/null && echo has-$x || echo no-$x; done; "
         "test -e /opt/chatwoot && echo opt || echo no-opt; "
         "test -e /etc/caddy && echo caddy || echo no-caddy",
     ).stdout.split()
-    assert out == ["0", "0", "0", "no-opt", "no-caddy"]
-    assert fresh_lab.ssh("fresh", "docker-compose version --short").stdout.strip()
+    assert out == [
+        "systemd", "no-docker", "no-dockerd", "no-caddy", "no-ufw", "no-docker-compose",
+        "no-opt", "no-caddy",
+    ]  # fmt: skip
+    policy = fresh_lab.ssh("fresh", "apt-get update -qq && apt-cache policy caddy").stdout
+    assert "vklab-mirror" in policy
 
 
 def test_reset_fresh_wipes_and_keeps_host_key(lab: Lab) -> None:
-    lab.ssh("fresh", "mkdir -p /opt/leftover && docker volume create leftover >/dev/null")
+    lab.ssh("fresh", "mkdir -p /opt/leftover /etc/caddy")
     seconds = lab.reset_fresh()
     assert seconds < 60
-    # /opt/containerd is containerd's own (Debian's docker.io creates it on every host)
-    out = lab.ssh("fresh", "ls /opt | grep -vx containerd | wc -l; docker volume ls -q | wc -l")
-    assert out.stdout.split() == ["0", "0"]
+    out = lab.ssh("fresh", "ls /opt | wc -l; test -e /etc/caddy && echo caddy || echo no")
+    assert out.stdout.split() == ["0", "no"]
 
 
 # -- S3 and configs ----------------------------------------------------------------------

@@ -108,6 +108,7 @@ class Lab:
         self.containers: dict[str, str] = dict(p["containers"])
         self.volumes: dict[str, str] = dict(p["volumes"])
         self.images: list[str] = list(p["images"])
+        self.public_names: tuple[str, ...] = prod.PUBLIC_NAMES  # api, agent, ... .visualkit.live
         self.storage_summary: dict[str, Any] = dict(p.get("storage", {}))
         s3 = state["s3"]
         self.s3 = S3Info(

@@ -1,6 +1,8 @@
-"""The lab's hosts: Docker-in-Docker containers, each with its own sshd and Docker Engine.
+"""The lab's hosts: containers that boot like a VPS, with systemd as PID 1, sshd, and
+(on prod) Docker Engine, Caddy and UFW as systemd services.
 
-No --privileged (it fails on these machines); the flags are the ones LAB-FACTS measured.
+No --privileged (it fails on these machines); the flags are the ones LAB-FACTS measured
+for Docker-in-Docker, plus a tmpfs /run and /run/lock and /sbin/init for systemd.
 Host keys are generated here, once per lab, mounted read-only at /lab/hostkeys and
 pinned in <lab>/known_hosts as `[127.0.0.1]:PORT TYPE KEY`, so recreating a host
 (reset-fresh) keeps its identity and strict host-key checking keeps working.
@@ -47,6 +49,14 @@ DIND_FLAGS = (
     "host",
     "-v",
     "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "--stop-signal",
+    "SIGRTMIN+3",
+    "--env",
+    "container=docker",
 )
 
 
@@ -76,6 +86,8 @@ def ensure_keys(paths: LabPaths) -> None:
             _keygen(d / "hostkeys" / f"ssh_host_{typ}_key", typ, f"root@{spec.hostname}")
         (d / "authorized_keys").write_text(pub)
         shutil.copyfile(FILES / "host-init.sh", d / "init.sh")
+        # read by the docker.service drop-in both images carry (see images.DOCKER_DROPIN)
+        (d / "docker.env").write_text(f"VKLAB_DOCKERD_OPTS=--cgroup-parent=/{spec.container}\n")
     write_known_hosts(paths)
 
 
@@ -156,7 +168,6 @@ def ensure_host(spec: HostSpec, image: str, paths: LabPaths) -> bool:
         f"{LABEL}.host={spec.name}",
         "--label",
         f"{LABEL}.dir={paths.root}",
-        "--init",
         "--stop-timeout",
         "60",
         *DIND_FLAGS,
@@ -167,9 +178,7 @@ def ensure_host(spec: HostSpec, image: str, paths: LabPaths) -> bool:
         "-p",
         f"127.0.0.1:{spec.port}:22",
         image,
-        "/bin/bash",
-        "/lab/init.sh",
-        spec.container,
+        "/sbin/init",
     )
     return True
 
@@ -216,7 +225,12 @@ def ssh(
 
 
 def wait_ready(spec: HostSpec, paths: LabPaths, timeout: float = 90) -> None:
-    """Wait until the host's own dockerd answers and sshd lets the lab key in."""
+    """Wait until the host's systemd finished booting, sshd lets the lab key in, and
+    (on a host with Docker) its own dockerd answers."""
+
+    def booted() -> bool:
+        cp = docker("exec", spec.container, "systemctl", "is-system-running", check=False)
+        return cp.stdout.decode().strip() in ("running", "degraded")
 
     def engine() -> bool:
         cp = docker("exec", spec.container, "docker", "info", "--format", "{{.ID}}", check=False)
@@ -225,7 +239,9 @@ def wait_ready(spec: HostSpec, paths: LabPaths, timeout: float = 90) -> None:
     def sshd() -> bool:
         return ssh(paths, spec, "true", check=False, timeout=15).returncode == 0
 
-    wait_for(f"{spec.container}: inner dockerd", engine, timeout)
+    wait_for(f"{spec.container}: systemd booted", booted, timeout)
+    if spec.image == "server":
+        wait_for(f"{spec.container}: inner dockerd", engine, timeout)
     wait_for(f"{spec.container}: sshd on 127.0.0.1:{spec.port}", sshd, timeout)
 
 

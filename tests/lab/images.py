@@ -1,20 +1,22 @@
 """Base images for the lab, built from Debian with debootstrap and cached in the outer engine.
 
-Two images, built in parallel on a cold machine:
-    vklab-host:<hash>  sshd + Docker Engine + docker-compose (v1, Debian's): a "VPS"
-    vklab-app:<hash>   PostgreSQL 15, Redis, Caddy, python3: the base of every app image
-                       built inside prod (tagged there as `debian-lab:bookworm`)
+Three images, built in parallel on a cold machine:
+    vklab-server:<hash>  Debian 13 (trixie) as a VPS runs it: systemd as PID 1, sshd,
+                         Docker Engine 26 with Compose v2, Caddy and UFW from Debian's
+                         packages. The production host.
+    vklab-bare:<hash>    what a new server is: Debian 13 with systemd and sshd, and no
+                         Docker, no Caddy, no UFW. The host restores go to.
+    vklab-app:<hash>     Debian 12 with PostgreSQL 15, Redis, Caddy, python3: the base of
+                         every app image built inside prod (`debian-lab:bookworm`)
+
+Both hosts get their packages from the lab's own mirror (`mirror.py`, made from the
+.debs debootstrap downloaded for the server image), as a Hetzner server uses a nearby
+mirror: a restore installs Docker, Caddy and UFW without reaching the internet.
 
 The tag is a hash of the recipe (suite, mirror, package list, cleanup version), so a
 second run finds the image and skips the build; changing the recipe rebuilds it.
 Downloaded .debs are kept in the cache directory ($VKBACKUP_LAB_CACHE, default
 ~/.cache/vkbackup-lab) so a rebuild after a recipe change does not download again.
-
-Interface:
-    IMAGES: dict[str, ImageSpec]            "host" and "app"
-    ImageSpec.tag -> str                    e.g. "vklab-host:3f2a9c1d0b7e"
-    ensure_images(build_dir, log_dir, cache_dir) -> dict[str, str]   kind -> tag
-    image_exists(tag) -> bool
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from pathlib import Path
 
 from tests.lab.sh import LabError, docker, docker_bin, log
 
-SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-RECIPE_VERSION = 3  # bump when the cleanup or the image config below changes
+RECIPE_VERSION = 4  # bump when the cleanup or the image config below changes
+LAB_MIRROR = "http://vklab-mirror"  # the lab's apt mirror, as the hosts reach it
 
 COMMON = ("python3", "tar", "gzip", "zstd", "procps", "iproute2", "curl", "ca-certificates")
 
@@ -57,15 +59,18 @@ class ImageSpec:
 
     name: str
     packages: tuple[str, ...]
+    suite: str = "bookworm"
     remove: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    chroot: tuple[str, ...] = ()  # shell commands run in the new root before import
 
     @property
     def digest(self) -> str:
         recipe = {
             "v": RECIPE_VERSION,
-            "suite": SUITE,
+            "suite": self.suite,
+            "chroot": list(self.chroot),
             "mirror": MIRROR,
             "packages": sorted(self.packages),
             "remove": list(self.remove),
@@ -91,12 +96,88 @@ _CLEAN = (
     "dev/*",
 )
 
+# Boot-time set-up of a lab host, run by systemd before sshd and Docker: the pinned
+# host keys and the lab's authorized key come from /lab (a read-only mount).
+LAB_INIT_UNIT = """\
+[Unit]
+Description=vkbackup lab: host keys and authorized key from /lab
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service docker.service sysinit.target
+ConditionPathExists=/lab/init.sh
+
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /lab/init.sh
+RemainAfterExit=yes
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# Docker inside a lab host (a container itself): IPv6 cannot be disabled on the nested
+# containers' interfaces, and each host's containers get their own cgroup parent so
+# `down` can remove what they leave. A lab-only accommodation a real server does not
+# need; it is laid into both images in advance (the bare host gets Docker later, from
+# the restore), and the host-specific part comes from /lab/docker.env.
+DOCKER_DROPIN = """\
+[Service]
+Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1
+EnvironmentFile=-/lab/docker.env
+ExecStart=
+ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock $VKLAB_DOCKERD_OPTS
+"""  # noqa: E501
+
+DEBIAN_SOURCES = f"""\
+# vkbackup lab: the lab's own Debian mirror (a copy of the .debs the server image uses)
+Types: deb
+URIs: {LAB_MIRROR}/debian
+Suites: trixie
+Components: main
+Trusted: yes
+"""
+
+SYSTEMD_HOST = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "cron", "less", "kmod",
+)  # fmt: skip
+_HOST_FILES = {
+    "etc/ssh/sshd_config.d/lab.conf": SSHD_CONF,
+    "etc/systemd/system/vklab-init.service": LAB_INIT_UNIT,
+    "etc/systemd/system/docker.service.d/vklab.conf": DOCKER_DROPIN,
+    "etc/apt/sources.list.d/debian.sources": DEBIAN_SOURCES,
+    "etc/apt/sources.list": "",
+}
+_HOST_CHROOT = (
+    "systemctl enable vklab-init.service",
+    # no console in a container: getty would respawn forever
+    "systemctl mask getty@tty1.service console-getty.service systemd-modules-load.service",
+)
+
 IMAGES: dict[str, ImageSpec] = {
-    "host": ImageSpec(
-        name="host",
-        packages=(*COMMON, "openssh-server", "docker.io", "docker-compose", "iptables", "less"),
+    "server": ImageSpec(
+        name="server",
+        suite="trixie",
+        packages=(
+            *COMMON,
+            *SYSTEMD_HOST,
+            "docker.io",
+            "docker-cli",
+            "docker-compose",
+            "caddy",
+            "ufw",
+            "iptables",
+        ),
         remove=_CLEAN,
-        files={"etc/ssh/sshd_config.d/lab.conf": SSHD_CONF},
+        files=_HOST_FILES,
+        chroot=_HOST_CHROOT,
+    ),
+    "bare": ImageSpec(
+        name="bare",
+        suite="trixie",
+        packages=(*COMMON, *SYSTEMD_HOST),
+        remove=_CLEAN,
+        files=_HOST_FILES,
+        chroot=_HOST_CHROOT,
     ),
     "app": ImageSpec(
         name="app",
@@ -140,7 +221,7 @@ def _build(spec: ImageSpec, build_dir: Path, log_dir: Path, cache_dir: Path) -> 
                     "--variant=minbase",
                     f"--cache-dir={debs}",
                     f"--include={','.join(spec.packages)}",
-                    SUITE,
+                    spec.suite,
                     str(root),
                     MIRROR,
                 ],
@@ -161,6 +242,17 @@ def _build(spec: ImageSpec, build_dir: Path, log_dir: Path, cache_dir: Path) -> 
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
+        for command in spec.chroot:
+            cp = subprocess.run(
+                ["chroot", str(root), "/bin/sh", "-c", command],
+                capture_output=True,
+                check=False,
+            )
+            if cp.returncode != 0:
+                raise LabError(
+                    f"{spec.name}: `{command}` in the new root failed: "
+                    f"{cp.stderr.decode(errors='replace')[-800:]}"
+                )
         log(f"debootstrap {spec.name}: {time.monotonic() - t0:.0f}s; importing as {spec.tag}")
         changes: list[str] = []
         for e in spec.env:

@@ -1,9 +1,11 @@
 """Bring the whole lab up, down, report on it, and reset its hosts.
 
-The lab: `vklab-prod` (ssh 127.0.0.1:2222, VisualKit-like), `vklab-fresh`
-(127.0.0.1:2223, an empty Docker Engine), SeaweedFS S3 on 127.0.0.1:8333 with buckets
-`vkbackup` and `vkbackup-locked` (Object Lock). State in <lab> ($VKBACKUP_LAB_DIR,
-default <repo>/.lab): keys, known_hosts, configs, state.json, secrets.json.
+The lab: `vklab-prod` (ssh 127.0.0.1:2222, VisualKit-like: Debian 13 with systemd,
+Docker, Caddy and UFW), `vklab-fresh` (127.0.0.1:2223, a bare Debian 13 as a new
+server comes: systemd and sshd only), `vklab-mirror` (the Debian mirror both use),
+SeaweedFS S3 on 127.0.0.1:8333 with buckets `vkbackup` and `vkbackup-locked` (Object
+Lock). State in <lab> ($VKBACKUP_LAB_DIR, default <repo>/.lab): keys, known_hosts,
+configs, state.json, secrets.json.
 
 Interface:
     up(scale=None) -> dict          idempotent; returns the state (also in state.json)
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.lab import database, hosts, images, prod, vkconfig
+from tests.lab import database, hosts, images, mirror, prod, vkconfig
 from tests.lab.paths import (
     BUCKET,
     HOSTS,
@@ -141,6 +143,7 @@ def up(scale: float | None = None) -> dict[str, Any]:
     hosts.ensure_keys(paths)
     tags = images.ensure_images(paths.build, paths.logs, paths.cache)
     hosts.ensure_network()
+    mirror.ensure(mirror.build(paths.cache / "debs-server", paths.cache / "mirror"), tags["app"])
     state = load_state(paths) or {}
     facts = _prod_facts(state)
     want = float(scale) if scale is not None else float((facts or {}).get("scale", DEFAULT_SCALE))
@@ -164,7 +167,7 @@ def up(scale: float | None = None) -> dict[str, Any]:
         log("prod exists but is not the populated prod this lab recorded: recreating it")
         hosts.remove_host(spec)
     for host in HOSTS.values():
-        created = hosts.ensure_host(host, tags["host"], paths)
+        created = hosts.ensure_host(host, tags[host.image], paths)
         if created and host.name == "prod":
             populated = False
     for host in HOSTS.values():
@@ -264,9 +267,9 @@ def reset_fresh() -> float:
     t0 = time.monotonic()
     paths = lab_paths()
     spec = HOSTS["fresh"]
-    image = images.IMAGES["host"].tag
+    image = images.IMAGES[spec.image].tag
     if not images.image_exists(image):
-        raise LabError("the host image is missing: run `python -m tests.lab up` first")
+        raise LabError(f"the {spec.image} image is missing: run `python -m tests.lab up` first")
     hosts.remove_host(spec)
     hosts.ensure_host(spec, image, paths)
     hosts.wait_ready(spec, paths)

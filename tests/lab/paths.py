@@ -19,7 +19,7 @@ LABEL = "vklab"  # every outer container, volume and network of the lab carries 
 S3_PORT = 8333
 BUCKET = "vkbackup"
 LOCKED_BUCKET = "vkbackup-locked"
-DOMAIN = "visualkit.test"
+DOMAIN = "visualkit.live"
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class HostSpec:
     container: str
     port: int
     hostname: str
+    image: str  # the base image kind: "server" (prod) or "bare" (a new server)
 
     @property
     def docker_volume(self) -> str:
@@ -42,8 +43,12 @@ class HostSpec:
 
 
 HOSTS: dict[str, HostSpec] = {
-    "prod": HostSpec(name="prod", container="vklab-prod", port=2222, hostname="prod"),
-    "fresh": HostSpec(name="fresh", container="vklab-fresh", port=2223, hostname="fresh"),
+    "prod": HostSpec(
+        name="prod", container="vklab-prod", port=2222, hostname="prod", image="server"
+    ),
+    "fresh": HostSpec(
+        name="fresh", container="vklab-fresh", port=2223, hostname="fresh", image="bare"
+    ),
 }
 
 

@@ -1,25 +1,21 @@
 """Lay out and start the production host of the lab, like VisualKit's VPS.
 
-On the prod host (a lab host container, driven with `docker exec` from outside):
-    /etc/caddy/Caddyfile                 api, agent, janus, cdn, support .visualkit.test
-    /opt/{platform-api,vk-agent,chatwoot,janus,caddy}/docker-compose.yml  (0644)
-    /opt/{platform-api,vk-agent,chatwoot,janus}/.env                      (0600, secrets)
-    /srv/lab-build/<image>/              Dockerfiles the images were built from
-Images built there (FROM debian-lab:bookworm, the lab's app base): see IMAGES.
-Containers (compose v1 with container_name, so they carry compose labels): CONTAINERS.
-Named volumes: VOLUMES (chatwoot storage, postgres data, redis data, janus config,
-caddy data), seeded deterministically for a scale.
-
-Interface:
-    IMAGES, CONTAINERS, VOLUMES, PROJECTS, HEALTH_URLS, SERVICES_PORTS
-    make_secrets() -> dict[str, dict[str, str]]     project -> .env secret keys -> values
-    env_files(secrets) -> dict[str, str]             project -> .env text
-    populate(app_image, secrets, scale) -> dict      does everything; returns facts for state.json
-    containers_running() -> dict[str, bool]
-    health() -> dict[str, int]                       HTTP status per URL (curl inside prod)
-    health_script() -> str, parse_health(text) -> dict[str, int]   the same, on any host
-    row_counts() -> dict[str, int]
-    psql(sql, database=DATABASE) -> str
+On the prod host (Debian 13 with systemd, driven with `docker exec` from outside):
+- Caddy as a host service under systemd (`/etc/caddy/Caddyfile`, user `caddy`,
+  certificates from its local CA in /var/lib/caddy/.local/share/caddy), serving
+  api, agent, janus, cdn and support .visualkit.live over HTTPS; cdn from /var/www/cdn.
+- UFW enabled: 22/tcp, 80/tcp, 443/tcp, 5005/udp (VK-Agent RTP), 10000:60000/udp (Janus).
+- `/opt/{platform-api,vk-agent,chatwoot,janus}/docker-compose.yml` (0644) and `.env`
+  (0600, secrets); Janus's config files in /opt/janus/config (0640, they hold secrets).
+- Compose v2 (`docker compose`), with container_name only where the real stack sets one
+  (platform-api, vk-agent, janus-gateway); Chatwoot's containers carry Compose v2's own
+  names (chatwoot-chatwoot-1, chatwoot-chatwoot-sidekiq-1, chatwoot-chatwoot-proxy-1).
+- Images built there (FROM debian-lab:bookworm, the lab's app base): IMAGES; build
+  contexts in /srv/lab-build.
+- Named volumes: VOLUMES (chatwoot storage, postgres data, redis data), seeded
+  deterministically for a scale.
+The stand-in apps' /health logs in to PostgreSQL and Redis with the credentials of
+their .env (Chatwoot), so a wrong secret after a restore fails it.
 """
 
 from __future__ import annotations
@@ -43,33 +39,39 @@ BASE_TAG = "debian-lab:bookworm"
 BUILD_DIR = "/srv/lab-build"
 
 # image tag -> (build context name, Dockerfile text)
-PROJECTS = ("chatwoot", "platform-api", "vk-agent", "janus", "caddy")
+PROJECTS = ("chatwoot", "platform-api", "vk-agent", "janus")
 CONTAINERS: dict[str, str] = {
     # container -> compose project
     "chatwoot-postgres-1": "chatwoot",
     "chatwoot-redis-1": "chatwoot",
     "chatwoot-chatwoot-1": "chatwoot",
     "chatwoot-chatwoot-sidekiq-1": "chatwoot",
+    "chatwoot-chatwoot-proxy-1": "chatwoot",
     "platform-api": "platform-api",
     "vk-agent": "vk-agent",
     "janus-gateway": "janus",
-    "caddy": "caddy",
 }
 VOLUMES: dict[str, str] = {
     # volume -> what it holds
     "chatwoot_storage_data": "Chatwoot attachments (/app/storage)",
     "chatwoot_postgres_data": "PostgreSQL data directory",
     "chatwoot_redis_data": "Redis dump (/data)",
-    "janus_config": "Janus configuration (/usr/local/etc/janus)",
-    "caddy_data": "Caddy certificates and state (/data)",
 }
-SERVICE_PORTS = {"platform-api": 8000, "vk-agent": 8100, "janus-gateway": 8088, "chatwoot": 3000}
+SERVICE_PORTS = {"platform-api": 3001, "vk-agent": 3004, "janus-gateway": 8088, "chatwoot": 3003}
+CADDY_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
+PUBLIC_NAMES = ("api", "agent", "janus", "cdn", "support")
 HEALTH_URLS = {
-    **{f"http://127.0.0.1:{p}/health": name for name, p in SERVICE_PORTS.items()},
-    **{
-        f"https://{sub}.{DOMAIN}/health": sub for sub in ("api", "agent", "janus", "cdn", "support")
-    },
+    "http://127.0.0.1:3001/health": "platform-api",
+    "http://127.0.0.1:3004/health": "vk-agent",
+    "http://127.0.0.1:8088/janus/info": "janus-gateway",
+    "http://127.0.0.1:3003/health": "chatwoot",
+    f"https://api.{DOMAIN}/health": "api",
+    f"https://agent.{DOMAIN}/health": "agent",
+    f"https://janus.{DOMAIN}/janus/info": "janus",
+    f"https://cdn.{DOMAIN}/health.txt": "cdn",
+    f"https://support.{DOMAIN}/health": "support",
 }
+UFW_RULES = ("22/tcp", "80/tcp", "443/tcp", "5005/udp", "10000:60000/udp")
 
 _APP_DOCKERFILE = """\
 FROM {base}
@@ -112,12 +114,12 @@ _DOCKERFILES: dict[str, str] = {
     "platform-api:latest": _APP_DOCKERFILE.format(
         base=BASE_TAG,
         service="platform-api",
-        port=8000,
+        port=3001,
         required="JWT_SECRET,DATABASE_URL",
         extra="",
     ),
     "vk-agent:latest": _APP_DOCKERFILE.format(
-        base=BASE_TAG, service="vk-agent", port=8100, required="AGENT_API_TOKEN", extra=""
+        base=BASE_TAG, service="vk-agent", port=3004, required="AGENT_API_TOKEN", extra=""
     ),
     "janus-gateway:latest": _APP_DOCKERFILE.format(
         base=BASE_TAG,
@@ -125,7 +127,7 @@ _DOCKERFILES: dict[str, str] = {
         port=8088,
         required="JANUS_ADMIN_SECRET",
         extra="RUN mkdir -p /usr/local/etc/janus\n"
-        "ENV REQUIRED_FILES=/usr/local/etc/janus/janus.jcfg\n",
+        "ENV REQUIRED_FILES=/usr/local/etc/janus/janus.jcfg EXTRA_PORTS=8188\n",
     ),
     "chatwoot:lab": _APP_DOCKERFILE.format(
         base=BASE_TAG,
@@ -133,7 +135,7 @@ _DOCKERFILES: dict[str, str] = {
         port=3000,
         required="SECRET_KEY_BASE,POSTGRES_PASSWORD,REDIS_PASSWORD",
         extra="RUN mkdir -p /app/storage\n"
-        "ENV STORAGE_DIR=/app/storage DEPENDS_TCP=postgres:5432,redis:6379\n",
+        "ENV STORAGE_DIR=/app/storage CHECK_POSTGRES=1 CHECK_REDIS=1\n",
     ),
     "postgres:15-lab": f"""\
 FROM {BASE_TAG}
@@ -160,18 +162,20 @@ HEALTHCHECK --interval=5s --timeout=3s --retries=5 \\
     CMD redis-cli --no-auth-warning -a "$REDIS_PASSWORD" ping | grep -q PONG || exit 1
 CMD ["redis-server", "--dir", "/data", "--protected-mode", "no"]
 """,
+    # Chatwoot's own proxy container (chatwoot-chatwoot-proxy-1)
     "caddy:lab": f"""\
 FROM {BASE_TAG}
 ENV XDG_DATA_HOME=/data XDG_CONFIG_HOME=/config
 RUN mkdir -p /data /config
-EXPOSE 80 443
-CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+EXPOSE 3003
+CMD ["caddy", "reverse-proxy", "--from", ":3003", "--to", "chatwoot:3000"]
 """,
 }
 IMAGES = tuple(_DOCKERFILES)
 
 CADDYFILE = f"""\
-# VisualKit production ingress (vkbackup lab). Certificates from Caddy's local CA.
+# VisualKit production ingress (vkbackup lab). Certificates from Caddy's local CA
+# (no ACME is reachable here); they live in Caddy's data dir and are restored.
 {{
 	email ops@{DOMAIN}
 	local_certs
@@ -180,63 +184,77 @@ CADDYFILE = f"""\
 
 api.{DOMAIN} {{
 	encode gzip
-	reverse_proxy 127.0.0.1:8000
+	reverse_proxy 127.0.0.1:3001
 }}
 
 agent.{DOMAIN} {{
-	reverse_proxy 127.0.0.1:8100
+	reverse_proxy 127.0.0.1:3004
 }}
 
 janus.{DOMAIN} {{
-	reverse_proxy 127.0.0.1:8088
+	handle /janus* {{
+		reverse_proxy 127.0.0.1:8088
+	}}
+	handle {{
+		reverse_proxy 127.0.0.1:8188
+	}}
 }}
 
 cdn.{DOMAIN} {{
 	header Cache-Control "public, max-age=31536000, immutable"
-	reverse_proxy 127.0.0.1:8000
+	root * /var/www/cdn
+	file_server
 }}
 
 support.{DOMAIN} {{
-	reverse_proxy 127.0.0.1:3000
+	reverse_proxy 127.0.0.1:3003
 }}
 """
 
+CDN_FILES = {
+    "index.html": b"<!doctype html><title>VisualKit CDN</title>\n",
+    "health.txt": b"ok\n",
+    "widget/v1/visualkit.js": b"/* VisualKit widget (lab) */\nwindow.VisualKit = {v: 1};\n",
+}
+
 COMPOSE: dict[str, str] = {
     "chatwoot": """\
-version: "3.8"
-# Chatwoot (as in chatwoot/chatwoot docker-compose.production.yaml, with lab images)
+# Chatwoot (as in chatwoot/chatwoot docker-compose.production.yaml, with lab images).
+# No container_name: Compose v2 names them chatwoot-<service>-1, as on the real VPS.
 services:
   chatwoot:
     image: chatwoot:lab
-    container_name: chatwoot-chatwoot-1
     env_file: .env
     depends_on:
       - postgres
       - redis
     volumes:
       - storage_data:/app/storage
-    ports:
-      - "127.0.0.1:3000:3000"
     restart: always
   chatwoot-sidekiq:
     image: chatwoot:lab
-    container_name: chatwoot-chatwoot-sidekiq-1
     env_file: .env
     environment:
       - SERVICE=chatwoot-sidekiq
-      - PORT=3001
+      - PORT=3002
     depends_on:
       - postgres
       - redis
     volumes:
       - storage_data:/app/storage
     healthcheck:
-      test: ["CMD-SHELL", "curl -fsS http://127.0.0.1:3001/health >/dev/null || exit 1"]
+      test: ["CMD-SHELL", "curl -fsS http://127.0.0.1:3002/health >/dev/null || exit 1"]
       interval: 5s
+    restart: always
+  chatwoot-proxy:
+    image: caddy:lab
+    depends_on:
+      - chatwoot
+    ports:
+      - "127.0.0.1:3003:3003"
     restart: always
   postgres:
     image: postgres:15-lab
-    container_name: chatwoot-postgres-1
     environment:
       - POSTGRES_DB=chatwoot_production
       - POSTGRES_USER=postgres
@@ -246,7 +264,6 @@ services:
     restart: always
   redis:
     image: redis:lab
-    container_name: chatwoot-redis-1
     env_file: .env
     command:
       - sh
@@ -262,57 +279,37 @@ volumes:
   redis_data:
 """,
     "platform-api": """\
-version: "3.8"
 services:
   platform-api:
     image: platform-api:latest
     container_name: platform-api
     env_file: .env
     ports:
-      - "127.0.0.1:8000:8000"
+      - "127.0.0.1:3001:3001"
     restart: unless-stopped
 """,
     "vk-agent": """\
-version: "3.8"
 services:
   vk-agent:
     image: vk-agent:latest
     container_name: vk-agent
     env_file: .env
     ports:
-      - "127.0.0.1:8100:8100"
+      - "127.0.0.1:3004:3004"
+      - "5005:5005/udp"
     restart: unless-stopped
 """,
     "janus": """\
-version: "3.8"
+# Janus needs its RTP range (10000-60000/udp): host networking, config from the host.
 services:
   janus-gateway:
     image: janus-gateway:latest
     container_name: janus-gateway
     env_file: .env
-    volumes:
-      - config:/usr/local/etc/janus
-    ports:
-      - "127.0.0.1:8088:8088"
-    restart: unless-stopped
-
-volumes:
-  config:
-""",
-    "caddy": """\
-version: "3.8"
-services:
-  caddy:
-    image: caddy:lab
-    container_name: caddy
     network_mode: host
     volumes:
-      - /etc/caddy/Caddyfile:/etc/caddy/Caddyfile:ro
-      - data:/data
+      - /opt/janus/config:/usr/local/etc/janus:ro
     restart: unless-stopped
-
-volumes:
-  data:
 """,
 }
 
@@ -438,7 +435,7 @@ def janus_config(secrets: dict[str, dict[str, str]]) -> dict[str, str]:
 \tapi_secret = "{j["JANUS_API_SECRET"]}"
 }}
 media: {{
-\trtp_port_range = "20000-20200"
+\trtp_port_range = "10000-60000"
 }}
 nat: {{
 \tturn_server = "turn.{DOMAIN}"
@@ -508,12 +505,22 @@ def _put_files(secrets: dict[str, dict[str, str]]) -> None:
         ("/etc/caddy", None, 0o755),
         ("/etc/caddy/Caddyfile", CADDYFILE.encode(), 0o644),
         ("/opt", None, 0o755),
+        ("/var/www", None, 0o755),
+        ("/var/www/cdn", None, 0o755),
+        ("/var/www/cdn/widget", None, 0o755),
+        ("/var/www/cdn/widget/v1", None, 0o755),
     ]
+    entries += [(f"/var/www/cdn/{name}", data, 0o644) for name, data in CDN_FILES.items()]
     for project in PROJECTS:
         entries.append((f"/opt/{project}", None, 0o755))
         entries.append((f"/opt/{project}/docker-compose.yml", COMPOSE[project].encode(), 0o644))
         if project in envs:
             entries.append((f"/opt/{project}/.env", envs[project].encode(), 0o600))
+    entries.append(("/opt/janus/config", None, 0o750))
+    entries += [
+        (f"/opt/janus/config/{name}", text.encode(), 0o640)
+        for name, text in janus_config(secrets).items()
+    ]
     app_py = (FILES / "app.py").read_bytes()
     entries.append((BUILD_DIR, None, 0o755))
     for image, dockerfile in _DOCKERFILES.items():
@@ -571,7 +578,22 @@ def _build_images() -> None:
 
 
 def _compose_up(project: str, *services: str) -> None:
-    _sh(f"cd /opt/{project} && docker-compose up -d --no-build {' '.join(services)} 2>&1")
+    _sh(f"cd /opt/{project} && docker compose up -d --no-build {' '.join(services)} 2>&1")
+
+
+def _host_services() -> None:
+    """Caddy under systemd with the lab's Caddyfile, and the firewall, as on the VPS."""
+    _sh("systemctl enable caddy >/dev/null 2>&1; systemctl restart caddy")
+    names = " ".join(f"{sub}.{DOMAIN}" for sub in PUBLIC_NAMES)
+    _sh(
+        "d=/var/lib/caddy/.local/share/caddy/certificates/local; "
+        f"for i in $(seq 1 60); do ok=1; for n in {names}; do "
+        '[ -s "$d/$n/$n.crt" ] || ok=0; done; [ $ok = 1 ] && exit 0; sleep 1; done; '
+        'echo "caddy issued no certificates" >&2; journalctl -u caddy --no-pager | tail -20 >&2; '
+        "exit 1"
+    )
+    rules = "; ".join(f"ufw allow {r} >/dev/null" for r in UFW_RULES)
+    _sh(f"{rules}; ufw --force enable >/dev/null")
 
 
 def psql(sql: str, database_name: str = database.DATABASE, user: str = "postgres") -> str:
@@ -681,29 +703,6 @@ def _seed_redis(password: str, scale: float) -> int:
     return jobs + jobs // 2 + 2
 
 
-def _seed_janus(secrets: dict[str, dict[str, str]]) -> None:
-    entries: list[tuple[str, bytes | None, int]] = [
-        (name, text.encode(), 0o640) for name, text in janus_config(secrets).items()
-    ]
-    dexec(
-        PROD,
-        [
-            "docker",
-            "exec",
-            "-i",
-            "-u",
-            "0",
-            "janus-gateway",
-            "tar",
-            "-x",
-            "-p",
-            "-C",
-            "/usr/local/etc/janus",
-        ],
-        input=_tar(entries),
-    )
-
-
 def _seed_storage(scale: float) -> dict[str, object]:
     script = (FILES / "seed_storage.py").read_bytes()
     cp = dexec(
@@ -741,7 +740,8 @@ def health_script() -> str:
     for url in HEALTH_URLS:
         resolve = ""
         if url.startswith("https://"):
-            resolve = f"-k --resolve {url.split('/')[2]}:443:127.0.0.1 "
+            # through Caddy, verified against the CA in Caddy's own data dir (never -k)
+            resolve = f"--cacert {CADDY_CA} --resolve {url.split('/')[2]}:443:127.0.0.1 "
         script.append(
             f"printf '%s %s\\n' {url} $(curl -s -o /dev/null -w '%{{http_code}}' "
             f"--max-time 5 {resolve}{url} || true)"
@@ -786,6 +786,7 @@ def repair() -> None:
     """Start any stopped compose service on prod (after a host restart, or a killed test)."""
     for project in PROJECTS:
         _compose_up(project)
+    _sh("systemctl is-active -q caddy || systemctl restart caddy")
 
 
 def populate(app_image: str, secrets: dict[str, dict[str, str]], scale: float) -> dict[str, object]:
@@ -807,7 +808,7 @@ def populate(app_image: str, secrets: dict[str, dict[str, str]], scale: float) -
     redis_keys = _seed_redis(chat["REDIS_PASSWORD"], scale)
     for project in PROJECTS:
         _compose_up(project)
-    _seed_janus(secrets)
+    _host_services()
     storage = _seed_storage(scale)
     log(f"prod: volumes seeded ({time.monotonic() - t0:.0f}s)")
     wait_healthy()

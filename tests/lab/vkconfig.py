@@ -37,13 +37,15 @@ SOURCES: list[dict[str, object]] = [
             "/opt/vk-agent/.env",
             "/opt/chatwoot/.env",
             "/opt/janus/.env",
+            "/opt/janus/config/*.jcfg",
         ],
         "secret": True,
     },
     {
         "type": "files",
         "name": "config",
-        "paths": ["/etc/caddy/Caddyfile", "/opt/*/docker-compose.yml"],
+        # the CDN's static files are served by Caddy from the host's disk
+        "paths": ["/etc/caddy/Caddyfile", "/opt/*/docker-compose.yml", "/var/www/cdn"],
     },
     {
         "type": "docker-volume",
@@ -58,9 +60,9 @@ SOURCES: list[dict[str, object]] = [
         # a stopped redis has written its dump: the copy is consistent
         "stop": ["chatwoot-redis-1"],
     },
-    {"type": "docker-volume", "name": "janus-config", "volume": "janus_config"},
-    {"type": "docker-volume", "name": "caddy-data", "volume": "caddy_data"},
     {"type": "docker-image", "name": "images", "images": list(IMAGES)},
+    # the server itself: packages, units, /etc, users, firewall, Caddy's certificates
+    {"type": "host", "name": "host"},
 ]
 
 

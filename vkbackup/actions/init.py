@@ -1,6 +1,8 @@
 """`vkbackup init HOST`: connect, discover what the host runs, write a commented config.
 
 Discovery (over SSH, read-only):
+    whether it is a Debian host under systemd (then a `host` source, which also
+    takes Caddy's data dir /var/lib/caddy, rebuilds the server itself);
     compose projects (from container labels): working dir, compose files, the
     `.env` beside them; /etc/caddy/Caddyfile and Caddy's data (a volume mounted
     at /data in a caddy container, or /var/lib/caddy on the host); named
@@ -57,6 +59,7 @@ class Discovery:
     databases: list[Database] = field(default_factory=list)
     local_images: list[str] = field(default_factory=list)
     registry_images: list[str] = field(default_factory=list)
+    debian_systemd: bool = False  # dpkg and systemd: a `host` source can rebuild the server
 
 
 def trust_host_key(address: str, port: int, known_hosts: Path, ask: Callable[[str], bool]) -> str:
@@ -109,6 +112,13 @@ def discover(t: Transport) -> Discovery:
         d.caddyfile = "/etc/caddy/Caddyfile"
     if _lines(t, "[ -d /var/lib/caddy ] && echo yes || true"):
         d.caddy_data_dir = "/var/lib/caddy"
+    d.debian_systemd = bool(
+        _lines(
+            t,
+            "command -v dpkg-query >/dev/null && command -v systemctl >/dev/null "
+            "&& echo yes || true",
+        )
+    )
     pg_containers: list[dict[str, Any]] = []
     for c in f["containers"]:
         image = str(c.get("image") or "")
@@ -229,7 +239,14 @@ def render_config(
             ],
             "Caddyfile and compose files",
         )
-    if d.caddy_data_dir:
+    if d.debian_systemd:
+        source(
+            ['type = "host"', f"name = {_toml_str(uniq('host'))}"],
+            "the server itself: packages installed by hand, enabled units, /etc files "
+            "changed or added,\n# firewall, accounts, crontabs and Caddy's data dir "
+            "(certificates): secret, like the .env files",
+        )
+    if d.caddy_data_dir and not (d.debian_systemd and d.caddy_data_dir == "/var/lib/caddy"):
         source(
             [
                 'type = "files"',

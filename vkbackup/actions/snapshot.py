@@ -474,6 +474,7 @@ CONFIG_KEYS = {
     "files": ("paths", "secret"),
     "docker-volume": ("volume", "stop"),
     "docker-image": ("images",),
+    "host": ("paths", "data_dirs", "restart"),
 }
 
 

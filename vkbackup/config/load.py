@@ -32,6 +32,8 @@ from vkbackup.errors import ConfigError
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: no trailing newline
+# a systemd unit: "caddy" or "caddy.service", "getty@tty1.service"
+UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,199}\Z")
 DEFAULT_LOCAL_PATH = Path("/var/backups/vkbackup")
 
 
@@ -294,6 +296,21 @@ def _source(t: _Table) -> SourceConfig:
         if not images:
             raise t.error("must list at least one image", "images")
         kw["images"] = images
+    elif typ == "host":
+        for key in ("paths", "data_dirs"):
+            values = t.str_list(key)
+            if values is None:
+                continue
+            for i, p in enumerate(values):
+                if not p.startswith("/") or ".." in p.split("/"):
+                    raise t.error(f"[{i}] must be an absolute path without '..', got {p!r}", key)
+            kw[key] = values
+        restart = t.str_list("restart")
+        if restart is not None:
+            for i, u in enumerate(restart):
+                if not UNIT_RE.match(u):
+                    raise t.error(f"[{i}] must be a systemd unit name, got {u!r}", "restart")
+            kw["restart"] = restart
     t.finish()
     return SourceConfig(type=typ, name=name, where=t.where, **kw)  # type: ignore[arg-type]
 
@@ -320,6 +337,12 @@ def _host(name: str, t: _Table) -> HostConfig:
         if s.name in seen:
             raise ConfigError(f"{t.source}: {s.where}.name: duplicate source name {s.name!r}")
         seen.add(s.name)
+    hosts = [s for s in sources if s.type == "host"]
+    if len(hosts) > 1:
+        raise ConfigError(
+            f"{t.source}: {hosts[1].where}.type: only one source of type 'host' per host "
+            f"(the first is {hosts[0].where})"
+        )
     t.finish()
     return HostConfig(
         name=name,

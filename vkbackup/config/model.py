@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SOURCE_TYPES = ("postgres", "files", "docker-volume", "docker-image")
+SOURCE_TYPES = ("postgres", "files", "docker-volume", "docker-image", "host")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class SourceConfig:
     user: str = "postgres"
     compress_level: int = 1
     globals: bool = True
-    # files
+    # files; host (extra paths, globs)
     paths: tuple[str, ...] = ()
     secret: bool = False
     # docker-volume
@@ -65,6 +65,9 @@ class SourceConfig:
     stop: tuple[str, ...] | None = None  # None: the containers that use the volume
     # docker-image
     images: tuple[str, ...] = ()
+    # host: directories taken whole (Caddy's certificates), units restarted on restore
+    data_dirs: tuple[str, ...] = ("/var/lib/caddy",)
+    restart: tuple[str, ...] = ("caddy",)
 
 
 @dataclass(frozen=True)

@@ -6,36 +6,49 @@ own record of the host (compose projects and their containers), refined by an
 optional playbook. So a snapshot of any Docker host restores without one.
 
 Derived order:
-    preflight -> ensure-docker -> files -> images -> volumes
+    preflight
+    -> the host (a `host` source): packages (Docker Engine and Compose included),
+       users and groups, /etc and Caddy's data
+    -> ensure-docker -> files -> images -> volumes
     -> per database: start its container, restore roles + dump, compare row counts
     -> start compose projects (playbook order first; then the rest, databases'
        projects first, host-network / port 80/443 proxies last)
+    -> the host's units (Caddy restarted with the certificates it had) -> firewall
     -> health (every container that ran at snapshot time runs, healthchecks
        healthy, playbook HTTP checks answer) -> DNS checklist
 
-Data goes in before anything starts, so no service ever starts on half of its
-data; the database's own container starts early because the dump is restored
-through its server.
+The host comes first because everything else needs it: Docker from its
+packages, the users that own restored files, /etc. Data goes in before
+anything starts, so no service ever starts on half of its data; the
+database's own container starts early because the dump is restored through
+its server. Caddy restarts only once the apps behind it run, and the firewall
+goes last, once nothing else needs a new way in: it is applied behind a
+rollback that only a new SSH connection cancels, and health runs after it, so
+a pass means users get in through it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from vkbackup.manifest import Manifest, ObjectRecord
 from vkbackup.restore.playbook import Playbook, StartGroup
 from vkbackup.restore.records import ComposeProject, HostFacts, PrivatePart, SourceEntry
 from vkbackup.restore.steps import (
+    ComposeName,
+    DatabaseParams,
     DnsParams,
     EnsureDockerParams,
     HealthParams,
+    HostFirewallParams,
+    HostServicesParams,
     HttpCheckParams,
     PreflightParams,
     StartParams,
     Step,
 )
-from vkbackup.sources import docker_image, docker_volume, files, postgres
+from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 
 P = TypeVar("P")
 
@@ -99,6 +112,8 @@ def _source_steps(
         return docker_volume.restore_steps(entry.name, meta, objects)
     if isinstance(meta, postgres.Meta):
         return postgres.restore_steps(entry.name, meta, objects)
+    if isinstance(meta, host.Meta):
+        return host.restore_steps(entry.name, meta, objects)
     return []
 
 
@@ -125,10 +140,17 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
     by_source: dict[str, list[ObjectRecord]] = {}
     for o in manifest.objects:
         by_source.setdefault(o.source, []).append(o)
+    names = tuple(
+        ComposeName(c.name, c.project, c.service)
+        for c in facts.containers
+        if c.project and c.service
+    )
+    compose = f"compose {facts.compose}" if facts.compose else "compose"
     steps: list[Step] = [
         Step("preflight", "check the target: reachable, Docker, nothing to overwrite",
              PreflightParams()),
-        Step("ensure-docker", "Docker Engine and compose present", EnsureDockerParams()),
+        Step("ensure-docker", f"Docker Engine and {compose} present",
+             EnsureDockerParams(compose=facts.compose, names=names)),
     ]  # fmt: skip
     warnings: list[str] = [
         f"source {s.name} ({s.type}) failed in this snapshot: not restored"
@@ -136,6 +158,13 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         if s.status != "ok"
     ]
     restorable = [e for name, e in private.sources.items() if name in ok]
+    host_late: list[Step] = []  # the host's units and firewall: after every start
+    for entry in restorable:
+        if isinstance(entry.meta, host.Meta):
+            for step in _source_steps(entry, by_source.get(entry.name, []), private):
+                late = isinstance(step.params, HostServicesParams | HostFirewallParams)
+                (host_late if late else steps).append(step)
+    steps.append(steps.pop(1))  # ensure-docker: once the host's packages are in
     for kind in DATA_ORDER:
         for entry in restorable:
             if isinstance(entry.meta, kind):
@@ -158,7 +187,11 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
                 f"database container {entry.meta.container} is not a compose service: "
                 "start it yourself before the database step"
             )
-        steps += _source_steps(entry, by_source.get(entry.name, []), private)
+        for step in _source_steps(entry, by_source.get(entry.name, []), private):
+            if isinstance(step.params, DatabaseParams) and c is not None and c.project:
+                # found on the target by what it is, not by the name it had on prod
+                step.params = replace(step.params, project=c.project, service=c.service)
+            steps.append(step)
     # start groups: the playbook's order first, then what it did not name
     groups: list[StartGroup] = list(playbook.start)
     named = {g.project for g in groups}
@@ -175,7 +208,13 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         if proj is None:
             warnings.append(f"playbook start group {g.project!r}: no such compose project")
             continue
-        services = list(g.services) or sorted(proj.services)
+        unknown = [s for s in g.services if s not in proj.services]
+        if unknown:
+            warnings.append(
+                f"playbook start group {g.project!r}: no service {', '.join(unknown)} "
+                "in this snapshot"
+            )
+        services = [s for s in g.services if s in proj.services] or sorted(proj.services)
         todo = [s for s in services if (g.project, s) not in started]
         if not todo:
             continue
@@ -186,18 +225,21 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             if (p, s) not in started:
                 steps.append(_start(proj, [s], f"start {p}: {s}"))
                 started.add((p, s))
+    host_late.sort(key=lambda s: isinstance(s.params, HostFirewallParams))  # firewall last
+    steps += host_late
     running = [c for c in facts.containers if c.running]
     expected = sorted(c.name for c in running if c.project)
     for c in sorted(running, key=lambda c: c.name):
         if not c.project:
             warnings.append(f"container {c.name} was not started by compose: recreate it by hand")
-    http = tuple(HttpCheckParams(h.name, h.url, h.expect_status) for h in playbook.health)
+    http = tuple(HttpCheckParams(h.name, h.url, h.expect_status, h.ca) for h in playbook.health)
     steps.append(
         Step(
             "health",
             f"health: {len(expected)} containers running, {len(http)} HTTP checks",
             HealthParams(
                 containers=tuple(expected),
+                services=tuple(n for n in names if n.name in expected),
                 healthchecked=tuple(sorted(c.name for c in running if c.has_healthcheck)),
                 http=http,
                 timeout=playbook.health_timeout,

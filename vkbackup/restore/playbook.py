@@ -12,8 +12,13 @@ list what the snapshot already says.
 
     [[health]]                      # HTTP checks, run ON the target host
     name = "platform-api"
-    url = "http://127.0.0.1:8000/health"
+    url = "http://127.0.0.1:3001/health"
     expect_status = 200
+
+    [[health]]                      # HTTPS through the host's Caddy, as users get in:
+    name = "api"                    # the name resolves to the target itself, and the
+    url = "https://api.visualkit.live/health"   # certificate must verify against *ca*,
+    ca = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"  # never -k
 
     [dns]
     zone = "visualkit.live"
@@ -26,6 +31,13 @@ step, after every group has started: it polls until each compose container
 that ran at snapshot time runs again (and is healthy, if it has a
 healthcheck) and every HTTP check answers its expected status, for at most
 health_timeout seconds.
+
+An https:// check is made with curl on the target, with the URL's host name
+resolved to the target itself (`--resolve NAME:443:127.0.0.1`) and the
+certificate verified against *ca* (a path on the target; default: the
+system's CAs). So a pass means the restored proxy answers that name with a
+certificate a client trusts: with a public CA after DNS moves, or with the
+restored local CA in a drill. Plain http:// checks need no curl.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ class HttpCheck:
     name: str
     url: str
     expect_status: int = 200
+    ca: str | None = None  # https: verify against this CA file on the target
 
 
 @dataclass(frozen=True)
@@ -94,13 +107,17 @@ def parse_playbook(doc: dict[str, Any], source: str) -> Playbook:
     for i, h in enumerate(raw_health):
         t = _Table(h, f"health[{i}]", source)
         url = t.req_str("url")
-        if not url.startswith("http://"):
-            raise t.error("must be an http:// URL reachable from the target host", "url")
+        if not url.startswith(("http://", "https://")):
+            raise t.error("must be an http:// or https:// URL, checked on the target", "url")
+        ca = t.get_str("ca")
+        if ca is not None and not (url.startswith("https://") and ca.startswith("/")):
+            raise t.error("is for https:// checks: an absolute path on the target", "ca")
         checks.append(
             HttpCheck(
                 name=t.get_str("name", url) or url,
                 url=url,
                 expect_status=t.get_int("expect_status", 200, lo=100, hi=599),
+                ca=ca,
             )
         )
         t.finish()

@@ -19,15 +19,16 @@ from typing import Any
 
 from vkbackup.errors import IntegrityError
 from vkbackup.manifest import Manifest, open_private
-from vkbackup.sources import docker_image, docker_volume, files, postgres
+from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 
-SourceMeta = postgres.Meta | files.Meta | docker_volume.Meta | docker_image.Meta
+SourceMeta = postgres.Meta | files.Meta | docker_volume.Meta | docker_image.Meta | host.Meta
 
 _META: dict[str, Any] = {
     "postgres": postgres.Meta,
     "files": files.Meta,
     "docker-volume": docker_volume.Meta,
     "docker-image": docker_image.Meta,
+    "host": host.Meta,
 }
 
 
@@ -114,6 +115,7 @@ class ComposeProject:
 class HostFacts:
     containers: tuple[Container, ...] = ()
     projects: dict[str, ComposeProject] = field(default_factory=dict)
+    compose: str | None = None  # the flavour prod ran: "v2" or "v1" (None: no compose)
 
     def container(self, name: str) -> Container | None:
         return next((c for c in self.containers if c.name == name), None)
@@ -129,7 +131,10 @@ class HostFacts:
             str(p): ComposeProject.decode(str(p), v, f"{where}.compose_projects.{p}")
             for p, v in _dict(d.get("compose_projects"), f"{where}.compose_projects").items()
         }
-        return cls(containers=containers, projects=projects)
+        flavour = _str(d.get("compose"), f"{where}.compose").split(" ")[0] or None
+        if flavour not in (None, "v1", "v2"):
+            raise IntegrityError(f"{where}.compose: unknown compose flavour {flavour!r}")
+        return cls(containers=containers, projects=projects, compose=flavour)
 
 
 @dataclass(frozen=True)

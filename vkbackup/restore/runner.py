@@ -34,11 +34,17 @@ from vkbackup.logs import get_logger
 from vkbackup.restore import target
 from vkbackup.restore.plan import Plan
 from vkbackup.restore.steps import (
+    ComposeName,
     DatabaseParams,
     DnsParams,
     EnsureDockerParams,
     FilesParams,
     HealthParams,
+    HostFilesParams,
+    HostFirewallParams,
+    HostPackagesParams,
+    HostServicesParams,
+    HostUsersParams,
     HttpCheckParams,
     ImageParams,
     PreflightParams,
@@ -48,7 +54,7 @@ from vkbackup.restore.steps import (
     StepParams,
     VolumeParams,
 )
-from vkbackup.sources import docker_image, docker_volume, files, postgres
+from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("restore")
@@ -76,6 +82,8 @@ class Run:
     force: bool = False
     resuming: bool = False  # the target holds this snapshot's resume state
     dns: list[str] = field(default_factory=list)  # filled by the dns step
+    # a NEW connection to the target (the firewall step confirms it can still get in)
+    reconnect: Callable[[], Transport] | None = None
 
 
 Handler = Callable[[StepContext, Step, Run], str]
@@ -116,18 +124,43 @@ def preflight(ctx: StepContext, step: Step, run: Run) -> str:
 
 
 def ensure_docker(ctx: StepContext, step: Step, run: Run) -> str:
+    """Docker Engine and compose on the target, in the flavour prod ran; refuse (before
+    anything starts) a compose that would name prod's containers differently."""
+    p = step.params
+    assert isinstance(p, EnsureDockerParams)
     res = ctx.t.run(pipeline_argv(target.ENSURE_DOCKER))
-    ctx.compose = target.compose_flavor(ctx.t)
+    ctx.compose = target.compose_flavor(ctx.t, p.compose)
     if ctx.compose is None:
         raise RestoreError(f"{ctx.t.name}: docker compose is not available")
-    return f"Docker {res.stdout.decode().strip()}, compose: {' '.join(ctx.compose)}"
+    flavour = "v2" if ctx.compose == ["docker", "compose"] else _standalone_flavour(ctx)
+    clashes = target.compose_name_clashes(
+        flavour, [(n.name, n.project, n.service) for n in p.names]
+    )
+    if clashes:
+        raise RestoreError(
+            f"{ctx.t.name}: its compose ({flavour}) would name containers differently from "
+            f"prod ({p.compose}): " + ", ".join(clashes[:6]),
+            hint="install the compose flavour prod ran (Compose v2: the docker compose plugin, "
+            "Debian 13's docker-compose package) and run the restore again",
+        )
+    return f"Docker {res.stdout.decode().strip()}, compose: {' '.join(ctx.compose)} ({flavour})"
+
+
+def _standalone_flavour(ctx: StepContext) -> str:
+    out = ctx.t.run(["bash", "-c", target.COMPOSE_VERSIONS]).stdout.decode()
+    found = target.parse_compose_versions(out)
+    return "v2" if found.get("v2") == "docker-compose" else "v1"
 
 
 def start(ctx: StepContext, step: Step, run: Run) -> str:
     p = step.params
     assert isinstance(p, StartParams)
     if ctx.compose is None:
-        ctx.compose = target.compose_flavor(ctx.t)
+        flavour = next(
+            (s.params.compose for s in run.plan.steps if isinstance(s.params, EnsureDockerParams)),
+            None,
+        )
+        ctx.compose = target.compose_flavor(ctx.t, flavour)
     if ctx.compose is None:
         raise RestoreError(f"{ctx.t.name}: docker compose is not available")
     if not p.working_dir:
@@ -150,13 +183,17 @@ def health_problems(
     http: Sequence[HttpCheckParams],
     seen: dict[str, tuple[str, str]],
     answers: dict[str, str],
+    services: Sequence[ComposeName] = (),
 ) -> list[str]:
-    """Given the expected containers, those with a healthcheck, the HTTP checks and
-    one parsed probe round, return what is not healthy yet, one phrase each (empty:
-    all healthy)."""
+    """Given the expected containers (by name; those in *services* are found by their
+    compose project and service instead), those with a healthcheck, the HTTP checks
+    and one parsed probe round, return what is not healthy yet, one phrase each
+    (empty: all healthy)."""
+    by_name = {n.name: f"{n.project}/{n.service}" for n in services}
     bad: list[str] = []
     for c in containers:
-        running, hstatus = seen.get(c, ("missing", "none"))
+        key = by_name.get(c, c)
+        running, hstatus = seen.get(key, ("missing", "none"))
         if running != "true":
             bad.append(f"{c} not running")
         elif c in checked and hstatus != "healthy":
@@ -172,11 +209,12 @@ def health(ctx: StepContext, step: Step, run: Run) -> str:
     p = step.params
     assert isinstance(p, HealthParams)
     deadline = time.monotonic() + p.timeout
-    argv = target.health_probe_argv(list(p.containers), [h.url for h in p.http])
+    cas = {h.url: h.ca for h in p.http if h.ca}
+    argv = target.health_probe_argv(list(p.containers), [h.url for h in p.http], cas)
     while True:
         res = ctx.t.run(argv, check=False)
         seen, answers = target.parse_health_probe(res.stdout.decode(errors="replace"))
-        bad = health_problems(p.containers, p.healthchecked, p.http, seen, answers)
+        bad = health_problems(p.containers, p.healthchecked, p.http, seen, answers, p.services)
         if not bad:
             ctx.verified += [f"container {c} running" for c in p.containers]
             ctx.verified += [f"{h.name}: {h.url} answered" for h in p.http]
@@ -200,6 +238,12 @@ def dns(ctx: StepContext, step: Step, run: Run) -> str:
     return f"{len(records)} records to point at {run.target_address}"
 
 
+def _reconnect(run: Run) -> Callable[[], Transport]:
+    if run.reconnect is None:
+        raise RestoreError("the firewall step needs a way to open a new connection")
+    return run.reconnect
+
+
 HANDLERS: dict[type[StepParams], Handler] = {
     PreflightParams: preflight,
     EnsureDockerParams: ensure_docker,
@@ -207,6 +251,11 @@ HANDLERS: dict[type[StepParams], Handler] = {
     ImageParams: lambda ctx, step, _run: docker_image.load_images(ctx, step),
     VolumeParams: lambda ctx, step, _run: docker_volume.restore_volume(ctx, step),
     DatabaseParams: lambda ctx, step, _run: postgres.restore_database(ctx, step),
+    HostPackagesParams: lambda ctx, step, _run: host.restore_packages(ctx, step),
+    HostUsersParams: lambda ctx, step, _run: host.restore_users(ctx, step),
+    HostFilesParams: lambda ctx, step, _run: host.restore_host_files(ctx, step),
+    HostServicesParams: lambda ctx, step, _run: host.restore_services(ctx, step),
+    HostFirewallParams: lambda ctx, step, run: host.restore_firewall(ctx, step, _reconnect(run)),
     StartParams: start,
     HealthParams: health,
     DnsParams: dns,
@@ -323,6 +372,8 @@ def run_plan(
     state = target.load_state(ctx.t, snapshot_id)
     done: dict[str, Any] = dict((state or {}).get("done") or {})
     run.resuming = state is not None  # our own restore of this snapshot was under way
+    if run.reconnect is None:
+        run.reconnect = connect
     errors: dict[str, VkError] = {}  # step id -> why it failed
 
     def run_one(c: StepContext, step: Step) -> StepResult:

@@ -57,8 +57,23 @@ class PreflightParams(StepParams):
 
 
 @dataclass(frozen=True)
+class ComposeName:
+    """A container prod's compose started: its name there, its project and service."""
+
+    name: str
+    project: str
+    service: str
+
+
+@dataclass(frozen=True)
 class EnsureDockerParams(StepParams):
+    """Docker Engine and the compose flavour prod ran (*compose*: "v2", "v1" or None);
+    *names*: every compose container of the snapshot, to refuse a target whose
+    compose would name them differently before anything starts."""
+
     kind: ClassVar[str] = "ensure-docker"
+    compose: str | None = None
+    names: tuple[ComposeName, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,9 @@ class DatabaseParams(StepParams):
 
     kind: ClassVar[str] = "database"
     resumable: ClassVar[bool] = True
-    container: str = ""
+    container: str = ""  # the name on prod; on the target it is found by project/service
+    project: str | None = None
+    service: str | None = None
     database: str = ""
     user: str = "postgres"
     major: int | None = None
@@ -123,6 +140,7 @@ class HttpCheckParams:
     name: str
     url: str
     expect_status: int = 200
+    ca: str | None = None  # https: the CA file on the target the certificate must verify
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,7 @@ class HealthParams(StepParams):
 
     kind: ClassVar[str] = "health"
     containers: tuple[str, ...] = ()
+    services: tuple[ComposeName, ...] = ()  # the same containers, found by project/service
     healthchecked: tuple[str, ...] = ()
     http: tuple[HttpCheckParams, ...] = ()
     timeout: float = 120.0
@@ -142,6 +161,84 @@ class DnsParams(StepParams):
     kind: ClassVar[str] = "dns"
     zone: str | None = None
     records: tuple[str, ...] = ()
+
+
+# -- the host source's steps (vkbackup/sources/host.py) ------------------------------
+
+
+@dataclass(frozen=True)
+class HostPackagesParams(StepParams):
+    """Lay down prod's apt sources and keys (*sources*: tar members under /etc/apt),
+    then install every package of *packages* (name, version, arch) that is missing or
+    at another version. *members*: every member of the host tar, which the tar guard
+    allows while tar extracts only *sources*."""
+
+    kind: ClassVar[str] = "host-packages"
+    resumable: ClassVar[bool] = True
+    packages: tuple[tuple[str, str, str], ...] = ()
+    sources: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    name: str
+    gid: int
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostUser:
+    name: str
+    uid: int
+    gid: int
+    group: str | None = None  # the primary group's name on prod
+    gecos: str = ""
+    home: str = ""
+    shell: str = ""
+
+
+@dataclass(frozen=True)
+class HostUsersParams(StepParams):
+    """Create the missing *groups* and *users* with their recorded ids where free;
+    never change an existing account."""
+
+    kind: ClassVar[str] = "host-users"
+    resumable: ClassVar[bool] = True
+    groups: tuple[HostGroup, ...] = ()
+    users: tuple[HostUser, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostFilesParams(StepParams):
+    """Extract the host tar at /: only *members*, owners mapped by name."""
+
+    kind: ClassVar[str] = "host-files"
+    resumable: ClassVar[bool] = True
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostServicesParams(StepParams):
+    """Enable *units* (enabled on prod) where they exist; restart *restart*."""
+
+    kind: ClassVar[str] = "host-services"
+    resumable: ClassVar[bool] = True
+    units: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ("caddy",)
+
+
+@dataclass(frozen=True)
+class HostFirewallParams(StepParams):
+    """Apply prod's firewall (*firewall*: "ufw", "nftables", "iptables" or "none";
+    *status*: `ufw status verbose` or the ruleset) behind a rollback that only a new
+    SSH connection cancels, then compare with *status*."""
+
+    kind: ClassVar[str] = "host-firewall"
+    resumable: ClassVar[bool] = True
+    firewall: str = "none"
+    active: bool = False
+    status: str = ""
 
 
 @dataclass
@@ -250,12 +347,20 @@ class StepContext:
 
 
 __all__ = [
+    "ComposeName",
     "DatabaseParams",
     "DnsParams",
     "EnsureDockerParams",
     "FilesParams",
     "GuardState",
     "HealthParams",
+    "HostFilesParams",
+    "HostFirewallParams",
+    "HostGroup",
+    "HostPackagesParams",
+    "HostServicesParams",
+    "HostUser",
+    "HostUsersParams",
     "HttpCheckParams",
     "ImageParams",
     "PreflightParams",

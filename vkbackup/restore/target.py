@@ -53,6 +53,18 @@ IFS= read -r -t 10 line <&3 || exit 8
 echo "$line"
 """
 
+# https: curl with the name resolved to this host and the certificate verified
+# (against $2 when given); prints a status line like HTTP_CHECK's, or curl's error.
+HTTPS_CHECK = r"""
+url=$1; ca=$2; rest=${url#https://}; hostport=${rest%%/*}
+h=${hostport%%:*}; p=${hostport##*:}; [ "$p" = "$hostport" ] && p=443
+command -v curl >/dev/null || { echo "no curl on the target"; exit 0; }
+args=(-sS -o /dev/null -w '%{http_code}' --max-time 10 --resolve "$h:$p:127.0.0.1")
+[ -n "$ca" ] && args+=(--cacert "$ca")
+if code=$(curl "${args[@]}" "$url" 2>&1); then echo "HTTP/1.1 $code"
+else echo "$code" | head -n 1; fi
+"""
+
 # -- resume state ------------------------------------------------------------------
 
 
@@ -100,14 +112,57 @@ def existing_paths_argv(paths: list[str]) -> list[str]:
 # -- compose -----------------------------------------------------------------------
 
 
-def compose_flavor(t: Transport) -> list[str] | None:
-    """The target's compose command: ["docker", "compose"] (v2), ["docker-compose"]
-    (v1), or None when it has neither."""
-    if t.run(["docker", "compose", "version"], check=False).status == 0:
-        return ["docker", "compose"]
-    if t.run(["bash", "-c", "command -v docker-compose"], check=False).status == 0:
-        return ["docker-compose"]
-    return None
+COMPOSE_VERSIONS = (
+    "docker compose version --short 2>/dev/null | sed 's/^/plugin /'; "
+    "docker-compose version --short 2>/dev/null | sed 's/^/standalone /'; true"
+)
+
+
+def parse_compose_versions(text: str) -> dict[str, str]:
+    """Given COMPOSE_VERSIONS' output, return flavour ("v2", "v1") -> the command
+    that runs it ("docker compose" or "docker-compose"); the plugin first."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        kind, _, version = line.strip().partition(" ")
+        version = version.strip().lstrip("v")
+        if not version[:1].isdigit():
+            continue
+        flavour = "v1" if version.startswith("1.") else "v2"
+        command = "docker compose" if kind == "plugin" else "docker-compose"
+        found.setdefault(flavour, command)
+    return found
+
+
+def compose_flavor(t: Transport, prefer: str | None = None) -> list[str] | None:
+    """The target's compose command for the flavour *prefer* ("v2" or "v1", what prod
+    ran) when it has it, else the one it has (v2 first); None when it has none."""
+    found = parse_compose_versions(t.run(["bash", "-c", COMPOSE_VERSIONS]).stdout.decode())
+    command = found.get(prefer or "v2") or found.get("v2") or found.get("v1")
+    return command.split(" ") if command else None
+
+
+def compose_name_clashes(flavour: str, names: list[tuple[str, str, str]]) -> list[str]:
+    """Given the target's compose flavour and (name, project, service) of every compose
+    container of the snapshot, return the names the target's compose would give
+    differently (a name in the other flavour's pattern: v2 joins with '-', v1 with
+    '_'). A name set by container_name is the same under both."""
+    sep, other = ("-", "_") if flavour == "v2" else ("_", "-")
+    out = []
+    for name, project, service in names:
+        mine = re.fullmatch(re.escape(f"{project}{sep}{service}{sep}") + r"\d+", name)
+        theirs = re.fullmatch(re.escape(f"{project}{other}{service}{other}") + r"\d+", name)
+        if theirs and not mine:
+            index = name.rsplit(other, 1)[1]
+            out.append(f"{name} (would be {project}{sep}{service}{sep}{index})")
+    return out
+
+
+def service_container_argv(project: str, service: str) -> list[str]:
+    """argv printing the names of the running containers of one compose service."""
+    return [
+        "docker", "ps", "--filter", f"label=com.docker.compose.project={project}",
+        "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}",
+    ]  # fmt: skip
 
 
 def compose_files(working_dir: str, config_files: str | None) -> list[str]:
@@ -138,30 +193,41 @@ def compose_up_argv(
 # -- health ------------------------------------------------------------------------
 
 
-def health_probe_argv(containers: list[str], urls: list[str]) -> list[str]:
-    """One command for one health round on the target (one SSH round trip): the
-    containers' state lines, then '== URL' and the status line of each HTTP check."""
+PROBE_FORMAT = (
+    "{{.Name}} {{.State.Running}} "
+    "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} "
+    '{{with index .Config.Labels "com.docker.compose.project"}}{{.}}{{else}}-{{end}} '
+    '{{with index .Config.Labels "com.docker.compose.service"}}{{.}}{{else}}-{{end}}'
+)
+
+
+def health_probe_argv(
+    containers: list[str], urls: list[str], cas: dict[str, str] | None = None
+) -> list[str]:
+    """One command for one health round on the target (one SSH round trip): a state
+    line of every container (name, running, health, compose project and service),
+    then '== URL' and the status line of each HTTP check."""
     lines = []
     if containers:
-        fmt = (
-            "{{.Name}} {{.State.Running}} "
-            "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
-        )
         lines.append(
-            f"docker inspect -f {shlex.quote(fmt)} "
-            + " ".join(shlex.quote(c) for c in containers)
-            + " 2>/dev/null"
+            f'ids=$(docker ps -aq 2>/dev/null); [ -z "$ids" ] || '
+            f"docker inspect -f {shlex.quote(PROBE_FORMAT)} $ids 2>/dev/null"
         )
     for u in urls:
         lines.append(f"echo {shlex.quote('== ' + u)}")
-        lines.append(f"timeout 12 bash -c {shlex.quote(HTTP_CHECK)} x {shlex.quote(u)}")
+        if u.startswith("https://"):
+            ca = shlex.quote((cas or {}).get(u, ""))
+            lines.append(f"timeout 12 bash -c {shlex.quote(HTTPS_CHECK)} x {shlex.quote(u)} {ca}")
+        else:
+            lines.append(f"timeout 12 bash -c {shlex.quote(HTTP_CHECK)} x {shlex.quote(u)}")
     lines.append("true")
     return ["bash", "-c", "\n".join(lines)]
 
 
 def parse_health_probe(text: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """Given health_probe_argv's output, return container -> (running, health) and
-    URL -> the HTTP status line it answered ('' when none)."""
+    URL -> the HTTP status line it answered ('' when none). A compose container is
+    also listed under "PROJECT/SERVICE", with the state of its least healthy replica."""
     seen: dict[str, tuple[str, str]] = {}
     answers: dict[str, str] = {}
     url: str | None = None
@@ -174,8 +240,13 @@ def parse_health_probe(text: str) -> tuple[dict[str, tuple[str, str]], dict[str,
                 answers[url] = line.strip()
         else:
             parts = line.split()
-            if len(parts) == 3:
+            if len(parts) in (3, 5):
                 seen[parts[0].lstrip("/")] = (parts[1], parts[2])
+            if len(parts) == 5 and parts[3] != "-" and parts[4] != "-":
+                key = f"{parts[3]}/{parts[4]}"
+                # a service is as healthy as its least healthy replica
+                if key not in seen or parts[1] != "true" or parts[2] not in ("healthy", "none"):
+                    seen[key] = (parts[1], parts[2])
     return seen, answers
 
 

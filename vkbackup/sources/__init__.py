@@ -8,13 +8,14 @@ from vkbackup.sources.base import PlanContext, Source, SourcePlan, StreamPlan
 
 def make_source(cfg: SourceConfig) -> Source:
     """Given a source config, return the Source that handles its type."""
-    from vkbackup.sources import docker_image, docker_volume, files, postgres
+    from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 
     kinds: dict[str, type] = {
         "postgres": postgres.PostgresSource,
         "files": files.FilesSource,
         "docker-volume": docker_volume.DockerVolumeSource,
         "docker-image": docker_image.DockerImageSource,
+        "host": host.HostSource,
     }
     src: Source = kinds[cfg.type](cfg)
     return src

@@ -56,6 +56,7 @@ from vkbackup.logs import get_logger, register_secret
 from vkbackup.manifest import ObjectRecord
 from vkbackup.restore.objects import open_object, read_object
 from vkbackup.restore.steps import DatabaseParams, Step, StepContext
+from vkbackup.restore.target import service_container_argv
 from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, fingerprint_tag
 from vkbackup.storage.base import Storage
 from vkbackup.transport.base import Transport, pipeline_argv
@@ -482,17 +483,39 @@ def _objects(
     return dump, by_role.get("pg-globals")
 
 
+def find_container(t: Transport, p: DatabaseParams) -> str:
+    """The database's container on the target, found by its compose project and service
+    (the name prod gave it is only checked): raise RestoreError when none runs, or
+    when its name differs from prod's."""
+    if not (p.project and p.service):
+        return p.container
+    res = t.run(service_container_argv(p.project, p.service))
+    names = res.stdout.decode().split()
+    if not names:
+        raise RestoreError(
+            f"{t.name}: no running container for service {p.service} of compose project "
+            f"{p.project} (the database {p.database} ran in {p.container} on prod)"
+        )
+    if p.container not in names:
+        raise RestoreError(
+            f"{t.name}: service {p.service} of {p.project} runs as {', '.join(names)}, "
+            f"not {p.container} as on prod"
+        )
+    return p.container
+
+
 def restore_database(ctx: StepContext, step: Step) -> str:
     """The database step: restore into the container the plan started, then compare
     row counts with the snapshot's."""
     p = step.params
     assert isinstance(p, DatabaseParams)
     meta = Meta(p.container, p.database, p.user, p.major, "", dict(p.row_counts))
+    container = find_container(ctx.t, p)
     dump, roles = _objects(step.objects, p.database)
     globals_sql = ctx.read(roles) if roles is not None else None
     got = restore_into(
         ctx.t,
-        p.container,
+        container,
         meta,
         globals_sql=globals_sql,
         feed_dump=lambda argv: ctx.feed(dump, lambda _compression: argv),  # -Fc: stored as is

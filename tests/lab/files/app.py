@@ -7,9 +7,14 @@ One small stdlib HTTP server, configured by environment:
     STORAGE_DIR   optional directory the app reads and writes (a named volume)
     DEPENDS_TCP   optional comma-separated host:port that must accept TCP for /health to pass
     REQUIRED_FILES optional comma-separated paths that must exist (e.g. config in a volume)
+    CHECK_POSTGRES "1": log in to PostgreSQL with the .env's POSTGRES_HOST, POSTGRES_USERNAME,
+                  POSTGRES_PASSWORD and POSTGRES_DATABASE (psql); a wrong secret fails /health
+    CHECK_REDIS   "1": AUTH to Redis at redis:6379 with the .env's REDIS_PASSWORD, then PING
+    EXTRA_PORTS   optional comma-separated ports served by the same handler (Janus's 8188)
 
 Endpoints:
     GET  /health           200 {"status": "ok", ...} or 503 {"status": "failing", "problems": [...]}
+    GET  /janus/info       Janus's server info (janus-gateway only), 503 while /health fails
     GET  /storage/<path>   the file under STORAGE_DIR (404 if missing)
     PUT  /storage/<path>   write the request body there (parents created); 201
     GET  /storage-index    {"files": N, "bytes": N} of STORAGE_DIR
@@ -22,7 +27,9 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +48,10 @@ def problems() -> list[str]:
     for path in filter(None, os.environ.get("REQUIRED_FILES", "").split(",")):
         if not os.path.exists(path):
             found.append(f"missing file {path}")
+    if os.environ.get("CHECK_POSTGRES") == "1":
+        found += _postgres_login()
+    if os.environ.get("CHECK_REDIS") == "1":
+        found += _redis_login()
     for dep in filter(None, os.environ.get("DEPENDS_TCP", "").split(",")):
         host, _, port = dep.rpartition(":")
         try:
@@ -49,6 +60,51 @@ def problems() -> list[str]:
         except OSError as e:
             found.append(f"{dep} unreachable: {e.strerror or e}")
     return found
+
+
+def _postgres_login() -> list[str]:
+    host = os.environ.get("POSTGRES_HOST", "postgres")
+    user = os.environ.get("POSTGRES_USERNAME", "postgres")
+    db = os.environ.get("POSTGRES_DATABASE", "postgres")
+    env = {
+        **os.environ,
+        "PGPASSWORD": os.environ.get("POSTGRES_PASSWORD", ""),
+        "PGCONNECT_TIMEOUT": "3",
+    }
+    try:
+        cp = subprocess.run(
+            ["psql", "-X", "-q", "-h", host, "-U", user, "-d", db, "-c", "select 1"],
+            env=env,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [f"postgres login as {user}@{host}/{db} failed: {e}"]
+    if cp.returncode != 0:
+        why = cp.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return [f"postgres login as {user}@{host}/{db} failed: {why[0]}"]
+    return []
+
+
+def _redis_login() -> list[str]:
+    password = os.environ.get("REDIS_PASSWORD", "")
+    try:
+        with socket.create_connection(("redis", 6379), timeout=3) as sock:
+            b = password.encode()
+            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(b), b))
+            answer = b""
+            while answer.count(b"\r\n") < 2:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError as e:
+        return [f"redis unreachable: {e.strerror or e}"]
+    if not answer.startswith(b"+OK") or b"+PONG" not in answer:
+        first = answer.split(b"\r\n")[0].decode(errors="replace")
+        return [f"redis login failed: {first or 'no answer'}"]
+    return []
 
 
 def _storage_path(rel: str) -> Path | None:
@@ -80,6 +136,19 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(503, {"status": "failing", "service": SERVICE, "problems": found})
             else:
                 self._json(200, {"status": "ok", "service": SERVICE})
+        elif self.path.startswith("/janus/info") and SERVICE == "janus-gateway":
+            found = problems()
+            if found:
+                self._json(503, {"janus": "error", "problems": found})
+            else:
+                self._json(
+                    200,
+                    {
+                        "janus": "server_info",
+                        "name": "Janus WebRTC Server (vkbackup lab stand-in)",
+                        "plugins": {"janus.plugin.audiobridge": {"name": "AudioBridge"}},
+                    },
+                )
         elif self.path == "/storage-index" and STORAGE is not None:
             files = 0
             size = 0
@@ -122,6 +191,9 @@ def main() -> None:
     # PID 1 in a container ignores SIGTERM unless it installs a handler: without this,
     # `docker stop` waits its whole timeout, unlike the real services this stands in for.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    for extra in filter(None, os.environ.get("EXTRA_PORTS", "").split(",")):
+        other = ThreadingHTTPServer(("0.0.0.0", int(extra)), Handler)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
     httpd = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     print(f"{SERVICE}: listening on :{PORT}", flush=True)
     httpd.serve_forever()

@@ -37,12 +37,15 @@ def test_example_config_is_valid() -> None:
         "files",
         "docker-volume",
         "docker-image",
+        "host",
     ]
     assert prod.sources[0].container == "chatwoot-postgres-1"
     assert prod.sources[1].secret is True
     assert prod.sources[3].stop == ("chatwoot-chatwoot-1", "chatwoot-chatwoot-sidekiq-1")
     assert prod.sources[3].where == "hosts.prod.sources[3]"
     assert cfg.retention.keep_daily == 7
+    server = prod.sources[5]
+    assert server.data_dirs == ("/var/lib/caddy",) and server.restart == ("caddy",)
 
 
 def test_no_file_gives_embedded_defaults() -> None:
@@ -262,3 +265,80 @@ def test_garbage_bytes_file_never_tracebacks(tmp_path_factory: Any, data: bytes)
         load_config(p)
     except ConfigError as e:
         assert str(p) in str(e)
+
+
+# -- the host source ------------------------------------------------------------------
+
+
+def _with_host(**keys: Any) -> dict[str, Any]:
+    doc = example()
+    doc["hosts"]["prod"]["sources"] = [
+        s for s in doc["hosts"]["prod"]["sources"] if s["type"] != "host"
+    ] + [{"type": "host", "name": "server", **keys}]
+    return doc
+
+
+def test_host_source_defaults_and_keys() -> None:
+    src = parse_config(_with_host(), "cfg.toml").hosts["prod"].sources[-1]
+    assert (src.type, src.paths, src.data_dirs, src.restart) == (
+        "host",
+        (),
+        ("/var/lib/caddy",),
+        ("caddy",),
+    )
+    src = (
+        parse_config(
+            _with_host(
+                paths=["/opt/janus/etc/*.jcfg"], data_dirs=[], restart=["caddy", "janus.service"]
+            ),
+            "cfg.toml",
+        )
+        .hosts["prod"]
+        .sources[-1]
+    )
+    assert src.paths == ("/opt/janus/etc/*.jcfg",)
+    assert src.data_dirs == () and src.restart == ("caddy", "janus.service")
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"paths": ["etc/caddy"]}, "sources[5].paths: [0] must be an absolute path"),
+        ({"paths": "/etc/caddy"}, "sources[5].paths: must be a list of strings"),
+        ({"data_dirs": ["/var/lib/../x"]}, "sources[5].data_dirs: [0] must be an absolute path"),
+        ({"restart": ["caddy; reboot"]}, "sources[5].restart: [0] must be a systemd unit name"),
+        ({"restart": ["-caddy"]}, "sources[5].restart: [0] must be a systemd unit name"),
+        ({"restart": [""]}, "sources[5].restart: [0] must be a non-empty string"),
+        ({"secret": True}, "sources[5].secret: unknown key"),
+        ({"datadirs": ["/x"]}, "did you mean 'data_dirs'"),
+    ],
+)
+def test_host_source_errors_name_the_key(keys: dict[str, Any], message: str) -> None:
+    msg = _err(_with_host(**keys))
+    assert msg.startswith("cfg.toml: hosts.prod.")
+    assert message in msg
+
+
+def test_one_host_source_per_host() -> None:
+    doc = _with_host()
+    doc["hosts"]["prod"]["sources"].append({"type": "host", "name": "again"})
+    msg = _err(doc)
+    assert "hosts.prod.sources[6].type: only one source of type 'host' per host" in msg
+    assert "hosts.prod.sources[5]" in msg
+
+
+def test_init_proposes_a_host_source_on_debian_with_systemd() -> None:
+    from vkbackup.actions.init import Discovery, render_config
+    from vkbackup.config.model import HostConfig
+
+    host = HostConfig(name="prod", address="203.0.113.7")
+    storage = '[storage]\ntype = "local"\npath = "/srv/b"'
+    encryption = '[encryption]\nrecipients = ["age1' + "q" * 58 + '"]'
+    plain = Discovery(facts={}, caddy_data_dir="/var/lib/caddy")
+    text = render_config("prod", host, plain, storage, encryption)
+    types = [s.type for s in parse_config(tomllib.loads(text), "init").hosts["prod"].sources]
+    assert types == ["files"]  # no dpkg/systemd: Caddy's data dir as a secret files source
+    server = Discovery(facts={}, caddy_data_dir="/var/lib/caddy", debian_systemd=True)
+    text = render_config("prod", host, server, storage, encryption)
+    srcs = parse_config(tomllib.loads(text), "init").hosts["prod"].sources
+    assert [(s.type, s.name) for s in srcs] == [("host", "host")]  # it takes the data dir

@@ -51,3 +51,48 @@ def test_probe_runs_in_bash_and_reports_a_refused_port() -> None:
     assert cp.returncode == 0
     _, answers = parse_health_probe(cp.stdout)
     assert answers == {"http://127.0.0.1:9/x": ""}
+
+
+def test_containers_are_found_by_compose_project_and_service() -> None:
+    """Health looks a compose container up by what it is (project/service), so a
+    replica that runs under another name still counts, and a service with no
+    container fails naming the name it had on prod."""
+    from vkbackup.restore.steps import ComposeName
+
+    out = (
+        "/chatwoot-chatwoot-1 true healthy chatwoot chatwoot\n"
+        "/platform-api true none platform-api platform-api\n"
+        "/hand-made true none - -\n"
+    )
+    seen, _ = parse_health_probe(out)
+    assert seen["chatwoot/chatwoot"] == ("true", "healthy")
+    assert seen["hand-made"] == ("true", "none") and "-/-" not in seen
+    services = [
+        ComposeName("chatwoot-chatwoot-1", "chatwoot", "chatwoot"),
+        ComposeName("chatwoot-chatwoot-sidekiq-1", "chatwoot", "chatwoot-sidekiq"),
+    ]
+    bad = health_problems(
+        ["chatwoot-chatwoot-1", "chatwoot-chatwoot-sidekiq-1", "platform-api"],
+        ["chatwoot-chatwoot-1"],
+        [],
+        seen,
+        {},
+        services,
+    )
+    assert bad == ["chatwoot-chatwoot-sidekiq-1 not running"]
+
+
+def test_https_check_resolves_to_the_target_and_verifies_the_ca() -> None:
+    """The https check runs curl with the name resolved to the target itself and the
+    CA given; a refused port answers with curl's error, not a pass."""
+    argv = health_probe_argv(
+        [],
+        ["https://api.visualkit.live:9/health"],
+        {"https://api.visualkit.live:9/health": "/x/root.crt"},
+    )
+    assert "--resolve" in argv[2] and "/x/root.crt" in argv[2] and " -k" not in argv[2]
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert cp.returncode == 0
+    _, answers = parse_health_probe(cp.stdout)
+    line = answers["https://api.visualkit.live:9/health"]
+    assert not line.startswith("HTTP/"), line

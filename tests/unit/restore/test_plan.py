@@ -150,6 +150,7 @@ def test_visualkit_playbook_refines_order() -> None:
     m, priv = lab_like()
     book = load_playbook(REPO / "restore-playbooks" / "visualkit.toml")
     assert book.dns_records == ("api", "agent", "janus", "cdn", "support")
+    assert book.dns_zone == "visualkit.live"
     plan = derive_plan(m, priv, book)
     starts = [s.id for s in plan.steps if s.kind == "start"]
     assert starts == [
@@ -161,7 +162,19 @@ def test_visualkit_playbook_refines_order() -> None:
     ]
     # vk-agent and janus are named by the playbook but absent from this snapshot
     assert any("'vk-agent'" in w for w in plan.warnings)
-    assert len(par(plan.steps[-2]).http) == 4
+    assert any("chatwoot-proxy" in w for w in plan.warnings)  # not in this snapshot
+    http = par(plan.steps[-2]).http
+    assert len(http) == 9
+    # every public name is checked through Caddy, verified against the restored CA
+    https = [h for h in http if h.url.startswith("https://")]
+    assert sorted(h.name.split(".")[0] for h in https) == [
+        "agent",
+        "api",
+        "cdn",
+        "janus",
+        "support",
+    ]
+    assert all(h.ca and h.ca.endswith("/root.crt") for h in https)
 
 
 def test_only_filters_steps_but_keeps_preflight() -> None:
