@@ -83,7 +83,7 @@ def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_pa
         ["bash", str(tmp_path / "break-glass.sh")], capture_output=True, text=True, timeout=1200
     )
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
-    assert cp.stdout.count("200 ") == 4, cp.stdout[-2000:]
+    assert cp.stdout.count("200 ") == 9, cp.stdout[-2000:]
     running = lab.running_containers("fresh")
     for name in lab.containers:
         assert name in running, f"{name} does not run after the break-glass restore"

@@ -76,6 +76,15 @@ def test_drill_reports_rto_and_rpo_and_tears_down(
     assert "RTO" in md and "RPO" in md and "PASSED" in md
     html = next(reports.glob("*.html")).read_text()
     assert "<table>" in html and "database:chatwoot-db" in html
+    # the drill rebuilt the whole server, and its report lists every host step with
+    # its time: the RTO includes installing Docker, Caddy and UFW on the bare host
+    host_steps = [s for s in doc["restore"]["steps"] if s["kind"].startswith("host-")]
+    assert [s["kind"] for s in host_steps] == [
+        "host-packages", "host-users", "host-files", "host-services", "host-firewall",
+    ]  # fmt: skip
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in host_steps)
+    for s in host_steps:
+        assert s["id"] in md and s["id"] in html
     # teardown: nothing of the stack is left on the scratch host
     assert lab.running_containers("fresh") == []
     # the drill is recorded: a second drill does not warn about drill age

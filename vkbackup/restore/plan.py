@@ -52,6 +52,8 @@ from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 
 P = TypeVar("P")
 
+NEEDS_DOCKER = frozenset({"image", "volume", "database", "start", "health"})
+
 
 @dataclass
 class Plan:
@@ -62,7 +64,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
     def only(self, names: tuple[str, ...]) -> Plan:
-        """Keep the steps whose id, kind or source is named (plus preflight)."""
+        """Keep the steps whose id, kind or source is named, plus preflight, and
+        ensure-docker when a kept step needs Docker (a bare target has none)."""
         if not names:
             return self
         keep = [
@@ -73,6 +76,8 @@ class Plan:
             or s.kind in names
             or (s.source is not None and s.source in names)
         ]
+        if any(s.kind in NEEDS_DOCKER for s in keep):
+            keep = [s for s in self.steps if s in keep or s.kind == "ensure-docker"]
         return Plan(self.snapshot_id, self.host, self.playbook, keep, list(self.warnings))
 
     @property

@@ -180,7 +180,10 @@ def test_visualkit_playbook_refines_order() -> None:
 def test_only_filters_steps_but_keeps_preflight() -> None:
     m, priv = lab_like()
     plan = derive_plan(m, priv, Playbook()).only(("storage",))
-    assert [s.id for s in plan.steps] == ["preflight", "volume:storage"]
+    # a volume needs Docker: a bare target gets it first
+    assert [s.id for s in plan.steps] == ["preflight", "ensure-docker", "volume:storage"]
+    plan = derive_plan(m, priv, Playbook()).only(("secrets",))
+    assert [s.id for s in plan.steps] == ["preflight", "files:secrets"]
 
 
 def test_playbook_errors_name_key_path() -> None:
