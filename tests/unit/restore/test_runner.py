@@ -104,3 +104,83 @@ def test_a_connection_that_cannot_be_made_is_a_failed_step() -> None:
     assert out[0][1].status == "failed" and "connection refused" in out[0][1].detail
     assert "connection refused" in str(errors["volume:a"])
     assert len(recorded) == 2
+
+
+# -- run_plan: resume state on a real (local) target ---------------------------------
+
+
+def test_run_plan_resumes_from_the_state_it_saved_on_the_target(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A failure stops the plan after its group and leaves the finished steps recorded
+    on the target; the re-run skips them and finishes; a third run changes nothing.
+    The state file is real (bash on this machine, in a temporary STATE_DIR)."""
+    from vkbackup.progress import Progress
+    from vkbackup.restore import runner, target
+    from vkbackup.restore.plan import Plan
+    from vkbackup.restore.steps import (
+        FilesParams,
+        HealthParams,
+        PreflightParams,
+        StartParams,
+        StepContext,
+    )
+    from vkbackup.transport.local import LocalTransport
+
+    monkeypatch.setattr(target, "STATE_DIR", str(tmp_path / "state"))
+    ran: list[str] = []
+    broken = {"start:x"}
+
+    def handler(ctx: Any, step: Step, run: Any) -> str:
+        ran.append(step.id)
+        if step.id in broken:
+            raise RestoreError(f"{step.id}: compose up failed")
+        return "ok"
+
+    for kind in (PreflightParams, FilesParams, VolumeParams, StartParams, HealthParams):
+        monkeypatch.setitem(runner.HANDLERS, kind, handler)
+    steps = [
+        Step("preflight", "check", PreflightParams()),
+        Step("files:a", "files", FilesParams(members=("/a",))),
+        Step("volume:b", "fill b", VolumeParams(volume="b")),
+        Step("volume:c", "fill c", VolumeParams(volume="c")),
+        Step("start:x", "start x", StartParams(project="x", services=("x",))),
+        Step("health", "health", HealthParams()),
+    ]
+    plan = Plan("20261130T000000Z-abcd", "prod", "derived", steps)
+
+    def attempt() -> tuple[Any, list[StepResult]]:
+        t = LocalTransport("target")
+        ctx = StepContext(t, cast(Any, None), [], plan.snapshot_id, Progress(enabled=False), [])
+        results: list[StepResult] = []
+        failure = runner.run_plan(
+            runner.Run(plan, "203.0.113.9"), ctx, lambda: LocalTransport("target"), results,
+            lambda: "2026-11-30T00:00:00Z",
+        )  # fmt: skip
+        return failure, results
+
+    failure, results = attempt()
+    assert failure is not None and failure.step.id == "start:x"
+    assert "compose up failed" in str(failure.error)
+    # volume:b and volume:c ran together: recorded in the order they ended
+    done = [r.id for r in results if r.status == "done"]
+    assert done[:2] == ["preflight", "files:a"] and sorted(done[2:]) == ["volume:b", "volume:c"]
+    assert "health" not in ran  # nothing after the failed step's group
+    state = target.load_state(LocalTransport("target"), plan.snapshot_id)
+    assert state is not None and sorted(state["done"]) == ["files:a", "volume:b", "volume:c"]
+
+    broken.clear()
+    ran.clear()
+    failure, results = attempt()
+    assert failure is None
+    status = {r.id: r.status for r in results}
+    assert status == {
+        "preflight": "done", "files:a": "already-done", "volume:b": "already-done",
+        "volume:c": "already-done", "start:x": "done", "health": "done",
+    }  # fmt: skip
+    assert ran == ["preflight", "start:x", "health"]
+
+    ran.clear()
+    failure, results = attempt()
+    assert failure is None
+    assert ran == ["preflight", "health"]  # the checks run again; nothing else does
