@@ -36,6 +36,7 @@ def test_example_config_is_valid() -> None:
         "files",
         "files",
         "docker-volume",
+        "docker-volume",
         "docker-image",
         "host",
     ]
@@ -44,7 +45,7 @@ def test_example_config_is_valid() -> None:
     assert prod.sources[3].stop == ("chatwoot-chatwoot-1", "chatwoot-chatwoot-sidekiq-1")
     assert prod.sources[3].where == "hosts.prod.sources[3]"
     assert cfg.retention.keep_daily == 7
-    server = prod.sources[5]
+    server = prod.sources[6]
     assert server.data_dirs == ("/var/lib/caddy",) and server.restart == ("caddy",)
 
 
@@ -303,13 +304,13 @@ def test_host_source_defaults_and_keys() -> None:
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
-        ({"paths": ["etc/caddy"]}, "sources[5].paths: [0] must be an absolute path"),
-        ({"paths": "/etc/caddy"}, "sources[5].paths: must be a list of strings"),
-        ({"data_dirs": ["/var/lib/../x"]}, "sources[5].data_dirs: [0] must be an absolute path"),
-        ({"restart": ["caddy; reboot"]}, "sources[5].restart: [0] must be a systemd unit name"),
-        ({"restart": ["-caddy"]}, "sources[5].restart: [0] must be a systemd unit name"),
-        ({"restart": [""]}, "sources[5].restart: [0] must be a non-empty string"),
-        ({"secret": True}, "sources[5].secret: unknown key"),
+        ({"paths": ["etc/caddy"]}, "sources[6].paths: [0] must be an absolute path"),
+        ({"paths": "/etc/caddy"}, "sources[6].paths: must be a list of strings"),
+        ({"data_dirs": ["/var/lib/../x"]}, "sources[6].data_dirs: [0] must be an absolute path"),
+        ({"restart": ["caddy; reboot"]}, "sources[6].restart: [0] must be a systemd unit name"),
+        ({"restart": ["-caddy"]}, "sources[6].restart: [0] must be a systemd unit name"),
+        ({"restart": [""]}, "sources[6].restart: [0] must be a non-empty string"),
+        ({"secret": True}, "sources[6].secret: unknown key"),
         ({"datadirs": ["/x"]}, "did you mean 'data_dirs'"),
     ],
 )
@@ -323,8 +324,8 @@ def test_one_host_source_per_host() -> None:
     doc = _with_host()
     doc["hosts"]["prod"]["sources"].append({"type": "host", "name": "again"})
     msg = _err(doc)
-    assert "hosts.prod.sources[6].type: only one source of type 'host' per host" in msg
-    assert "hosts.prod.sources[5]" in msg
+    assert "hosts.prod.sources[7].type: only one source of type 'host' per host" in msg
+    assert "hosts.prod.sources[6]" in msg
 
 
 def test_init_proposes_a_host_source_on_debian_with_systemd() -> None:
