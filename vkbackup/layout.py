@@ -8,13 +8,20 @@
 Snapshot ids sort by time: ``20261126T020000Z-3f9a``. Every key function
 raises ValueError for a host, snapshot, source or object name that does not
 match NAME_RE, so no name can climb out of its place in the layout.
+
+Ids and records are dated by whoever wrote them, and anyone who can write to
+the bucket can write a date. One dated more than FUTURE_TOLERANCE ahead of
+this machine's clock is no snapshot yet: readers ignore or refuse it
+(`vkbackup.catalog`), so it can neither be "latest", steer prune, nor make a
+new snapshot wait for the clock to pass it. The tolerance covers clocks of
+two backup machines that disagree a little.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # ASCII digits only (\d also matches other scripts' digits) and \Z, not $ (which
 # also matches before a trailing newline): names become storage keys and paths.
@@ -32,6 +39,24 @@ def new_snapshot_id(now: datetime | None = None) -> str:
 def snapshot_time(snapshot_id: str) -> datetime:
     """Given a snapshot id, return the UTC time it names. Raise ValueError if it names none."""
     return datetime.strptime(snapshot_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+FUTURE_TOLERANCE = timedelta(minutes=10)
+
+
+def is_future(t: datetime, now: datetime | None = None) -> bool:
+    """Whether *t* is more than FUTURE_TOLERANCE after *now* (default: the clock)."""
+    now = now or datetime.now(UTC)
+    return t > now + FUTURE_TOLERANCE
+
+
+def future_dated(key: str, t: datetime) -> str:
+    """Given a key and the future date it carries, say so (for a warning or error):
+    "snapshots/prod/20991231T235959Z-0000.json: dated 2099-12-31T23:59:59Z, more
+    than 10 minutes in the future"."""
+    minutes = int(FUTURE_TOLERANCE.total_seconds() // 60)
+    when = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{key}: dated {when}, more than {minutes} minutes in the future"
 
 
 def _check(name: str, what: str) -> str:

@@ -2,13 +2,15 @@
 ``verify/<host>/<id>.json`` so `list` and `show` can say when a snapshot was last
 proven intact. Written by the verify action, read by list and show; kept apart
 from both so neither imports the other. A record that cannot be read is treated
-as absent, never as a pass.
+as absent, never as a pass, and so is one dated more than
+`layout.FUTURE_TOLERANCE` in the future (with a warning naming it).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from vkbackup import catalog, layout
 from vkbackup.errors import ObjectNotFoundError
@@ -49,6 +51,14 @@ def _parse_record(data: bytes, host: str, snapshot_id: str) -> VerifyRecord | No
     t = doc.get("time")
     ok = doc.get("ok")
     if not isinstance(t, str) or not isinstance(ok, bool) or not isinstance(bad, list):
+        return None
+    try:
+        when = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if layout.is_future(when):
+        catalog.warn_future_once(layout.future_dated(record_key(host, snapshot_id), when))
         return None
     return VerifyRecord(
         host=host,

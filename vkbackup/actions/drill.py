@@ -21,11 +21,12 @@ import json
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vkbackup.catalog import read_small
+from vkbackup import layout
+from vkbackup.catalog import read_small, warn_future_once
 from vkbackup.common import iso, parse_target, utcnow
 from vkbackup.config import Config
 from vkbackup.config.model import HostConfig
@@ -147,7 +148,17 @@ def last_drill(storage: Storage, host: str, *, successful: bool = True) -> dict[
             doc = json.loads(read_small(storage, key, 4 * 1024 * 1024))
         except (ObjectNotFoundError, ValueError):
             continue
-        if isinstance(doc, dict) and (not successful or doc.get("status") == "ok"):
+        if not isinstance(doc, dict):
+            continue
+        try:
+            when = datetime.fromisoformat(str(doc.get("started")).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if layout.is_future(when):  # would silence the drill-age warning for years
+            warn_future_once(layout.future_dated(key, when))
+            continue
+        if not successful or doc.get("status") == "ok":
             return doc
     return None
 

@@ -83,9 +83,15 @@ def hosts_in_storage(storage: Storage) -> list[str]:
     return sorted(hosts)
 
 
-def gather(storage: Storage, host: str) -> HostState:
+def gather(storage: Storage, host: str, now: datetime | None = None) -> HostState:
     """Given a host, return what prune needs to know of its snapshots.
-    Raise IntegrityError naming a manifest that cannot be read."""
+    Raise IntegrityError naming a manifest that cannot be read.
+
+    A manifest dated more than layout.FUTURE_TOLERANCE after *now* (default:
+    the clock) is no snapshot (catalog.list_snapshots warns of it): it is
+    neither the newest one the policy keeps, nor deleted. Its data prefix
+    looks like an incomplete snapshot started in the future, which the
+    incomplete grace keeps."""
     sizes: dict[str, int] = {}
     for info in storage.list(layout.manifests_prefix(host)):
         sizes[info.key] = info.size
@@ -97,9 +103,9 @@ def gather(storage: Storage, host: str) -> HostState:
         if layout.ID_RE.match(sid):
             by_prefix.setdefault(sid, set()).add(info.key)
     manifests = []
-    for h, sid in catalog.list_snapshots(storage, host):
+    for h, sid in catalog.list_snapshots(storage, host, now=now):
         try:
-            manifests.append(catalog.load_manifest(storage, h, sid))
+            manifests.append(catalog.load_manifest(storage, h, sid, now=now))
         except VkError as e:
             raise IntegrityError(
                 f"prune of host {host} refused: {layout.manifest_key(h, sid)} cannot be read "
@@ -253,7 +259,7 @@ def prune_host(
     recorded in the result, not raised."""
     held = None if dry_run else lock.acquire(storage, host, LOCK_ID, break_lock=break_lock)
     try:
-        state = gather(storage, host)
+        state = gather(storage, host, now)
         plan = plan_prune(
             state.infos,
             policy,

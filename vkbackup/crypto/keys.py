@@ -11,9 +11,10 @@ by stock age 1.3.0 and later), mixed freely in one file.
 Files are created 0600 (parents 0700) and never overwritten. A file may be
 passphrase-encrypted with age scrypt (binary or armored, as `age -p [-a]`
 writes it); the passphrase is asked for only when the file really is
-encrypted. A loose mode on a plain file is a warning, not a refusal: on
-incident day the key may come off a USB stick, and refusing it then would
-stop the restore itself. Errors name the file and the line number, never a
+encrypted. A file that group or others may read is refused (ConfigError,
+with the chmod that fixes it), encrypted or not, as OpenSSH refuses such a
+key: on incident day a key off a stick that keeps no modes is copied off it
+with mode 0600 first. Errors name the file and the line number, never a
 line's content, and files over 1 MiB are refused before they are parsed.
 
 A passphrase comes from a file (one trailing newline removed), else
@@ -46,7 +47,7 @@ from vkbackup.crypto.recipients import (
     ScryptRecipient,
     parse_identity,
 )
-from vkbackup.errors import CryptoError
+from vkbackup.errors import ConfigError, CryptoError
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.streams import BytesReader
 
@@ -96,8 +97,9 @@ def _is_encrypted(data: bytes) -> bool:
 def load_identity_file(path: Path, passphrase: Callable[[], str] | None = None) -> list[Identity]:
     """Given an identity file (plain or age-passphrase-encrypted), return its identities.
 
-    *passphrase* is called only if the file is encrypted. Raise CryptoError
-    naming the file on any failure.
+    *passphrase* is called only if the file is encrypted. Raise ConfigError if
+    the file is readable by group or others, CryptoError naming the file on
+    any other failure.
     """
     path = Path(path)
     try:
@@ -108,6 +110,19 @@ def load_identity_file(path: Path, passphrase: Callable[[], str] | None = None) 
         raise CryptoError(f"{path}: cannot read identity file: {e.strerror or e}") from None
     if len(data) > IDENTITY_FILE_MAX:
         raise CryptoError(f"{path}: too large for an identity file (over 1 MiB)")
+    if stat.S_IMODE(mode) & 0o077:
+        # Refused, as OpenSSH refuses such a key and as a config file holding a
+        # credential is refused: a private key that others can read is one
+        # others may have. A key brought on a stick that cannot keep modes
+        # (FAT) is copied off it first; the hint says how.
+        quoted = shlex.quote(str(path))
+        raise ConfigError(
+            f"{path}: identity file is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}): it holds the private key of every "
+            "snapshot; refusing to use it",
+            hint=f"chmod 600 {quoted}   (on a stick that keeps no modes: "
+            f"install -m 600 {quoted} ~/{shlex.quote(path.name)}, and use that copy)",
+        )
     if _is_encrypted(data):
         if passphrase is None:
             raise CryptoError(
@@ -118,16 +133,6 @@ def load_identity_file(path: Path, passphrase: Callable[[], str] | None = None) 
         data = reader.read(-1)
         if len(data) > IDENTITY_FILE_MAX:
             raise CryptoError(f"{path}: decrypted identity file is over 1 MiB")
-    elif stat.S_IMODE(mode) & 0o077:
-        # a warning, not a refusal: on incident day the key may come off a USB stick
-        # with loose modes, and refusing it then would stop the restore itself
-        log.warning(
-            "identity file %s is readable by group or others (mode %04o): it holds the private "
-            "key of every snapshot; fix it with: chmod 600 %s",
-            path,
-            stat.S_IMODE(mode),
-            shlex.quote(str(path)),
-        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

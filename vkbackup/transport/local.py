@@ -12,8 +12,18 @@ import subprocess
 import threading
 from typing import IO
 
+from vkbackup.errors import TransportError
 from vkbackup.streams import CHUNK, Readable
-from vkbackup.transport.base import Completed, StderrTail, failure, feed_process
+from vkbackup.transport.base import (
+    RUN_STDERR_KEEP,
+    STDERR_TAIL_BYTES,
+    Completed,
+    StderrTail,
+    failure,
+    feed_process,
+    run_process,
+    short_command,
+)
 
 
 class _Stdout:
@@ -26,20 +36,25 @@ class _Stdout:
 
 
 class LocalProcess:
-    def __init__(self, host: str, argv: list[str]) -> None:
+    def __init__(self, host: str, argv: list[str], *, stderr_keep: int = STDERR_TAIL_BYTES) -> None:
         self._host = host
         self._argv = argv
         # its own process group, so kill() reaches a pipeline's every stage
-        self._p = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            self._p = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise TransportError(
+                f"{host}: cannot start {short_command(argv)}: {e.strerror or e}"
+            ) from None
         assert self._p.stdout and self._p.stderr and self._p.stdin
         self._stdout = _Stdout(self._p.stdout)
-        self._tail = StderrTail()
+        self._tail = StderrTail(stderr_keep)
         self._t = threading.Thread(target=self._drain, daemon=True)
         self._t.start()
 
@@ -104,11 +119,8 @@ class LocalTransport:
         check: bool = True,
         timeout: float | None = None,
     ) -> Completed:
-        p = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
-        err = p.stderr.decode("utf-8", errors="replace")
-        if check and p.returncode != 0:
-            raise failure(self._name, argv, p.returncode, err)
-        return Completed(argv, p.returncode, p.stdout, err)
+        proc = LocalProcess(self._name, argv, stderr_keep=RUN_STDERR_KEEP)
+        return run_process(self._name, argv, proc, input=input, check=check, timeout=timeout)
 
     def feed(self, argv: list[str], src: Readable) -> Completed:
         return feed_process(self._name, argv, self.start(argv), src)

@@ -15,6 +15,16 @@ Choices, each for a measured reason (../shared/LAB-FACTS.md):
   starts a rekey in the middle of a stream; a server-initiated rekey is
   still handled by paramiko.
 - No pty is requested, ever.
+
+A connection can be cut at any byte, and paramiko then fails in several ways
+depending on where the cut lands: EOFError from its packet writer (even inside
+a `recv`, which sends window adjusts), OSError, SSHException ("Key-exchange
+timed out ..." among them), or a channel that simply ends with no exit
+status. Every channel operation here (open, exec, send, recv of stdout and
+stderr, exit status, close) turns each of those into a TransportError naming
+the host and the command, so nothing above this layer sees a paramiko or
+socket exception. Only `kill` and `close` swallow them: they are cleanup, run
+while another error is already on its way up.
 """
 
 from __future__ import annotations
@@ -33,10 +43,20 @@ from pathlib import Path
 import paramiko
 
 from vkbackup.config.model import HostConfig
-from vkbackup.errors import HostKeyError, TransportError
+from vkbackup.errors import ConfigError, HostKeyError, TransportError
 from vkbackup.logs import get_logger, register_secret
-from vkbackup.streams import CHUNK, Readable, iter_chunks
-from vkbackup.transport.base import Completed, StderrTail, command_string, failure, feed_process
+from vkbackup.streams import CHUNK, Readable
+from vkbackup.transport.base import (
+    RUN_STDERR_KEEP,
+    STDERR_TAIL_BYTES,
+    Completed,
+    StderrTail,
+    command_string,
+    failure,
+    feed_process,
+    run_process,
+    short_command,
+)
 
 log = get_logger("transport.ssh")
 
@@ -45,6 +65,17 @@ WINDOW_SIZE = 8 * 1024 * 1024
 MAX_PACKET = 32768
 REKEY_LIMIT = 2**36
 IO_TIMEOUT = 600.0
+
+#: every way paramiko reports a connection that is gone (socket.error is OSError,
+#: and socket.timeout, TimeoutError, is one too)
+LOST = (EOFError, OSError, paramiko.SSHException)
+
+
+def _describe(e: BaseException | None) -> str:
+    """An exception as text even when its message is empty (EOFError())."""
+    if e is None:
+        return "the channel ended with no exit status"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -99,10 +130,11 @@ def fetch_host_key(address: str, port: int, timeout: float = 15.0) -> paramiko.P
     try:
         t.start_client(timeout=timeout)
         return t.get_remote_server_key()
-    except paramiko.SSHException as e:
-        raise TransportError(f"{address}:{port}: SSH handshake failed: {e}") from None
+    except LOST as e:
+        raise TransportError(f"{address}:{port}: SSH handshake failed: {_describe(e)}") from None
     finally:
-        t.close()
+        with contextlib.suppress(*LOST):
+            t.close()
 
 
 def _load_known_hosts(path: Path) -> paramiko.HostKeys:
@@ -144,18 +176,29 @@ def _check_host_key(host: HostConfig, key: paramiko.PKey, known: paramiko.HostKe
         )
 
 
+def check_key_file_mode(path: Path) -> None:
+    """Refuse an SSH key file that group or others may read, as OpenSSH does and
+    as the config file holding a credential is refused: a key others can read
+    is a key others may have. A missing file is left to the loader to report.
+
+    Raise ConfigError naming the file, its mode and the chmod that fixes it.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path}: SSH key file is readable by group or others (mode {mode:04o}); "
+            "refusing to use it",
+            hint=f"chmod 600 {shlex.quote(str(path))}",
+        )
+
+
 def _load_private_key(
     path: Path, passphrase: str | None, passphrase_env: str | None = None
 ) -> paramiko.PKey:
-    with contextlib.suppress(OSError):
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:  # OpenSSH refuses such a key; we warn (see vkbackup.crypto.keys)
-            log.warning(
-                "SSH key file %s is readable by group or others (mode %04o): chmod 600 %s",
-                path,
-                mode,
-                shlex.quote(str(path)),
-            )
+    check_key_file_mode(path)
     try:
         # paramiko's PKey.from_path wants the password as bytes (its stubs say str)
         pw = passphrase.encode() if passphrase is not None else None
@@ -196,7 +239,8 @@ def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTra
     is checked against host.known_hosts (HostKeyError if unknown or changed),
     then the key file (its passphrase from *env*, default os.environ, under the
     name host.key_passphrase_env) and the SSH agent's keys are offered. Raise
-    TransportError if connecting or authenticating fails."""
+    ConfigError if the key file is readable by group or others, TransportError
+    if connecting or authenticating fails (the connection cut included)."""
     env = os.environ if env is None else env
     display = f"{host.user}@{host.address}:{host.port}"
     known = _load_known_hosts(host.known_hosts)
@@ -217,7 +261,7 @@ def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTra
                 if passphrase:
                     register_secret(passphrase)
             keys.append(_load_private_key(host.key_file, passphrase, host.key_passphrase_env))
-        with contextlib.suppress(paramiko.SSHException):
+        with contextlib.suppress(paramiko.SSHException, OSError):
             keys.extend(paramiko.Agent().get_keys())
         if not keys:
             raise TransportError(
@@ -230,8 +274,8 @@ def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTra
                 break
             except paramiko.AuthenticationException:
                 continue
-            except paramiko.SSHException as e:
-                raise TransportError(f"{display}: authentication failed: {e}") from None
+            except LOST as e:
+                raise TransportError(f"{display}: authentication failed: {_describe(e)}") from None
         if not t.is_authenticated():
             raise TransportError(
                 f"{display}: the server refused every key offered ({len(keys)})",
@@ -241,8 +285,15 @@ def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTra
         cipher = getattr(t, "remote_cipher", "?")
         log.debug("connected to %s (cipher %s)", display, cipher)
         return SshTransport(t, display, host.connect_timeout)
+    except LOST as e:
+        with contextlib.suppress(*LOST):
+            t.close()
+        raise TransportError(
+            f"{display}: connection lost while connecting: {_describe(e)}"
+        ) from None
     except BaseException:
-        t.close()
+        with contextlib.suppress(*LOST):
+            t.close()
         raise
 
 
@@ -255,19 +306,46 @@ class _ChannelReader:
 
 
 class SshProcess:
-    def __init__(self, transport: SshTransport, argv: list[str]) -> None:
+    """One command on an SSH channel; see the module docstring for how every
+    paramiko failure becomes a TransportError. *io_timeout* bounds each wait
+    for data (TransportError when it passes); *stderr_keep* is how much of
+    stderr's tail is kept."""
+
+    def __init__(
+        self,
+        transport: SshTransport,
+        argv: list[str],
+        *,
+        io_timeout: float = IO_TIMEOUT,
+        stderr_keep: int = STDERR_TAIL_BYTES,
+    ) -> None:
         self._host = transport.name
         self._argv = argv
+        self._ssh = transport._t
+        self._io_timeout = io_timeout
+        self._drain_error: BaseException | None = None
+        self._killed = False
         try:
             self._chan = transport._t.open_session(timeout=transport._timeout)
-            self._chan.settimeout(IO_TIMEOUT)
+        except LOST as e:
+            raise self._lost("opening a channel", e) from None
+        try:
+            self._chan.settimeout(io_timeout)
             self._chan.exec_command(command_string(argv))
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            raise TransportError(f"{self._host}: cannot start command: {e}") from None
-        self._tail = StderrTail()
+        except LOST as e:
+            self.kill()
+            raise self._lost("starting the command", e) from None
+        self._tail = StderrTail(stderr_keep)
         self._t = threading.Thread(target=self._drain, daemon=True)
         self._t.start()
         self._stdout = _ChannelReader(self)
+
+    def _lost(self, doing: str, e: BaseException | None) -> TransportError:
+        """The error for a connection that failed while *doing* something."""
+        return TransportError(
+            f"{self._host}: connection lost while {doing}: {short_command(self._argv)}: "
+            + _describe(e)
+        )
 
     def _drain(self) -> None:
         try:
@@ -276,19 +354,19 @@ class SshProcess:
                 if not data:
                     return
                 self._tail.add(data)
-        except (OSError, EOFError, paramiko.SSHException):
-            return
+        except LOST as e:  # reported by wait(): a thread cannot raise to the caller
+            self._drain_error = e
 
     def _recv(self, n: int) -> bytes:
         try:
             return self._chan.recv(n)
         except TimeoutError:
-            cmd = command_string(self._argv)[:200]
             raise TransportError(
-                f"{self._host}: no data for {IO_TIMEOUT:.0f}s from: {cmd}"
+                f"{self._host}: no data for {self._io_timeout:g}s from: "
+                + short_command(self._argv)
             ) from None
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise TransportError(f"{self._host}: connection lost while reading: {e}") from None
+        except LOST as e:
+            raise self._lost("reading its output", e) from None
 
     @property
     def stdout(self) -> Readable:
@@ -297,18 +375,52 @@ class SshProcess:
     def write(self, data: bytes) -> None:
         try:
             self._chan.sendall(data)
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise TransportError(f"{self._host}: connection lost while writing: {e}") from None
+        except LOST as e:
+            raise self._lost("writing its input", e) from None
 
     def close_stdin(self) -> None:
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        # An error here is not raised: the command may have exited without
+        # reading, and a lost connection shows in wait() (no exit status).
+        with contextlib.suppress(*LOST):
             self._chan.shutdown_write()
 
+    def _alive(self) -> bool:
+        """Whether the connection is up. paramiko's transport thread closes the
+        channels of a dead connection before it clears is_active(), but after
+        it saves the exception that killed it: both are looked at."""
+        try:
+            return (
+                bool(self._ssh.is_active()) and getattr(self._ssh, "saved_exception", None) is None
+            )
+        except LOST:
+            return False
+
     def wait(self, check: bool = True) -> int:
+        """Close stdin, wait for the exit status and close the channel. Raise
+        TransportError if the connection was lost on the way (whatever *check*
+        says: there is no status to judge), RemoteCommandError with *check* for
+        a non-zero status. After kill(), a lost connection is not raised again:
+        the caller gave the command up and is already carrying an error."""
         self.close_stdin()
-        status = self._chan.recv_exit_status()
+        try:
+            status = self._chan.recv_exit_status()
+        except LOST as e:
+            self.kill()
+            raise self._lost("waiting for its exit status", e) from None
         self._t.join(timeout=10)
-        self._chan.close()
+        if self._killed:
+            return self._judge(status, check)
+        try:
+            self._chan.close()
+        except LOST as e:
+            raise self._lost("closing the channel", e) from None
+        if self._drain_error is not None:
+            raise self._lost("reading its stderr", self._drain_error)
+        if status == -1 and not self._alive():
+            raise self._lost("waiting for its exit status", None)
+        return self._judge(status, check)
+
+    def _judge(self, status: int, check: bool) -> int:
         if check and status != 0:
             raise failure(self._host, self._argv, status, self._tail.text())
         return status
@@ -318,7 +430,12 @@ class SshProcess:
 
     def kill(self) -> None:
         # Closing the channel makes sshd hang up the command (SIGHUP/SIGPIPE).
-        self._chan.close()
+        # Cleanup: a connection already gone has nothing left to close.
+        self._killed = True
+        try:
+            self._chan.close()
+        except LOST as e:
+            log.debug("%s: closing a channel failed: %s", self._host, _describe(e))
 
 
 class SshTransport:
@@ -346,18 +463,21 @@ class SshTransport:
         check: bool = True,
         timeout: float | None = None,
     ) -> Completed:
-        proc = self.start(argv)
-        if timeout is not None:
-            proc._chan.settimeout(timeout)
-        if input:
-            proc.write(input)
-        proc.close_stdin()
-        out = b"".join(iter_chunks(proc.stdout, 65536))
-        status = proc.wait(check=check)
-        return Completed(argv, status, out, proc.stderr_tail())
+        # *timeout* bounds each wait for data on the channel (as IO_TIMEOUT does)
+        proc = SshProcess(
+            self,
+            argv,
+            io_timeout=IO_TIMEOUT if timeout is None else timeout,
+            stderr_keep=RUN_STDERR_KEEP,
+        )
+        return run_process(self._name, argv, proc, input=input, check=check)
 
     def feed(self, argv: list[str], src: Readable) -> Completed:
         return feed_process(self._name, argv, self.start(argv), src)
 
     def close(self) -> None:
-        self._t.close()
+        # Cleanup, like SshProcess.kill: a connection already cut is closed.
+        try:
+            self._t.close()
+        except LOST as e:
+            log.debug("%s: closing the connection failed: %s", self._name, _describe(e))

@@ -1,6 +1,6 @@
 """Security without the lab: keys that are wrong, missing, or locked with a wrong
 passphrase (SSH and age) give a clear error and exit code from the CLI; an identity
-or SSH key file readable by others is warned about with the chmod that fixes it;
+or SSH key file readable by others is refused with the chmod that fixes it;
 no `.env` value reaches a log (-vv, --log-json), a temp file or storage in
 plaintext; storage credentials and the identity never reach the backed-up host."""
 
@@ -187,7 +187,7 @@ def test_age_identity_problems_are_clear(snapped: Box, tmp_path: Path) -> None:
     assert good.returncode == 0, good.stderr
 
 
-def test_identity_and_ssh_key_readable_by_others_are_warned_with_the_fix(
+def test_identity_and_ssh_key_readable_by_others_are_refused_with_the_fix(
     snapped: Box, sshd: Sshd, tmp_path: Path
 ) -> None:
     box = snapped
@@ -195,20 +195,26 @@ def test_identity_and_ssh_key_readable_by_others_are_warned_with_the_fix(
     loose.write_text(format_identity_file(box.ident))
     loose.chmod(0o644)
     r = verify_with(box, loose)
-    assert r.returncode == 0, r.stderr
-    assert f"identity file {loose} is readable by group or others (mode 0644)" in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert f"{loose}: identity file is readable by group or others (mode 0644)" in r.stderr
     assert f"chmod 600 {loose}" in r.stderr
     loose.chmod(0o600)
-    assert "readable by group" not in verify_with(box, loose).stderr
+    ok = verify_with(box, loose)
+    assert ok.returncode == 0 and "readable by group" not in ok.stderr, ok.stderr
 
     key = tmp_path / "loose-key"
     key.write_bytes(sshd.client_key.read_bytes())
     key.chmod(0o640)
     cfg = box.write_config(box.host(sshd.port, sshd.known_hosts, key), name="ssh.toml")
+    before = list_snapshots(open_storage(StorageConfig(path=box.store)), "box")
     s = run_cli(cfg, "snapshot", "box")
-    assert s.returncode == 0, s.stderr
-    assert f"SSH key file {key} is readable by group or others (mode 0640)" in s.stderr
+    assert s.returncode == 2, s.stderr
+    assert f"{key}: SSH key file is readable by group or others (mode 0640)" in s.stderr
     assert f"chmod 600 {key}" in s.stderr
+    assert list_snapshots(open_storage(StorageConfig(path=box.store)), "box") == before
+    key.chmod(0o600)
+    again = run_cli(cfg, "snapshot", "box")
+    assert again.returncode == 0, again.stderr
 
 
 # -- secrets never leak -----------------------------------------------------------------------

@@ -122,6 +122,7 @@ def test_age_keygen_file_with_several_keys(age_keygen_bin: str, tmp_path: Path) 
         subprocess.run([age_keygen_bin, "-o", str(p)], check=True, capture_output=True)
     both = tmp_path / "both.txt"
     both.write_text(a.read_text() + "\n" + b.read_text())
+    both.chmod(0o600)  # a key file others can read is refused
     assert len(load_identity_file(both)) == 2
 
 
@@ -167,5 +168,6 @@ def test_age_passphrase_protected_keygen_file_loads(
     assert r.returncode == 0, (r.stderr, r.transcript)
     path = tmp_path / "keygen.age"
     path.write_bytes(r.stdout)
+    path.chmod(0o600)  # a key file others can read is refused, encrypted or not
     assert r.stdout.startswith(BEGIN) == armor
     assert load_identity_file(path, lambda: PASSPHRASE) == load_identity_file(keygen_identity)

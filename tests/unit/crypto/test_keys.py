@@ -28,7 +28,7 @@ from vkbackup.crypto import (
 from vkbackup.crypto import keys as keys_module
 from vkbackup.crypto.armor import BEGIN, armor_encode
 from vkbackup.crypto.recipients import ScryptRecipient
-from vkbackup.errors import CryptoError
+from vkbackup.errors import ConfigError, CryptoError
 from vkbackup.logs import redact
 
 
@@ -153,6 +153,7 @@ def test_binary_passphrase_identity_file_also_loads(tmp_path: Path) -> None:
     path = tmp_path / "identity.age"
     content = format_identity_file(ident).encode()
     path.write_bytes(encrypt_bytes(content, [ScryptRecipient("open sesame 42", 10)]))
+    path.chmod(0o600)
     assert load_identity_file(path, pw()) == [ident]
 
 
@@ -161,6 +162,7 @@ def test_encrypted_identity_file_with_an_x25519_recipient_is_refused(tmp_path: P
     path = tmp_path / "identity.age"
     content = format_identity_file(generate_identity()).encode()
     path.write_bytes(armor_encode(encrypt_bytes(content, [other.recipient()])))
+    path.chmod(0o600)
     with pytest.raises(CryptoError, match=str(path)):
         load_identity_file(path, pw())
 
@@ -175,23 +177,39 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         load_identity_file(big)
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\x00")
+    binary.chmod(0o600)
     with pytest.raises(CryptoError, match=re.escape(f"{binary}: not an identity file")):
         load_identity_file(binary)
 
 
-def test_loose_permissions_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "id.txt"
-    path.write_text(format_identity_file(generate_identity()))
-    path.chmod(0o644)
-    import logging
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o601])
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_key_file_readable_by_others_is_refused_with_the_chmod(
+    tmp_path: Path, mode: int, encrypted: bool
+) -> None:
+    """As OpenSSH refuses such a key, and the config file holding a credential."""
+    path = tmp_path / "my identity.txt"
+    content = format_identity_file(generate_identity()).encode()
+    if encrypted:
+        content = encrypt_bytes(content, [ScryptRecipient("open sesame 42", 10)])
+    path.write_bytes(content)
+    path.chmod(mode)
+    asked: list[bool] = []
 
-    logging.getLogger("vkbackup").propagate = True
-    try:
-        with caplog.at_level("WARNING", logger="vkbackup"):
-            load_identity_file(path)
-    finally:
-        logging.getLogger("vkbackup").propagate = False
-    assert any("readable by group or others" in r.getMessage() for r in caplog.records)
+    def passphrase() -> str:
+        asked.append(True)
+        return "open sesame 42"
+
+    with pytest.raises(ConfigError) as raised:
+        load_identity_file(path, passphrase)
+    assert f"{path}: identity file is readable by group or others (mode {mode:04o})" in str(
+        raised.value
+    )
+    assert raised.value.hint is not None
+    assert raised.value.hint.startswith(f"chmod 600 '{path}'")
+    assert asked == []  # refused before a passphrase is asked for
+    path.chmod(0o600)
+    assert len(load_identity_file(path, passphrase)) == 1
 
 
 def test_default_identity_path() -> None:
