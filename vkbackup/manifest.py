@@ -18,8 +18,9 @@ private part stays sealed until `open_private` decrypts it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +51,25 @@ class ObjectRecord:
     # sha256("vkbackup-fp:" + content fingerprint): lets a nightly run (public keys
     # only) see that a source is unchanged and reuse this object. "" = never reused.
     fingerprint: str = ""
+    # recipient_set_tag of the recipients the object is encrypted to. Reuse takes an
+    # object only while the configured set is the same, so after a key rotation
+    # nothing stays readable by the old set alone. "" (manifests written before the
+    # field existed): unknown, never reused.
+    recipient_set: str = ""
+
+
+def recipient_set_tag(recipients: Iterable[object]) -> str:
+    """The public tag of a recipient set: sha256 over the sorted, deduplicated
+    recipient strings ("age1..."), in their canonical form (str of the parsed key),
+    so the order of encryption.recipients and repeated entries do not matter. It
+    says only whether two objects were encrypted to the same keys; the keys are
+    public anyway."""
+    lines = "\n".join(sorted({str(r) for r in recipients}))
+    return hashlib.sha256(b"vkbackup-recipients:\n" + lines.encode()).hexdigest()
+
+
+def _hex64(value: str) -> bool:
+    return len(value) == 64 and not value.strip("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,7 @@ def decode(data: bytes, name: str) -> Manifest:
                 uploaded_in=_need(o, "uploaded_in", str, where),
                 chain=_count(o, "chain", where, MAX_CHAIN),
                 fingerprint=_need(o, "fingerprint", str, where),
+                recipient_set=_need(o, "recipient_set", str, where) if "recipient_set" in o else "",
             )
         except TypeError:
             raise IntegrityError(f"{where}: malformed object record") from None
@@ -212,6 +233,8 @@ def decode(data: bytes, name: str) -> Manifest:
             len(rec.fingerprint) != 64 or rec.fingerprint.strip("0123456789abcdef")
         ):
             raise IntegrityError(f"{where}: bad fingerprint")
+        if rec.recipient_set and not _hex64(rec.recipient_set):
+            raise IntegrityError(f"{where}: bad recipient_set")
         objects.append(rec)
     sources: list[SourceRecord] = []
     for i, s in enumerate(_need(doc, "sources", list, name)):

@@ -15,11 +15,21 @@ key is refused (HostKeyError), never replaced. Storage and the identity path
 are carried over from the current config (credentials never are), and the
 generated text is parsed with the config loader before anyone sees it: init
 never writes a config that `vkbackup config check` would reject.
+
+Every name discovery finds (containers, volumes, images, databases, paths,
+compose projects) was chosen by whoever controls the host, so it is data in
+the generated TOML, never syntax: values go through `toml_str` (a TOML basic
+string with every control character as a \\uXXXX escape, so a newline in a
+name cannot end the string and start a new key such as
+`retention.keep_last = 1` or a `webhook_url`), and comments through
+`toml_comment` (one line, control characters shown as visible escapes), so a
+name cannot end the comment either.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import tomllib
 from collections.abc import Callable
@@ -34,6 +44,7 @@ from vkbackup.config import Config, parse_config
 from vkbackup.config.model import HostConfig
 from vkbackup.errors import HostKeyError
 from vkbackup.sources.postgres import psql_argv
+from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
 from vkbackup.transport.ssh import fetch_host_key, fingerprint, known_hosts_name
 
@@ -160,17 +171,48 @@ def discover(t: Transport) -> Discovery:
     return d
 
 
-def _toml_str(s: str) -> str:
-    return json.dumps(s)
+_TOML_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_str(s: str) -> str:
+    """Given any text, return it as a TOML basic string that reads back as exactly
+    that text. Quote and backslash are escaped; every control character (C0, DEL,
+    C1) becomes \\uXXXX, so nothing in a name can end the string or the line. A
+    lone surrogate (no Unicode scalar value, so TOML cannot hold it) becomes
+    U+FFFD. json.dumps is not enough: it leaves DEL raw, which TOML refuses, and
+    writes characters outside the BMP as surrogate pairs, which TOML refuses too."""
+    out = ['"']
+    for ch in s:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\\uFFFD")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def toml_key(s: str) -> str:
+    """A TOML key: bare when it may be, else quoted like a string."""
+    return s if _TOML_BARE_KEY.fullmatch(s) else toml_str(s)
+
+
+def toml_comment(text: str) -> str:
+    """A one-line TOML comment holding *text*: a newline or any other control
+    character in it is shown as a visible escape, so the comment cannot end early
+    and what follows it cannot become a key."""
+    return "# " + printable(text)
 
 
 def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(_toml_str(i) for i in items) + "]"
+    return "[" + ", ".join(toml_str(i) for i in items) + "]"
 
 
 def _safe_name(s: str) -> str:
-    import re
-
     out = re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-._") or "x"
     return out[:63]
 
@@ -180,25 +222,28 @@ def render_config(
 ) -> str:
     """Return a commented vkbackup config backing up everything discovered (pure)."""
     out: list[str] = [
-        f"# vkbackup config for {host.user}@{host.address}:{host.port} (`vkbackup init`).",
+        toml_comment(
+            f"vkbackup config for {host.user}@{host.address}:{host.port} (`vkbackup init`)."
+        ),
         "# Review it, then: vkbackup config check && vkbackup snapshot --dry-run",
         "",
         storage_toml.strip(),
         "",
         encryption_toml.strip(),
         "",
-        f"[hosts.{host_name}]",
-        f"address = {_toml_str(host.address)}",
+        f"[hosts.{toml_key(host_name)}]",
+        f"address = {toml_str(host.address)}",
         f"port = {host.port}",
-        f"user = {_toml_str(host.user)}",
+        f"user = {toml_str(host.user)}",
     ]
     if host.key_file:
-        out.append(f"key_file = {_toml_str(str(host.key_file))}")
-    out.append(f"known_hosts = {_toml_str(str(host.known_hosts))}")
+        out.append(f"key_file = {toml_str(str(host.key_file))}")
+    out.append(f"known_hosts = {toml_str(str(host.known_hosts))}")
     names: set[str] = set()
 
-    def source(lines: list[str], comment: str) -> None:
-        out.extend(["", f"# {comment}", f"[[hosts.{host_name}.sources]]", *lines])
+    def source(lines: list[str], *comments: str) -> None:
+        out.extend(["", *(toml_comment(c) for c in comments)])
+        out.extend([f"[[hosts.{toml_key(host_name)}.sources]]", *lines])
 
     def uniq(base: str) -> str:
         n, i = _safe_name(base), 2
@@ -212,10 +257,10 @@ def render_config(
             source(
                 [
                     'type = "postgres"',
-                    f"name = {_toml_str(uniq(f'{db.container}-{name}'))}",
-                    f"container = {_toml_str(db.container)}",
-                    f"database = {_toml_str(name)}",
-                    f"user = {_toml_str(db.user)}",
+                    f"name = {toml_str(uniq(f'{db.container}-{name}'))}",
+                    f"container = {toml_str(db.container)}",
+                    f"database = {toml_str(name)}",
+                    f"user = {toml_str(db.user)}",
                 ],
                 f"PostgreSQL in {db.container}: pg_dump -Fc + roles + row counts",
             )
@@ -223,7 +268,7 @@ def render_config(
         source(
             [
                 'type = "files"',
-                f"name = {_toml_str(uniq('secrets'))}",
+                f"name = {toml_str(uniq('secrets'))}",
                 f"paths = {_toml_list(d.env_files)}",
                 "secret = true",
             ],
@@ -234,23 +279,24 @@ def render_config(
         source(
             [
                 'type = "files"',
-                f"name = {_toml_str(uniq('config'))}",
+                f"name = {toml_str(uniq('config'))}",
                 f"paths = {_toml_list(cfg_files)}",
             ],
             "Caddyfile and compose files",
         )
     if d.debian_systemd:
         source(
-            ['type = "host"', f"name = {_toml_str(uniq('host'))}"],
+            ['type = "host"', f"name = {toml_str(uniq('host'))}"],
             "the server itself: packages installed by hand, enabled units, /etc files "
-            "changed or added,\n# firewall, accounts, crontabs and Caddy's data dir "
+            "changed or added,",
+            "firewall, accounts, crontabs and Caddy's data dir "
             "(certificates): secret, like the .env files",
         )
     if d.caddy_data_dir and not (d.debian_systemd and d.caddy_data_dir == "/var/lib/caddy"):
         source(
             [
                 'type = "files"',
-                f"name = {_toml_str(uniq('caddy-data'))}",
+                f"name = {toml_str(uniq('caddy-data'))}",
                 f"paths = {_toml_list([d.caddy_data_dir])}",
                 "secret = true",
             ],
@@ -262,16 +308,18 @@ def render_config(
             out.extend(
                 [
                     "",
-                    f"# volume {vol}: PostgreSQL data of {', '.join(users)}: "
-                    "dumped above, not copied raw",
+                    toml_comment(
+                        f"volume {vol}: PostgreSQL data of {', '.join(users)}: "
+                        "dumped above, not copied raw"
+                    ),
                 ]
             )
             continue
         source(
             [
                 'type = "docker-volume"',
-                f"name = {_toml_str(uniq(vol))}",
-                f"volume = {_toml_str(vol)}",
+                f"name = {toml_str(uniq(vol))}",
+                f"volume = {toml_str(vol)}",
                 f"stop = {_toml_list(users)}",
             ],
             f"volume {vol}, used by {', '.join(users) or 'no container'} "
@@ -282,7 +330,7 @@ def render_config(
         source(
             [
                 'type = "docker-image"',
-                f"name = {_toml_str(uniq('images'))}",
+                f"name = {toml_str(uniq('images'))}",
                 f"images = {_toml_list(images)}",
             ],
             "images the containers run: "
@@ -299,19 +347,20 @@ def render_config(
 
 def storage_toml(s: Any) -> str:
     """The [storage] table for a StorageConfig (credentials are never copied)."""
-    lines = ["[storage]", f"type = {_toml_str(s.type)}"]
+    lines = ["[storage]", f"type = {toml_str(s.type)}"]
     if s.type == "local":
-        lines.append(f"path = {_toml_str(str(s.path))}")
+        lines.append(f"path = {toml_str(str(s.path))}")
     else:
         for key in ("bucket", "prefix", "endpoint_url", "region", "profile"):
             v = getattr(s, key)
             if v:
-                lines.append(f"{key} = {_toml_str(v)}")
+                lines.append(f"{key} = {toml_str(v)}")
         if s.addressing_style != "auto":
-            lines.append(f"addressing_style = {_toml_str(s.addressing_style)}")
+            lines.append(f"addressing_style = {toml_str(s.addressing_style)}")
         if s.object_lock:
             lines.append(
-                f'object_lock = {{ mode = "{s.object_lock.mode}", days = {s.object_lock.days} }}'
+                f"object_lock = {{ mode = {toml_str(s.object_lock.mode)}, "
+                f"days = {int(s.object_lock.days)} }}"
             )
         if s.secret_access_key:
             lines.append("# credentials: use an AWS profile or the environment, not this file")
@@ -321,7 +370,7 @@ def storage_toml(s: Any) -> str:
 def encryption_toml(recipients: list[str], identity: str | None) -> str:
     lines = ["[encryption]", f"recipients = {_toml_list(recipients)}"]
     if identity:
-        lines.append(f"identity = {_toml_str(identity)}   # only restore/verify/drill need it")
+        lines.append(f"identity = {toml_str(identity)}   # only restore/verify/drill need it")
     return "\n".join(lines)
 
 

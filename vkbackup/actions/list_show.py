@@ -4,6 +4,12 @@
 the public part always, and the private part (per-source metadata, host
 facts) when an identity is given; without one it says the private part is
 sealed.
+
+Every name in these lines came from a host, a config or a manifest someone
+else may have written, so the text forms pass each line through
+`vkbackup.textsafe.printable`: a control character in a container name or a
+path is shown as an escape, never sent to the terminal. The --json forms stay
+exact (JSON escapes control characters itself).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from vkbackup.errors import VkError
 from vkbackup.manifest import Manifest, open_private
 from vkbackup.progress import human_bytes
 from vkbackup.storage.base import Storage
+from vkbackup.textsafe import printable
 from vkbackup.verify_records import VerifyRecord, load_record, load_records
 
 MAX_FILES_SHOWN = 40
@@ -146,7 +153,7 @@ def format_list(rows: Sequence[SnapshotRow], now: datetime) -> list[str]:
         )
         if r.error:
             out.append(f"    {r.error}")
-    return out
+    return [printable(line) for line in out]
 
 
 # -- show -------------------------------------------------------------------------
@@ -370,4 +377,4 @@ def format_show(result: ShowResult, now: datetime) -> list[str]:
     else:
         out.append("  private part:")
         out.extend(_private_lines(summarize_private(result.private)))
-    return out
+    return [printable(line) for line in out]

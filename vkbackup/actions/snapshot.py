@@ -13,6 +13,14 @@ succeeded) is referenced, not uploaded again (with Object Lock, its retention
 is extended to cover this snapshot); if any object of that previous snapshot
 is missing from storage, nothing of the source is reused.
 
+Reuse also needs the same recipients. Each object records the tag of the
+recipient set it was encrypted to (`recipient_set_tag`); when
+encryption.recipients changes, an earlier object is encrypted to keys that
+are no longer (or not all) configured, and referencing it would leave the new
+snapshot readable by a revoked key and unreadable by a new one. So a source
+whose previous objects carry another tag reuses nothing: it is taken again in
+full (a volume starts a new chain) and encrypted to the current set.
+
 Status: "complete" (every configured source ok), "partial" (some failed, or
 --only left some out: the manifest says which; exit 3 only when one failed),
 "failed" (none ok: no manifest; exit 1). A failed source's objects are
@@ -31,13 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vkbackup import __version__, facts, layout, lock
-from vkbackup.catalog import list_snapshots, load_manifest
+from vkbackup.catalog import list_snapshots, load_manifest, next_snapshot_id
 from vkbackup.common import iso, recipients, utcnow
 from vkbackup.config.model import Config, HostConfig, SourceConfig
 from vkbackup.crypto import EncryptingReader, Recipient
 from vkbackup.errors import SnapshotError, UsageError, VkError
 from vkbackup.logs import get_logger
-from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode
+from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode, recipient_set_tag
 from vkbackup.progress import CountingReader, Progress
 from vkbackup.sources import PlanContext, SourcePlan, StreamPlan, make_source
 from vkbackup.sources.base import choose_compressor, fingerprint_tag
@@ -169,6 +177,7 @@ class _Run:
         self.connect = connect
         self.id = snapshot_id
         self.recipients = recips
+        self.recipient_set = recipient_set_tag(recips)
         self.progress = progress
         self.uploaded: list[str] = []
         self.uploaded_lock = threading.Lock()
@@ -245,6 +254,7 @@ class _Run:
             compression=stream.compression,
             chain=stream.chain,
             fingerprint=fingerprint_tag(stream.fingerprint) if stream.fingerprint else "",
+            recipient_set=self.recipient_set,
         )
         private = {"plain_size": plain.size, "plain_sha256": plain.sha256_hex(), **stream.meta}
         return rec, private, proc.stderr_tail()
@@ -272,6 +282,14 @@ class _Run:
                 log.warning(
                     "source %s: an object of its previous snapshot is missing from storage: "
                     "nothing is reused, everything is taken again",
+                    src.name,
+                )
+                previous = []
+            if any(o.recipient_set != self.recipient_set for o in previous):
+                log.info(
+                    "source %s: its previous objects are encrypted to other recipients "
+                    "(encryption.recipients changed): nothing is reused, everything is "
+                    "taken again for the current recipients",
                     src.name,
                 )
                 previous = []
@@ -339,13 +357,9 @@ def run_snapshot(
     sources = plan_snapshot(cfg, host_name, only)
     host = cfg.hosts[host_name]
     recips = recipients(cfg)
-    started = utcnow()
     t_start = time.monotonic()
-    existing = list_snapshots(storage, host_name)
-    while existing and existing[-1][1][:16] >= layout.new_snapshot_id(started)[:16]:
-        time.sleep(0.25)  # ids have 1 s resolution and must sort after every earlier one
-        started = utcnow()
-    snapshot_id = layout.new_snapshot_id(started)
+    # ids have 1 s resolution and sort after every earlier one; the wait is bounded
+    snapshot_id, started = next_snapshot_id(storage, host_name)
     progress = progress or Progress(enabled=False)
     run = _Run(cfg, host, storage, connect, snapshot_id, recips, progress)
     held = lock.acquire(storage, host_name, snapshot_id, break_lock=break_lock)

@@ -10,6 +10,7 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import check_host, json_output
+from vkbackup.textsafe import printable
 
 
 @click.command("list")
@@ -28,7 +29,7 @@ def list_cmd(app: AppContext, host: str | None, as_json: bool) -> None:
         emit_json([r.to_json(now) for r in rows])
         return
     for line in format_list(rows, now):
-        click.echo(line)
+        click.echo(printable(line))
 
 
 def register(cli: click.Group) -> None:

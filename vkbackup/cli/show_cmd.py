@@ -17,6 +17,7 @@ from vkbackup.cli.options import (
     json_output,
     passphrase_file,
 )
+from vkbackup.textsafe import printable
 
 
 @click.command("show")
@@ -59,7 +60,7 @@ def show_cmd(
         emit_json(result.to_json(now))
         return
     for line in format_show(result, now):
-        click.echo(line)
+        click.echo(printable(line))
 
 
 def register(cli: click.Group) -> None:

@@ -225,9 +225,12 @@ class _ShadowChecked:
 class TarCheck:
     """How the tar guard checks one tar object: *allowed* limits members to those
     paths (a files source's recorded paths; None: anything below the root, a
-    volume); *state* is shared by the objects of one volume's incremental chain,
-    in order, so a symlink left by one level is never written through by a later
-    one.
+    volume); *patterns*, when set, also limits them to matches of those globs or
+    paths below one (a files source's configured patterns: the recorded paths came
+    from the host, which may have listed more than was configured, and a forged
+    manifest could list anything; the patterns bound both); *state* is shared by
+    the objects of one volume's incremental chain, in order, so a symlink left by
+    one level is never written through by a later one.
 
     Both kinds allow absolute symlink targets: a volume's name paths inside the
     container that mounts it (the lab's volume has two), a files source's name
@@ -237,10 +240,11 @@ class TarCheck:
     allowed: tuple[str, ...] | None = None
     absolute_symlinks: bool = True
     state: GuardState | None = field(default=None, compare=False)
+    patterns: tuple[str, ...] | None = None
 
     @classmethod
-    def files(cls, members: Iterable[str]) -> TarCheck:
-        return cls(allowed=tuple(members))
+    def files(cls, members: Iterable[str], patterns: Iterable[str] | None = None) -> TarCheck:
+        return cls(allowed=tuple(members), patterns=None if patterns is None else tuple(patterns))
 
     @classmethod
     def volume(cls, state: GuardState | None = None) -> TarCheck:
@@ -309,6 +313,7 @@ def open_object(
         allowed=tar.allowed,
         absolute_symlinks=tar.absolute_symlinks,
         state=tar.state,
+        patterns=tar.patterns,
     )
     if decompress or dec is None:
         return ObjectStream(guard, raw, guard)

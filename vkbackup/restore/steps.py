@@ -78,11 +78,14 @@ class EnsureDockerParams(StepParams):
 
 @dataclass(frozen=True)
 class FilesParams(StepParams):
-    """Extract the files source's tar at /: only *members* (the recorded paths)."""
+    """Extract the files source's tar at /: only *members* (the recorded paths), each
+    also a match of *patterns* (the configured globs) or below one. The members came
+    from the host, the patterns from the config: a member must satisfy both."""
 
     kind: ClassVar[str] = "files"
     resumable: ClassVar[bool] = True
     members: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ Refused (each with the member named):
 - character and block devices, FIFOs, multi-volume and unknown member types;
 - with ``allowed`` (a `files` source): a member, or a hard link target,
   that is not one of the recorded paths or below one;
+- with ``patterns`` (a `files` source's configured globs): a member, or a hard
+  link target, that is not a match of one of them or below one
+  (`vkbackup.pathglob`), whatever the recorded list says;
 - structure tar itself would read differently from us: a bad header
   checksum, a bad size field, a link or directory carrying data, a malformed
   pax record or GNU dumpdir, extended headers bigger than 1 MiB, non-zero
@@ -50,6 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from vkbackup.errors import IntegrityError
+from vkbackup.pathglob import PathPatterns
 from vkbackup.streams import CHUNK, Readable
 
 BLOCK = 512
@@ -126,10 +130,12 @@ class TarGuard:
         allowed: Iterable[str] | None = None,
         absolute_symlinks: bool = False,
         state: GuardState | None = None,
+        patterns: Iterable[str] | None = None,
     ) -> None:
         self._src = src
         self._name = name
         self._absolute_symlinks = absolute_symlinks
+        self._patterns = None if patterns is None else PathPatterns(patterns)
         self._allowed: set[bytes] | None = None
         if allowed is not None:
             self._allowed = set()
@@ -389,6 +395,10 @@ class TarGuard:
         assert self._allowed is not None
         return any(b"/".join(comps[:i]) in self._allowed for i in range(1, len(comps) + 1))
 
+    def _in_patterns(self, comps: list[bytes]) -> bool:
+        assert self._patterns is not None
+        return self._patterns.covers([c.decode("utf-8", "surrogateescape") for c in comps])
+
     def _member(self, block: bytes, raw_name: bytes, kind: int, size: int) -> None:
         self.members += 1
         pax = {**self._global, **self._pax}
@@ -419,6 +429,8 @@ class TarGuard:
         self._below_symlink(comps, member, "member")
         if self._allowed is not None and kind != _LABEL and not self._in_allowed(comps):
             raise self._refuse(member, "not one of the paths this snapshot recorded")
+        if self._patterns is not None and kind != _LABEL and not self._in_patterns(comps):
+            raise self._refuse(member, "outside the source's configured paths (patterns)")
         if self._symlinks and kind not in (_SYMLINK, _HARDLINK, _LABEL):
             # tar replaces a symlink on disk by a file or directory of the same name
             self._symlinks.discard(b"/".join(comps))
@@ -531,6 +543,11 @@ class TarGuard:
             raise self._refuse(
                 member, f"hard link target {_show(target)} is not a path this snapshot recorded"
             )
+        if self._patterns is not None and not self._in_patterns(tcomps):
+            raise self._refuse(
+                member,
+                f"hard link target {_show(target)} is outside the source's configured paths",
+            )
 
     # -- GNU incremental dumpdirs ------------------------------------------------
 
@@ -578,9 +595,17 @@ def check_tar(
     allowed: Iterable[str] | None = None,
     absolute_symlinks: bool = False,
     state: GuardState | None = None,
+    patterns: Iterable[str] | None = None,
 ) -> int:
     """Read *src* to its end through a `TarGuard`; return the byte count (tests, tools)."""
-    guard = TarGuard(src, name, allowed=allowed, absolute_symlinks=absolute_symlinks, state=state)
+    guard = TarGuard(
+        src,
+        name,
+        allowed=allowed,
+        absolute_symlinks=absolute_symlinks,
+        state=state,
+        patterns=patterns,
+    )
     total = 0
     while True:
         chunk = guard.read(CHUNK)

@@ -81,7 +81,8 @@ class PlanContext:
     snapshot_id: str
     compressor: str = "gzip"
     # this source's objects in the newest earlier snapshot where it succeeded (public
-    # records; uploaded_in is always set), all verified present in storage
+    # records; uploaded_in is always set), all verified present in storage and all
+    # encrypted to the current recipients (else empty: the source is taken in full)
     previous: tuple[ObjectRecord, ...] = ()
     full_every_days: int = 7
     max_chain: int = 6

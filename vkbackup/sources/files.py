@@ -9,6 +9,14 @@ only in the manifest's private part and never logged.
 
 Fingerprint: sha256 over "path mode uid gid size mtime sha256(content)" of
 every file, computed on the host, so an unchanged set is reused, not re-uploaded.
+
+The host is not trusted to say what matched. It expands the patterns and
+prints one line per match, but a hostile host can print any path it likes,
+and restore writes what the snapshot recorded at / on the new server. So every
+reported path is checked here against the configured patterns (bash's glob
+rules, `vkbackup.pathglob`); one that is not a match refuses the source,
+naming the host and the path. Restore checks again, member by member, against
+the patterns the snapshot recorded, so a forged member list cannot widen them.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 from vkbackup.config.model import SourceConfig
 from vkbackup.errors import IntegrityError, SnapshotError
 from vkbackup.manifest import ObjectRecord
+from vkbackup.pathglob import PathPatterns
 from vkbackup.restore.objects import TarCheck
 from vkbackup.restore.steps import FilesParams, Step, StepContext
 from vkbackup.sources.base import (
@@ -32,6 +41,7 @@ from vkbackup.sources.base import (
     StreamPlan,
     compress_stage,
 )
+from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
 
 MARK = "__VKBACKUP_NOMATCH__"
@@ -95,21 +105,41 @@ class FilesSource:
             f"{t.name}: files source {self.cfg.name!r}: cannot list files: {stderr.strip()[-300:]}"
         )
 
+    def _refuse(self, t: Transport, why: str) -> SnapshotError:
+        return SnapshotError(
+            f"{t.name}: files source {self.cfg.name!r} ({self.cfg.where}.paths): {why}; "
+            "refusing this source",
+            hint="the host reported something no configured pattern produces: check "
+            "what runs there (a wrapper around stat, find or bash) before trusting it",
+        )
+
     def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
         res = t.run(pipeline_argv(stat_script(self.cfg.paths)), check=False)
         if res.status != 0:
             raise self._missing(t, res.stderr)
+        patterns = PathPatterns(self.cfg.paths)
         entries: list[dict[str, Any]] = []
         for line in res.stdout.decode("utf-8", errors="surrogateescape").splitlines():
-            mode, uid, gid, size, mtime, digest, path = line.split(" ", 6)
+            fields = line.split(" ", 6)
+            try:
+                mode, uid, gid, size, mtime, digest, path = fields
+                numbers = int(uid), int(gid), int(size), int(mtime)
+            except ValueError:
+                # a secret source's paths are never logged, not even a fragment
+                shown = "(not shown: secret)" if self.cfg.secret else repr(printable(line[:200]))
+                raise self._refuse(t, f"unreadable line {shown}") from None
+            if not path.startswith("/") or not patterns.covers(path):
+                raise self._refuse(
+                    t, f"the host listed {printable(path)!r}, which no configured path matches"
+                )
             entries.append(
                 {
                     "path": path,
                     "mode": mode,
-                    "uid": int(uid),
-                    "gid": int(gid),
-                    "size": int(size),
-                    "mtime": int(mtime),
+                    "uid": numbers[0],
+                    "gid": numbers[1],
+                    "size": numbers[2],
+                    "mtime": numbers[3],
                     "sha256": digest,
                 }
             )
@@ -144,7 +174,10 @@ class FilesSource:
 #
 # The tar is extracted at / on the target, but only the members the snapshot
 # recorded: tar is given their names, and every header is checked here by the
-# tar guard against the same list before it leaves this machine.
+# tar guard against the same list, and against the recorded patterns, before it
+# leaves this machine. The member list comes from the host's report; the
+# patterns from the config. Checking both means a forged or hostile list can
+# narrow what is written, never widen it beyond what was configured.
 
 
 @dataclass(frozen=True)
@@ -173,9 +206,26 @@ class Meta:
 
 
 def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
-    """The restore steps of a files source: one step putting the recorded paths back."""
+    """The restore steps of a files source: one step putting the recorded paths back.
+
+    A recorded path outside the recorded patterns is refused here, before any
+    step runs: the same list also drives the preflight's "files exist" check and
+    a drill's teardown, which must not be pointed at paths nobody configured."""
+    if meta.paths and not meta.patterns:
+        raise IntegrityError(
+            f"files source {name!r}: the snapshot records no patterns, so no path can be "
+            "checked; refusing to restore it"
+        )
+    outside = PathPatterns(meta.patterns).outside(meta.paths)
+    if outside:
+        raise IntegrityError(
+            f"files source {name!r}: recorded path {printable(outside[0])!r} matches none of "
+            "its recorded patterns; refusing to restore it",
+            hint="the snapshot's host or its storage may have been tampered with",
+        )
     title = f"put files of {name} ({len(meta.paths)} paths)"
-    return [Step(f"files:{name}", title, FilesParams(members=meta.paths), name, list(objects))]
+    params = FilesParams(members=meta.paths, patterns=meta.patterns)
+    return [Step(f"files:{name}", title, params, name, list(objects))]
 
 
 def restore_script(compression: str, members: Sequence[str]) -> str:
@@ -188,13 +238,15 @@ def restore_script(compression: str, members: Sequence[str]) -> str:
 
 
 def restore_files(ctx: StepContext, step: Step) -> str:
-    """The files step: stream each object through the tar guard into `tar -x` at /."""
+    """The files step: stream each object through the tar guard into `tar -x` at /.
+    The guard allows a member only when it is a recorded path (or below one) and a
+    match of a recorded pattern (or below one): no patterns, nothing passes."""
     p = step.params
     assert isinstance(p, FilesParams)
     for obj in step.objects:
         ctx.feed(
             obj,
             lambda compression: pipeline_argv(restore_script(compression, p.members)),
-            tar=TarCheck.files(p.members),
+            tar=TarCheck.files(p.members, patterns=p.patterns),
         )
     return f"{len(p.members)} paths"

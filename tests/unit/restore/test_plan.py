@@ -106,7 +106,7 @@ def lab_like() -> tuple[Manifest, PrivatePart]:
             },
             "secrets": {
                 "type": "files",
-                "meta": {"files": [{"path": "/opt/chatwoot/.env"}]},
+                "meta": {"files": [{"path": "/opt/chatwoot/.env"}], "patterns": ["/opt/*/.env"]},
             },
             "storage": {
                 "type": "docker-volume",
