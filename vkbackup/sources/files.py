@@ -86,6 +86,22 @@ def tar_script(patterns: tuple[str, ...], compressor: str) -> str:
     )
 
 
+def listing_error(t: Transport, cfg: SourceConfig, stderr: str, what: str) -> SnapshotError:
+    """Given the stderr of a for_each_match script that failed, return the error: the
+    pattern that matched nothing (named with its key path), else *what* failed."""
+    for line in stderr.splitlines():
+        if line.startswith(MARK):
+            pat = line[len(MARK) + 1 :]
+            return SnapshotError(
+                f"{t.name}: {cfg.type} source {cfg.name!r} ({cfg.where}.paths): "
+                f"nothing matches {pat!r}",
+                hint="fix the path in the config, or remove it if the file is gone on purpose",
+            )
+    return SnapshotError(
+        f"{t.name}: {cfg.type} source {cfg.name!r}: {what}: {stderr.strip()[-300:]}"
+    )
+
+
 class FilesSource:
     type = "files"
 
@@ -93,17 +109,7 @@ class FilesSource:
         self.cfg = cfg
 
     def _missing(self, t: Transport, stderr: str) -> SnapshotError:
-        for line in stderr.splitlines():
-            if line.startswith(MARK):
-                pat = line[len(MARK) + 1 :]
-                return SnapshotError(
-                    f"{t.name}: files source {self.cfg.name!r} ({self.cfg.where}.paths): "
-                    f"nothing matches {pat!r}",
-                    hint="fix the path in the config, or remove it if the file is gone on purpose",
-                )
-        return SnapshotError(
-            f"{t.name}: files source {self.cfg.name!r}: cannot list files: {stderr.strip()[-300:]}"
-        )
+        return listing_error(t, self.cfg, stderr, "cannot list files")
 
     def _refuse(self, t: Transport, why: str) -> SnapshotError:
         return SnapshotError(

@@ -151,7 +151,7 @@ from vkbackup.sources.base import (
     compress_stage,
     fingerprint_tag,
 )
-from vkbackup.sources.files import MARK, for_each_match
+from vkbackup.sources.files import for_each_match, listing_error
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("host")
@@ -700,18 +700,7 @@ class HostSource:
         self.cfg = cfg
 
     def _missing(self, t: Transport, stderr: str) -> SnapshotError:
-        for line in stderr.splitlines():
-            if line.startswith(MARK):
-                pat = line[len(MARK) + 1 :]
-                return SnapshotError(
-                    f"{t.name}: host source {self.cfg.name!r} ({self.cfg.where}.paths): "
-                    f"nothing matches {pat!r}",
-                    hint="fix the path in the config, or remove it if the file is gone on purpose",
-                )
-        return SnapshotError(
-            f"{t.name}: host source {self.cfg.name!r}: cannot list the host's files: "
-            f"{stderr.strip()[-300:]}"
-        )
+        return listing_error(t, self.cfg, stderr, "cannot list the host's files")
 
     def plan(self, t: Transport, ctx: PlanContext) -> SourcePlan:
         inv = t.run(inventory_argv(), check=False)
