@@ -26,7 +26,9 @@ and the (re)opening of a GET, which resumes with a Range request at the
 offset already delivered (If-Match on the ETag, so a changed object is an
 error, never a silent splice). The source stream is never re-read. On any
 failure of a multipart upload (including Ctrl-C and source errors) the
-upload is aborted, so no part of the object becomes visible.
+upload is aborted, so no part of the object becomes visible. A retried
+CreateMultipartUpload also aborts the upload an earlier attempt may have
+opened when only its answer was lost.
 
 if_absent=True sends If-None-Match: * (PutObject or CompleteMultipartUpload).
 If a retried request then meets 412, the object is compared with what was
@@ -40,6 +42,7 @@ import builtins
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -394,19 +397,26 @@ class S3Storage:
         if_absent: bool,
     ) -> ObjectInfo:
         loc = self._loc(full)
-        try:
-            created = self._call(
-                lambda: self.client.create_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=full,
-                    ContentType="application/octet-stream",
-                    **self._lock_params(),
-                ),
-                f"CreateMultipartUpload {loc}",
+        creates = 0
+        t0 = time.monotonic()
+
+        def create() -> Any:
+            nonlocal creates
+            creates += 1
+            return self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=full,
+                ContentType="application/octet-stream",
+                **self._lock_params(),
             )
+
+        try:
+            created = self._call(create, f"CreateMultipartUpload {loc}")
         except Exception as e:
             raise self._error(e, "CreateMultipartUpload", full) from e
         upload_id: str = created["UploadId"]
+        if creates > 1:
+            self._abort_lost_creates(full, upload_id, time.monotonic() - t0)
         log.debug("%s: multipart upload %s, parts of %d bytes", loc, upload_id, part_size)
 
         digests: builtins.list[bytes] = []
@@ -452,6 +462,39 @@ class S3Storage:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return info
+
+    def _abort_lost_creates(self, full: str, ours: str, elapsed: float) -> None:
+        """CreateMultipartUpload needed a retry: an earlier attempt may have opened an
+        upload whose answer (its UploadId) was lost, which nothing would ever abort.
+        Abort the other uploads of exactly this key that the server opened while the
+        retries ran (at most *elapsed* seconds before ours, by the server's own clock).
+        Never raises: a leftover is logged, and `vkbackup prune` removes it."""
+        loc = self._loc(full)
+        try:
+            page = self._call(
+                lambda: self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full),
+                f"ListMultipartUploads {loc}",
+            )
+            uploads = [u for u in page.get("Uploads", []) if u.get("Key") == full]
+            mine = next((u for u in uploads if u.get("UploadId") == ours), None)
+            if mine is None:
+                return  # not listed yet: prune deals with any leftover
+            # opened after our first try began, so before ours; "Initiated" has 1 s steps
+            earliest = mine["Initiated"] - timedelta(seconds=elapsed + 1)
+            lost = [
+                u["UploadId"]
+                for u in uploads
+                if u["UploadId"] != ours and earliest <= u["Initiated"] <= mine["Initiated"]
+            ]
+        except Exception as e:
+            log.warning("%s: could not look for uploads a retried create left open: %s", loc, e)
+            return
+        for upload_id in lost:
+            try:
+                self.abort_upload(self._strip(full), upload_id)
+                log.info("%s: aborted upload %s (its create's answer was lost)", loc, upload_id)
+            except StorageError as e:
+                log.warning("%s: could not abort upload %s: %s", loc, upload_id, e)
 
     def _complete(
         self,
