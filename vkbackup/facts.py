@@ -6,14 +6,28 @@ names, containers (name, image, image_id, labels, running, health, restart
 policy, mounts, networks, published ports, whether it has a healthcheck:
 never the environment, which holds secrets) and the compose projects those
 containers belong to. Parsing is pure.
+
+The host is not trusted with names. Docker checks a container's name, but a
+label is free text: a compromised host can label a container with a compose
+project named `x$(cmd)`. Restore refuses a manifest holding such a name
+(`vkbackup.restore.records`), so recording it would make every later restore
+of the host fail. A container whose name, image, or compose project or service
+label breaks the rules (`vkbackup.names`) is therefore left out of the facts
+here, and `gather` warns, naming the host and the container.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from vkbackup import names
+from vkbackup.errors import IntegrityError
+from vkbackup.logs import get_logger
 from vkbackup.transport.base import Transport, pipeline_argv
+
+log = get_logger("facts")
 
 FACTS_SCRIPT = r"""
 echo "== os"; cat /etc/os-release 2>/dev/null || true
@@ -58,6 +72,26 @@ def sanitize_container(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def inadmissible(c: dict[str, Any]) -> str | None:
+    """Given a sanitized container, return why it cannot be recorded (a name that
+    breaks Docker's or compose's rules), or None."""
+    labels = c.get("labels") or {}
+    checks: list[tuple[Callable[..., str], object, str]] = [
+        (names.check_container, c.get("name"), "container"),
+        (names.check_image, c.get("image"), "container image"),
+        (names.check_project, labels.get("com.docker.compose.project"), "compose project label"),
+        (names.check_service, labels.get("com.docker.compose.service"), "compose service label"),
+    ]
+    for check, value, what in checks:
+        if not value and what != "container":
+            continue  # no image or label recorded: nothing to check
+        try:
+            check(value if isinstance(value, str) else repr(value), what, IntegrityError)
+        except IntegrityError as e:
+            return str(e)
+    return None
+
+
 def compose_projects(containers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Given sanitized containers, group them by compose project: return
     project -> working dir, config files and services (service -> container name)."""
@@ -99,7 +133,15 @@ def parse_facts(text: str) -> dict[str, Any]:
         raw = json.loads("\n".join(sections.get("containers", [])) or "[]")
     except json.JSONDecodeError:
         raw = []
-    containers = [sanitize_container(c) for c in raw if isinstance(c, dict)]
+    containers: list[dict[str, Any]] = []
+    ignored: list[dict[str, Any]] = []  # {"why": ..., "volumes": the named volumes it mounts}
+    for c in (sanitize_container(c) for c in raw if isinstance(c, dict)):
+        why = inadmissible(c)
+        if why is None:
+            containers.append(c)
+        else:
+            vols = sorted({str(m["name"]) for m in c["mounts"] if m.get("name")})
+            ignored.append({"why": why, "volumes": vols})
     compose = (sections.get("compose") or [""])[0].strip() or None
     return {
         "os_release": os_release,
@@ -109,6 +151,7 @@ def parse_facts(text: str) -> dict[str, Any]:
         "volumes": [v for v in sections.get("volumes", []) if v],
         "containers": containers,
         "compose_projects": compose_projects(containers),
+        "ignored_containers": ignored,
     }
 
 
@@ -116,4 +159,7 @@ def gather(t: Transport) -> dict[str, Any]:
     """Run the facts script on the host and return the parsed facts. Raise
     RemoteCommandError if the script fails."""
     res = t.run(pipeline_argv(FACTS_SCRIPT))
-    return parse_facts(res.stdout.decode("utf-8", errors="replace"))
+    facts = parse_facts(res.stdout.decode("utf-8", errors="replace"))
+    for ignored in facts["ignored_containers"]:
+        log.warning("%s: %s: left out of the host facts", t.name, ignored["why"])
+    return facts

@@ -3,7 +3,9 @@
 proven intact. Written by the verify action, read by list and show; kept apart
 from both so neither imports the other. A record that cannot be read is treated
 as absent, never as a pass, and so is one dated more than
-`layout.FUTURE_TOLERANCE` in the future (with a warning naming it).
+`layout.FUTURE_TOLERANCE` in the future, one that names another snapshot than
+its key, and (with [signing]) one whose signature does not check: each with a
+warning naming it, so a forged record can neither claim a pass nor hide one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from vkbackup import catalog, layout
-from vkbackup.errors import ObjectNotFoundError
+from vkbackup.errors import IntegrityError, ObjectNotFoundError
+from vkbackup.logs import get_logger
 from vkbackup.storage.base import Storage
+
+log = get_logger("verify")
 
 RECORD_FORMAT = "vkbackup-verify/1"
 MODE_FULL = "full"
@@ -52,6 +57,14 @@ def _parse_record(data: bytes, host: str, snapshot_id: str) -> VerifyRecord | No
     ok = doc.get("ok")
     if not isinstance(t, str) or not isinstance(ok, bool) or not isinstance(bad, list):
         return None
+    if doc.get("host") != host or doc.get("id") != snapshot_id:
+        log.warning(
+            "%s: names another snapshot (%s/%s): ignored",
+            record_key(host, snapshot_id),
+            str(doc.get("host"))[:40],
+            str(doc.get("id"))[:40],
+        )
+        return None
     try:
         when = datetime.fromisoformat(t)
     except ValueError:
@@ -75,6 +88,9 @@ def load_record(storage: Storage, host: str, snapshot_id: str) -> VerifyRecord |
     try:
         data = catalog.read_small(storage, record_key(host, snapshot_id), 4 * 1024 * 1024)
     except ObjectNotFoundError:
+        return None
+    except IntegrityError as e:  # unsigned or bad signature with [signing], oversized
+        log.warning("%s: ignored", e)
         return None
     return _parse_record(data, host, snapshot_id)
 

@@ -12,14 +12,29 @@ when the last successful drill is older than `drill.max_age_days`.
 A drill that fails is still recorded and reported: the failed drill is the
 one worth reading. Teardown runs only after a drill that passed, so a failed
 one leaves the scratch host as it stopped, for inspection.
+
+Teardown removes files with `rm -rf`, so no path recorded in the manifest
+(which a hostile bucket can forge) or in the target's restore state steers it
+on its own. A path is removed only when all of these hold (`files_to_remove`):
+its files step ran in THIS drill ("done", not resumed), it did not exist on
+the target before the restore (probed before it starts), it is covered by the
+paths of the files source of the same name in the CONFIG (not the patterns
+the manifest recorded), and it is a plain absolute path at least two levels
+deep: not `/`, empty, relative, with `.`/`..`/empty components, a trailing
+slash or any control character (a newline would split the list). On the
+target each path is read from stdin, never spliced into the command, and is
+removed only if its parent directory resolves to itself (no symlink on the
+way), with `rm -rf --one-file-system --`. Every path kept is named in the
+drill's warnings.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import posixpath
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,15 +46,18 @@ from vkbackup.common import iso, parse_target, utcnow
 from vkbackup.config import Config
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import Identity
-from vkbackup.errors import ObjectNotFoundError, RestoreError, VkError
+from vkbackup.errors import IntegrityError, ObjectNotFoundError, RestoreError, VkError
 from vkbackup.logs import get_logger
+from vkbackup.pathglob import PathPatterns
 from vkbackup.progress import Progress
+from vkbackup.restore import target as target_sh
 from vkbackup.restore.plan import Plan
 from vkbackup.restore.playbook import Playbook
 from vkbackup.restore.session import RestoreReport, build_plan, run_restore
 from vkbackup.restore.steps import FilesParams, HealthParams, StartParams, VolumeParams
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
+from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("drill")
@@ -102,17 +120,36 @@ def run_drill(
     ids = identities()
     manifest, plan = build_plan(storage, "latest", ids, playbook, host)
     target = parse_target(cfg, to)
+    configured = configured_files(cfg, host)
+    existed: set[str] = set()
+    if teardown_after:  # what is there before the restore is never the drill's to remove
+        candidates, _ = files_to_remove(plan, None, configured)
+        if candidates:
+            t = connect(target)
+            try:
+                existed = existing_paths(t, candidates)
+            finally:
+                t.close()
     report = run_restore(
         plan, manifest, target, storage=storage, connect=connect, identities=ids,
         progress=progress,
     )  # fmt: skip
     removed: list[str] = []
+    kept: list[str] = []
     if teardown_after and report.status == "ok":
+        done = {r.id for r in report.steps if r.status == "done"}
+        files, kept = files_to_remove(plan, done, configured, existed)
         t = connect(target)
         try:
-            removed = teardown(t, plan)
+            removed = teardown(t, plan, files)
         finally:
             t.close()
+        kept += [ln.removeprefix("kept ") for ln in removed if ln.startswith("kept ")]
+        removed = [ln for ln in removed if not ln.startswith("kept ")]
+        if len(kept) > 10:
+            kept[10:] = [f"{len(kept) - 10} more recorded paths"]
+        for k in kept:
+            log.warning("teardown left %s", k)
     doc = {
         "host": host,
         "target": report.target,
@@ -123,7 +160,8 @@ def run_drill(
         "rpo_seconds": report.snapshot_age_seconds,
         "rto_seconds": report.rto_seconds,
         "restore": report.to_json(),
-        "warnings": [w for w in [warning, *report.warnings] if w],
+        "warnings": [w for w in [warning, *report.warnings] if w]
+        + [f"teardown left {k}" for k in kept],
         "teardown": removed,
     }
     record(storage, doc)
@@ -148,7 +186,10 @@ def last_drill(storage: Storage, host: str, *, successful: bool = True) -> dict[
             doc = json.loads(read_small(storage, key, 4 * 1024 * 1024))
         except (ObjectNotFoundError, ValueError):
             continue
-        if not isinstance(doc, dict):
+        except IntegrityError as e:  # unsigned or badly signed with [signing]: no drill
+            log.warning("%s: ignored", e)
+            continue
+        if not isinstance(doc, dict) or doc.get("host") != host:
             continue
         try:
             when = datetime.fromisoformat(str(doc.get("started")).replace("Z", "+00:00"))
@@ -177,12 +218,109 @@ def drill_age_warning(storage: Storage, host: str, max_age_days: int, now: datet
     return None
 
 
-def teardown(t: Transport, plan: Plan) -> list[str]:
-    """Remove from the scratch host what restoring *plan* created. Return what was removed."""
+def configured_files(cfg: Config, host: str) -> dict[str, tuple[str, ...]]:
+    """The paths (globs) of each `files` source the config gives *host*: name -> paths."""
+    h = cfg.hosts.get(host)
+    return {s.name: s.paths for s in (h.sources if h else ()) if s.type == "files"}
+
+
+def unsafe_path(path: str) -> str | None:
+    """Given a path to `rm -rf`, return why it must not be, or None when it is a
+    plain absolute path at least two levels deep (see the module docstring)."""
+    if not path:
+        return "empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a control character"
+    try:
+        path.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:
+        return "not a file name (a lone surrogate)"
+    if not path.startswith("/"):
+        return "not absolute"
+    comps = path.split("/")[1:]
+    if ".." in comps or "." in comps or "" in comps:
+        return "'.', '..' or an empty component"
+    if posixpath.normpath(path) != path:
+        return "not a normal path"
+    if len(comps) < 2:
+        return "a top-level directory"
+    return None
+
+
+def files_to_remove(
+    plan: Plan,
+    done: Collection[str] | None,
+    configured: Mapping[str, Sequence[str]],
+    existed: Collection[str] = (),
+) -> tuple[list[str], list[str]]:
+    """Given the plan, the ids of the steps this drill ran (None: every step), the
+    configured paths of each files source (`configured_files`) and the paths that
+    existed on the target before the restore, return the files teardown may
+    remove, and the recorded paths it keeps, each as "path (why)"."""
+    remove: list[str] = []
+    kept: list[str] = []
+    for step in plan.steps:
+        p = step.params
+        if not isinstance(p, FilesParams) or (done is not None and step.id not in done):
+            continue
+        name = step.source or ""
+        patterns = PathPatterns(configured.get(name, ()))
+        for m in p.members:
+            why = unsafe_path(m)
+            if why is None and not patterns.covers(m):
+                why = f"outside the configured paths of files source {name!r}"
+            if why is None and m in existed:
+                why = "it existed before the drill"
+            if why is not None:
+                kept.append(f"{printable(m)} ({why})")
+            elif m not in remove:
+                remove.append(m)
+    return remove, kept
+
+
+#: bash: print each path read from stdin (one a line) that exists on the target
+EXISTING_PATHS = 'while IFS= read -r f; do if [ -e "$f" ] || [ -L "$f" ]; then echo "$f"; fi; done'
+
+#: bash: remove each path read from stdin (never spliced into this text) whose
+#: parent directory resolves to itself, i.e. no symlink on the way; one line of
+#: output per path: "file PATH" removed, "kept PATH (why)" not
+REMOVE_PATHS = r"""
+while IFS= read -r f; do
+  case "$f" in /?*/?*) ;; *) echo "kept $f (not below a top-level directory)"; continue;; esac
+  [ -e "$f" ] || [ -L "$f" ] || continue
+  d=${f%/*}
+  if [ "$(realpath -e -- "$d" 2>/dev/null)" != "$d" ]; then
+    echo "kept $f (a parent directory is a symlink)"; continue
+  fi
+  if rm -rf --one-file-system -- "$f"; then echo "file $f"; else echo "kept $f (rm failed)"; fi
+done
+"""
+
+
+def _lines_in(paths: Sequence[str]) -> bytes:
+    """The paths as stdin for the scripts above, after checking each again (a
+    newline in one would split it in two)."""
+    bad = [p for p in paths if unsafe_path(p) is not None]
+    if bad:
+        raise VkError(f"teardown: refusing the path {printable(bad[0])!r}: {unsafe_path(bad[0])}")
+    return "".join(p + "\n" for p in paths).encode("utf-8", errors="surrogateescape")
+
+
+def existing_paths(t: Transport, paths: Sequence[str]) -> set[str]:
+    """Given checked paths (`files_to_remove`), return those that exist on *t*."""
+    res = t.run(pipeline_argv(EXISTING_PATHS), input=_lines_in(paths))
+    return set(res.stdout.decode("utf-8", errors="surrogateescape").splitlines())
+
+
+def teardown(t: Transport, plan: Plan, files: Sequence[str] = ()) -> list[str]:
+    """Remove from the scratch host what restoring *plan* created: its containers,
+    compose projects' containers, volumes and networks, unused images, the resume
+    state, and *files*: paths `files_to_remove` returned, never the plan's own
+    list. Return what was removed, one "kind name" each ("kept PATH (why)" for a
+    file the target-side check kept)."""
     projects = sorted({s.project for s in plan.params_of(StartParams)})
     containers = [c for h in plan.params_of(HealthParams) for c in h.containers]
     volumes = [v.volume for v in plan.params_of(VolumeParams)]
-    members = [m for f in plan.params_of(FilesParams) for m in f.members]
     q = shlex.quote
     lines = [
         "removed=()",
@@ -209,17 +347,24 @@ def teardown(t: Transport, plan: Plan) -> list[str]:
             'docker volume rm "$v" >/dev/null 2>&1 && removed+=("volume $v"); done'
         )
     lines.append("docker image prune -af >/dev/null 2>&1 && removed+=('unused images') || true")
-    if members:
-        lines.append(
-            f"for f in {' '.join(q(m) for m in members)}; do "
-            'rm -rf -- "$f" && removed+=("file $f"); done'
-        )
-    lines.append(f"rm -f /var/lib/vkbackup/restore/{q(plan.snapshot_id)}.json")
+    if layout.ID_RE.match(plan.snapshot_id):
+        lines.append(f"rm -f -- {q(target_sh.state_path(plan.snapshot_id))}")
     lines.append('printf "%s\\n" "${removed[@]}"')
     res = t.run(pipeline_argv("\n".join(lines)), check=False)
     if res.status != 0:
         raise VkError(f"{t.name}: teardown failed: {res.stderr.strip()[-300:]}")
-    return [ln for ln in res.stdout.decode().splitlines() if ln]
+    return [ln for ln in res.stdout.decode().splitlines() if ln] + remove_files(t, files)
+
+
+def remove_files(t: Transport, files: Sequence[str]) -> list[str]:
+    """Given paths `files_to_remove` returned, remove them on *t* (REMOVE_PATHS).
+    Return "file PATH" for each removed, "kept PATH (why)" for each kept."""
+    if not files:
+        return []
+    res = t.run(pipeline_argv(REMOVE_PATHS), input=_lines_in(files), check=False)
+    if res.status != 0:
+        raise VkError(f"{t.name}: teardown failed: {res.stderr.strip()[-300:]}")
+    return [ln for ln in res.stdout.decode("utf-8", errors="surrogateescape").splitlines() if ln]
 
 
 def render_markdown(doc: dict[str, Any]) -> str:

@@ -11,7 +11,13 @@ Discovery (over SSH, read-only):
     databases; locally built images (no registry digest) and pulled ones.
 
 A host key is trusted on first use only after `ask` says so, and a changed
-key is refused (HostKeyError), never replaced. Storage and the identity path
+or revoked key is refused (HostKeyError), never replaced. A known host whose
+server offers a key of a type known_hosts has none of for it (say it has the
+host's ssh-rsa key and the server now shows ssh-ed25519) is no first contact:
+`ask` gets the offer with the known keys (`HostKeyOffer.known`), to show them
+beside the new one, and the CLI trusts it only on an explicit confirmation.
+The server is asked first for a key of a type already known, so one that
+still has it shows it, and nothing needs confirming. Storage and the identity path
 are carried over from the current config (credentials never are), and the
 generated text is parsed with the config loader before anyone sees it: init
 never writes a config that `vkbackup config check` would reject.
@@ -23,7 +29,10 @@ string with every control character as a \\uXXXX escape, so a newline in a
 name cannot end the string and start a new key such as
 `retention.keep_last = 1` or a `webhook_url`), and comments through
 `toml_comment` (one line, control characters shown as visible escapes), so a
-name cannot end the comment either.
+name cannot end the comment either. Before that, each container, volume, image,
+database and role name is checked against Docker's and PostgreSQL's own rules
+(`vkbackup.names`): one that breaks them is skipped with a warning naming it,
+never run through a command or written to the config.
 """
 
 from __future__ import annotations
@@ -37,18 +46,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from vkbackup import facts
 from vkbackup.config import Config, parse_config
 from vkbackup.config.model import HostConfig
-from vkbackup.errors import HostKeyError
+from vkbackup.errors import ConfigError, HostKeyError
+from vkbackup.logs import get_logger
+from vkbackup.names import (
+    check_container,
+    check_database,
+    check_image,
+    check_role,
+    check_volume,
+    shown,
+)
 from vkbackup.sources.postgres import psql_argv
 from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
-from vkbackup.transport.ssh import fetch_host_key, fingerprint, known_hosts_name
+from vkbackup.transport.ssh import (
+    KnownKey,
+    fetch_host_key,
+    fingerprint,
+    host_key_status,
+    known_hosts_name,
+    read_known_keys,
+)
 
 PG_IMAGE_HINTS = ("postgres", "pgvector", "postgis", "timescale")
+
+log = get_logger("init")
 
 
 @dataclass
@@ -73,28 +98,63 @@ class Discovery:
     debian_systemd: bool = False  # dpkg and systemd: a `host` source can rebuild the server
 
 
-def trust_host_key(address: str, port: int, known_hosts: Path, ask: Callable[[str], bool]) -> str:
-    """Make sure *known_hosts* has the host's key (trust on first use). Return its fingerprint."""
-    key = fetch_host_key(address, port)
-    fp = fingerprint(key)
+@dataclass(frozen=True)
+class HostKeyOffer:
+    """A host key `vkbackup init` is about to trust: what the server offered, and
+    the keys *known_hosts* already holds for the host under *name* (empty: a
+    first contact; else the offer is a key of a new type for a known host)."""
+
+    name: str
+    key_type: str
+    fingerprint: str
+    known: tuple[KnownKey, ...]
+    known_hosts: Path
+
+    @property
+    def first_contact(self) -> bool:
+        return not self.known
+
+    def describe(self) -> str:
+        return f"{self.key_type} {self.fingerprint}"
+
+
+def trust_host_key(
+    address: str, port: int, known_hosts: Path, ask: Callable[[HostKeyOffer], bool]
+) -> str:
+    """Make sure *known_hosts* has the host's key. Return its fingerprint.
+
+    A key known_hosts holds is trusted with no question; a changed or revoked
+    one raises HostKeyError. Any other (a first contact, or a key of a new
+    type for a known host) is added only if *ask*, given the offer, says so;
+    else HostKeyError, and nothing is written."""
     name = known_hosts_name(address, port)
-    hk = paramiko.HostKeys()
-    if known_hosts.exists():
-        hk.load(str(known_hosts))
-    entry = hk.lookup(name)
-    if entry is not None and key.get_name() in entry:
-        if entry[key.get_name()].asbytes() != key.asbytes():
-            raise HostKeyError(
-                f"{name}: HOST KEY CHANGED: {known_hosts} has "
-                f"{fingerprint(entry[key.get_name()])}, the server offers {fp}; refusing",
-                hint=f"if expected: ssh-keygen -R '{name}' -f {known_hosts}",
-            )
+    known = read_known_keys(known_hosts, name)
+    valid = tuple(k for k in known if not k.revoked)
+    key = fetch_host_key(address, port, prefer=[k.type for k in valid])
+    fp = fingerprint(key)
+    status = host_key_status(known, key)
+    if status == "known":
         return fp
-    if not ask(f"{key.get_name()} {fp}"):
+    if status == "revoked":
+        raise HostKeyError(f"{name}: the server offers {fp}, which {known_hosts} marks @revoked")
+    if status == "changed":
+        old = ", ".join(k.describe() for k in valid if k.type == key.get_name())
+        raise HostKeyError(
+            f"{name}: HOST KEY CHANGED: {known_hosts} has {old}, the server offers "
+            f"{key.get_name()} {fp}; refusing",
+            hint=f"if expected: ssh-keygen -R '{name}' -f {known_hosts}",
+        )
+    offer = HostKeyOffer(name, key.get_name(), fp, valid, known_hosts)
+    if not ask(offer):
         raise HostKeyError(f"{name}: host key {fp} not trusted; nothing written")
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with open(known_hosts, "a") as f:
-        f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+    with open(known_hosts, "ab+") as f:
+        f.seek(0, 2)
+        if f.tell():
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":  # never glue our line onto an unterminated last one
+                f.write(b"\n")
+        f.write(f"{name} {key.get_name()} {key.get_base64()}\n".encode())
     return fp
 
 
@@ -103,8 +163,31 @@ def _lines(t: Transport, script: str) -> list[str]:
     return [line for line in res.stdout.decode(errors="replace").splitlines() if line.strip()]
 
 
+def _json_str(line: str) -> str:
+    """A JSON string (as `to_json` prints it) decoded; anything else as it is."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return line
+    return value if isinstance(value, str) else line
+
+
+def _named(check: Callable[..., str], name: object, where: str) -> bool:
+    """Return True if *name* follows its rule (*check*, from vkbackup.names); else warn,
+    naming it and *where* it was found, and return False: the caller skips it."""
+    try:
+        check(name if isinstance(name, str) else "", where)
+    except ConfigError as e:
+        log.warning("%s: skipped, not written to the config", e)
+        return False
+    return True
+
+
 def discover(t: Transport) -> Discovery:
-    """Inspect the host (read-only) and return what a config should back up."""
+    """Inspect the host (read-only) and return what a config should back up. A
+    discovered name that breaks Docker's or PostgreSQL's rules is skipped with a
+    warning; a volume that a skipped container uses is skipped with it (it could
+    not be stopped while copied)."""
     f = facts.gather(t)
     d = Discovery(facts=f)
     for proj in f["compose_projects"].values():
@@ -131,7 +214,13 @@ def discover(t: Transport) -> Discovery:
         )
     )
     pg_containers: list[dict[str, Any]] = []
+    unstoppable: set[str] = set()  # volumes a skipped container mounts
+    for ignored in f["ignored_containers"]:  # facts left it out: a hostile name or label
+        unstoppable |= set(ignored["volumes"])
     for c in f["containers"]:
+        if not _named(check_container, c.get("name"), f"{t.name}: container"):
+            unstoppable |= {str(m.get("name")) for m in c.get("mounts") or [] if m.get("name")}
+            continue
         image = str(c.get("image") or "")
         env_keys = _lines(
             t,
@@ -142,11 +231,21 @@ def discover(t: Transport) -> Discovery:
         is_pg = any(h in image for h in PG_IMAGE_HINTS) or "PG_VERSION" in env_keys
         for m in c.get("mounts") or []:
             if m.get("type") == "volume" and m.get("name"):
+                if not _named(check_volume, m["name"], f"{t.name}: volume"):
+                    continue
                 d.volumes.setdefault(m["name"], []).append(c["name"])
                 if is_pg and str(m.get("destination", "")).startswith("/var/lib/postgresql"):
                     d.pg_data_volumes.add(m["name"])
         if is_pg and c.get("running"):
             pg_containers.append(c)
+    for vol in sorted(unstoppable & set(d.volumes)):
+        log.warning(
+            "%s: volume %s: used by a container whose name was skipped: skipped too",
+            t.name,
+            shown(vol),
+        )
+        del d.volumes[vol]
+        d.pg_data_volumes.discard(vol)
     for c in pg_containers:
         user_line = _lines(
             t,
@@ -155,11 +254,21 @@ def discover(t: Transport) -> Discovery:
             + " | sed -n 's/^POSTGRES_USER=//p'",
         )
         user = user_line[0] if user_line else "postgres"
-        sql = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
-        dbs = _lines(t, shlex.join(psql_argv(c["name"], user, "postgres", sql + " ORDER BY 1")))
+        where = f"{t.name}: container {c['name']}"
+        if not _named(check_role, user, f"{where}: POSTGRES_USER"):
+            continue
+        # each name as a JSON string: one with a newline in it stays one line, and is refused
+        sql = (
+            "SELECT to_json(datname)::text FROM pg_database "
+            "WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY datname"
+        )
+        out = _lines(t, shlex.join(psql_argv(c["name"], user, "postgres", sql)))
+        dbs = [db for db in map(_json_str, out) if _named(check_database, db, f"{where}: database")]
         d.databases.append(Database(c["name"], user, dbs))
     used = sorted({str(c.get("image")) for c in f["containers"] if c.get("image")})
     for ref in used:
+        if not _named(check_image, ref, f"{t.name}: image"):
+            continue
         digests = _lines(
             t, f"docker image inspect -f '{{{{json .RepoDigests}}}}' {shlex.quote(ref)} || true"
         )
@@ -380,11 +489,11 @@ def generate_config(
     recipients: list[str],
     *,
     connect: Callable[[HostConfig], Transport],
-    ask: Callable[[str], bool],
+    ask: Callable[[HostKeyOffer], bool],
     origin: str = "<generated>",
 ) -> str:
     """Given the current config, the host to discover and the age recipients,
-    trust the host's key (asking *ask* on first use), discover what the host
+    trust the host's key (see `trust_host_key`), discover what the host
     runs and return the text of a config that backs it all up. Raise
     ConfigError (naming *origin*) rather than return a config that does not load."""
     trust_host_key(host.address, host.port, host.known_hosts, ask)

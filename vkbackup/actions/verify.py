@@ -451,10 +451,18 @@ def failure(results: Sequence[SnapshotVerify]) -> IntegrityError | None:
 # -- deep --------------------------------------------------------------------------
 
 
-def make_deep_check(host: HostConfig, connect: Callable[[HostConfig], Transport]) -> DeepCheck:
-    """Given a host to restore on, return the `verify --deep` hook: every PostgreSQL
-    source of a snapshot is restored into a throwaway server there and its row
-    counts compared with the snapshot's (`vkbackup.sources.postgres.deep_check`)."""
+def make_deep_check(
+    host: HostConfig, connect: Callable[[HostConfig], Transport], image: str | None = None
+) -> DeepCheck:
+    """Given a host to restore on (and the server image the operator chose, if any),
+    return the `verify --deep` hook: every PostgreSQL source of a snapshot is
+    restored into a throwaway server there and its row counts compared with the
+    snapshot's (`vkbackup.sources.postgres.deep_check`). A recorded image that may
+    not be started (`postgres.deep_image`: the private part can be forged) is a
+    "manifest" problem of that snapshot, and nothing of that source runs on the
+    host. Raise UsageError for a chosen image that is no Docker reference."""
+    if image is not None and not postgres.is_image_ref(image):
+        raise UsageError(f"--deep-image {image!r}: not a Docker image reference")
 
     def check(
         manifest: Manifest, storage: Storage, identities: Sequence[Identity]
@@ -470,12 +478,22 @@ def make_deep_check(host: HostConfig, connect: Callable[[HostConfig], Transport]
             return []
         by_source = objects_by_source(manifest)
         bad: list[BadObject] = []
+        mkey = layout.manifest_key(manifest.host, manifest.id)
         t = connect(host)
         try:
             for name, meta in pg.items():
                 objs = by_source.get(name, [])
                 dump = next((o.key for o in objs if o.role == "pg-dump"), "")
-                for problem in postgres.deep_check(t, storage, identities, meta, objs):
+                where = f"{mkey}: sources.{name}.meta.server.image"
+                try:
+                    problems = postgres.deep_check(
+                        t, storage, identities, meta, objs, where=where, image=image
+                    )
+                except IntegrityError as e:
+                    detail = f"{e} ({e.hint})" if e.hint else str(e)
+                    bad.append(BadObject(mkey, name, "manifest", detail))
+                    continue
+                for problem in problems:
                     bad.append(BadObject(dump, name, "deep", problem))
         finally:
             t.close()

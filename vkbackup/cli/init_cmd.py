@@ -2,17 +2,92 @@
 
 The command asks the questions (trust this host key?) and writes the file;
 `vkbackup.actions.init` connects, discovers and renders the config.
+
+Host keys (`host_key_asker`): a first contact shows the key and asks (--yes
+answers yes). A known host offering a key of a new type shows the new key and
+every known one, and needs an explicit confirmation: a "y" typed on a
+terminal, or --accept-host-key with the new key's fingerprint. --yes does not
+answer it; without a terminal and without that flag, init refuses, naming
+the host, the known_hosts file and the flag.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vkbackup.cli.context import AppContext, pass_app
 from vkbackup.cli.options import yes
-from vkbackup.errors import UsageError
+from vkbackup.errors import HostKeyError, UsageError
+from vkbackup.textsafe import printable
+
+if TYPE_CHECKING:
+    from vkbackup.actions.init import HostKeyOffer
+
+
+def host_key_asker(
+    label: str,
+    *,
+    yes: bool,
+    accept: str | None,
+    interactive: Callable[[], bool],
+) -> Callable[[HostKeyOffer], bool]:
+    """Given the host as shown (address:port), --yes, --accept-host-key and whether
+    there is a terminal to ask on, return the `ask` of `trust_host_key` (see the
+    module docstring for the rules). It prints to stderr, and raises HostKeyError
+    for a pinned fingerprint that is not the offered one, and for a new key type
+    it cannot have confirmed."""
+
+    def echo(text: str) -> None:
+        click.echo(text, err=True)
+
+    def ask(offer: HostKeyOffer) -> bool:
+        kh = offer.known_hosts
+        if offer.first_contact:
+            echo(f"{label} offers host key {offer.describe()}")
+        else:
+            echo(f"WARNING: {offer.name} is known in {kh} by:")
+            for k in offer.known:
+                echo(f"    {printable(k.type)} {k.fingerprint}")
+            echo(f"  but its server now offers a key of a NEW TYPE:\n    {offer.describe()}")
+            echo(
+                "  A server shows a new key type after an upgrade or a reconfiguration; an "
+                "attacker in the middle would show one too. Compare the new fingerprint with "
+                "the server's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub, on its console)."
+            )
+        if accept is not None:
+            if accept != offer.fingerprint:
+                raise HostKeyError(
+                    f"{offer.name}: the server offers {offer.describe()}, not the "
+                    f"--accept-host-key {accept}; refusing, nothing written"
+                )
+            echo("trusting it (--accept-host-key)")
+            return True
+        if offer.first_contact:
+            if yes:
+                echo("trusting it (--yes)")
+                return True
+            return click.confirm(f"Trust this key and add it to {kh}?", err=True)
+        if not interactive():
+            known = ", ".join(f"{printable(k.type)} {k.fingerprint}" for k in offer.known)
+            raise HostKeyError(
+                f"{offer.name}: offers a key of a new type ({offer.describe()}) while {kh} "
+                f"knows it by {known}; a new key type needs an explicit confirmation "
+                f"({'--yes is not one' if yes else 'no terminal to ask on'}): nothing written",
+                hint=f"verify {offer.fingerprint} out of band, then run init again with "
+                f"--accept-host-key {offer.fingerprint} (or on a terminal, to be asked)",
+            )
+        return click.confirm(
+            f"Trust this NEW {offer.key_type} key too and add it to {kh}?"
+            + (" (--yes does not answer this)" if yes else ""),
+            default=False,
+            err=True,
+        )
+
+    return ask
 
 
 @click.command("init")
@@ -26,6 +101,13 @@ from vkbackup.errors import UsageError
 )
 @click.option("--known-hosts", metavar="PATH", default="~/.ssh/known_hosts", show_default=True)
 @click.option("-r", "--recipient", "recipients", multiple=True, help="age1... public key.")
+@click.option(
+    "--accept-host-key",
+    "accept_host_key",
+    metavar="SHA256:...",
+    help="Trust the host key with this fingerprint (verified out of band), also one of a "
+    "new type for a known host, which --yes does not accept.",
+)
 @yes
 @pass_app
 def init_cmd(
@@ -36,6 +118,7 @@ def init_cmd(
     key_file: str | None,
     known_hosts: str,
     recipients: tuple[str, ...],
+    accept_host_key: str | None,
     yes: bool,
 ) -> None:
     """Connect to a host, discover what it runs, and write a config that backs it all up.
@@ -43,7 +126,9 @@ def init_cmd(
     Discovers compose projects, their .env files, the Caddyfile and Caddy's
     data, named volumes and who uses them, PostgreSQL containers and their
     databases, and the images the containers run. An unknown host key is shown
-    and trusted only on confirmation (or --yes). Storage and encryption come from
+    and trusted only on confirmation (or --yes, or --accept-host-key); a key of a
+    new type for a known host is shown with the known keys, and needs a typed
+    confirmation or --accept-host-key. Storage and encryption come from
     the current config when there is one, else local storage and --recipient.
     """
     from vkbackup.actions.init import generate_config
@@ -59,6 +144,11 @@ def init_cmd(
             "no recipient: pass -r age1... or use a config that has encryption.recipients",
             hint="vkbackup keys generate prints a recipient",
         )
+    if accept_host_key is not None and not accept_host_key.startswith("SHA256:"):
+        raise UsageError(
+            f"--accept-host-key {accept_host_key!r}: expected a SHA256:... fingerprint",
+            hint="as ssh-keygen -lf prints it",
+        )
     base = parse_target(cfg, target if "@" in target else f"root@{target}")
     kh = Path(known_hosts).expanduser()
     host = HostConfig(
@@ -70,13 +160,12 @@ def init_cmd(
         known_hosts=kh,
     )
 
-    def ask(fp: str) -> bool:
-        click.echo(f"{host.address}:{host.port} offers host key {fp}", err=True)
-        if yes:
-            click.echo("trusting it (--yes)", err=True)
-            return True
-        return click.confirm("Trust this key and add it to " + str(kh) + "?", err=True)
-
+    ask = host_key_asker(
+        f"{host.address}:{host.port}",
+        yes=yes,
+        accept=accept_host_key,
+        interactive=lambda: app.interactive,
+    )
     text = generate_config(
         cfg, host, recips, connect=app.connect, ask=ask, origin=out or "<generated>"
     )

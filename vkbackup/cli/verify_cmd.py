@@ -50,6 +50,12 @@ if TYPE_CHECKING:
     help="Where --deep runs its throwaway server (configured host or user@addr[:port]; "
     "default: the snapshot's own host).",
 )
+@click.option(
+    "--deep-image",
+    metavar="IMAGE",
+    help="The PostgreSQL image --deep starts (default: the recorded one, if it is an "
+    "official postgres:<major> image of the recorded major; say which for pgvector etc.).",
+)
 @identity_option
 @passphrase_file
 @json_output
@@ -63,6 +69,7 @@ def verify_cmd(
     no_decrypt: bool,
     deep: bool,
     deep_on: str | None,
+    deep_image: str | None,
     identity: str | None,
     passphrase_file: str | None,
     as_json: bool,
@@ -77,6 +84,8 @@ def verify_cmd(
 
     if deep and no_decrypt:
         raise UsageError("--deep needs the private key: it contradicts --no-decrypt")
+    if deep_image is not None and not deep:
+        raise UsageError("--deep-image goes with --deep")
     if no_decrypt and identity:
         raise UsageError("--no-decrypt and --identity contradict each other")
     cfg = app.config()
@@ -112,7 +121,7 @@ def verify_cmd(
             if len(hosts) != 1 or hosts[0] not in cfg.hosts:
                 raise UsageError("--deep: say on which host to run the throwaway server (--on)")
             where = hosts[0]
-        deep_check = make_deep_check(parse_target(cfg, where), app.connect)
+        deep_check = make_deep_check(parse_target(cfg, where), app.connect, deep_image)
     results = run_verify(storage, targets, identities=ids, on_result=show, deep_check=deep_check)
     if as_json:
         emit_json([r.to_json() for r in results])

@@ -29,6 +29,13 @@ from vkbackup.config.model import (
     StorageConfig,
 )
 from vkbackup.errors import ConfigError
+from vkbackup.names import (
+    check_container,
+    check_database,
+    check_image,
+    check_role,
+    check_volume,
+)
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: no trailing newline
@@ -272,10 +279,14 @@ def _source(t: _Table) -> SourceConfig:
             f"must be letters, digits, '.', '_' or '-' (at most 63), got {name!r}", "name"
         )
     kw: dict[str, object] = {}
+
+    def at(key: str) -> str:  # where a name came from, for the check_* of vkbackup.names
+        return f"{t.source}: {t.path(key)}"
+
     if typ == "postgres":
-        kw["container"] = t.req_str("container")
-        kw["database"] = t.req_str("database")
-        kw["user"] = t.get_str("user", "postgres")
+        kw["container"] = check_container(t.req_str("container"), at("container"))
+        kw["database"] = check_database(t.req_str("database"), at("database"))
+        kw["user"] = check_role(t.get_str("user", "postgres") or "postgres", at("user"))
         kw["compress_level"] = t.get_int("compress_level", 1, lo=0, hi=9)
         kw["globals"] = t.get_bool("globals", True)
     elif typ == "files":
@@ -288,13 +299,17 @@ def _source(t: _Table) -> SourceConfig:
         kw["paths"] = paths
         kw["secret"] = t.get_bool("secret", False)
     elif typ == "docker-volume":
-        kw["volume"] = t.req_str("volume")
+        kw["volume"] = check_volume(t.req_str("volume"), at("volume"))
         stop = t.str_list("stop")
+        for i, c in enumerate(stop or ()):
+            check_container(c, f"{at('stop')}[{i}]")
         kw["stop"] = stop
     elif typ == "docker-image":
         images = t.str_list("images", required=True) or ()
         if not images:
             raise t.error("must list at least one image", "images")
+        for i, ref in enumerate(images):
+            check_image(ref, f"{at('images')}[{i}]")
         kw["images"] = images
     elif typ == "host":
         for key in ("paths", "data_dirs"):

@@ -9,17 +9,25 @@ names the manifest and the field, not a KeyError halfway through a restore.
 Each source module owns the record of its own metadata (`Meta.decode`), next
 to the code that writes it; this module holds what is not any one source's:
 host facts, containers and compose projects.
+
+Names in it are data, never code (`vkbackup.names`): every container, volume,
+image, compose project and service, database and role name read here must
+follow Docker's or PostgreSQL's own rule, or the whole private part is refused
+with an IntegrityError naming the manifest and the field, before any restore
+step is built from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vkbackup import names
 from vkbackup.errors import IntegrityError
 from vkbackup.manifest import Manifest, open_private
 from vkbackup.sources import docker_image, docker_volume, files, host, postgres
+from vkbackup.textsafe import printable
 
 SourceMeta = postgres.Meta | files.Meta | docker_volume.Meta | docker_image.Meta | host.Meta
 
@@ -56,6 +64,21 @@ def _str(doc: Any, where: str) -> str:
     return doc
 
 
+def _name(check: Callable[..., str], doc: Any, where: str) -> str:
+    """A required name from the manifest, checked by *check* (a names.check_*)."""
+    return check(_str(doc, where), where, IntegrityError)
+
+
+def _opt_name(check: Callable[..., str], doc: Any, where: str) -> str:
+    """An optional name: absent or empty stays "", anything else is checked."""
+    value = _str(doc, where)
+    return check(value, where, IntegrityError) if value else ""
+
+
+_PROJECT_LABEL = "com.docker.compose.project"
+_SERVICE_LABEL = "com.docker.compose.service"
+
+
 @dataclass(frozen=True)
 class Container:
     name: str
@@ -68,19 +91,24 @@ class Container:
 
     @property
     def project(self) -> str | None:
-        return self.labels.get("com.docker.compose.project") or None
+        return self.labels.get(_PROJECT_LABEL) or None
 
     @property
     def service(self) -> str | None:
-        return self.labels.get("com.docker.compose.service") or None
+        return self.labels.get(_SERVICE_LABEL) or None
 
     @classmethod
     def decode(cls, doc: Any, where: str) -> Container:
         d = _dict(doc, where)
         labels = {str(k): str(v) for k, v in _dict(d.get("labels"), f"{where}.labels").items()}
+        for label, check in (
+            (_PROJECT_LABEL, names.check_project),
+            (_SERVICE_LABEL, names.check_service),
+        ):
+            _opt_name(check, labels.get(label), f"{where}.labels.{label}")
         return cls(
-            name=_str(d.get("name"), f"{where}.name"),
-            image=_str(d.get("image"), f"{where}.image"),
+            name=_name(names.check_container, d.get("name"), f"{where}.name"),
+            image=_opt_name(names.check_image, d.get("image"), f"{where}.image"),
             labels=labels,
             running=bool(d.get("running")),
             has_healthcheck=bool(d.get("has_healthcheck")),
@@ -99,10 +127,10 @@ class ComposeProject:
     @classmethod
     def decode(cls, name: str, doc: Any, where: str) -> ComposeProject:
         d = _dict(doc, where)
-        services = {
-            str(k): _str(v, f"{where}.services.{k}")
-            for k, v in _dict(d.get("services"), f"{where}.services").items()
-        }
+        services: dict[str, str] = {}
+        for k, v in _dict(d.get("services"), f"{where}.services").items():
+            svc = _name(names.check_service, k, f"{where}.services (a key)")
+            services[svc] = _name(names.check_container, v, f"{where}.services.{svc}")
         return cls(
             name=name,
             working_dir=_str(d.get("working_dir"), f"{where}.working_dir") or None,
@@ -127,10 +155,10 @@ class HostFacts:
             Container.decode(c, f"{where}.containers[{i}]")
             for i, c in enumerate(_list(d.get("containers"), f"{where}.containers"))
         )
-        projects = {
-            str(p): ComposeProject.decode(str(p), v, f"{where}.compose_projects.{p}")
-            for p, v in _dict(d.get("compose_projects"), f"{where}.compose_projects").items()
-        }
+        projects: dict[str, ComposeProject] = {}
+        for p, v in _dict(d.get("compose_projects"), f"{where}.compose_projects").items():
+            name = _name(names.check_project, p, f"{where}.compose_projects (a key)")
+            projects[name] = ComposeProject.decode(name, v, f"{where}.compose_projects.{name}")
         flavour = _str(d.get("compose"), f"{where}.compose").split(" ")[0] or None
         if flavour not in (None, "v1", "v2"):
             raise IntegrityError(f"{where}.compose: unknown compose flavour {flavour!r}")
@@ -158,6 +186,34 @@ class PrivatePart:
         return [default]
 
 
+def _check_meta_names(meta: SourceMeta, where: str) -> None:
+    """Raise IntegrityError if a name a source's record holds breaks its rule. (The
+    source modules decode their records' shape; the names are checked here, once,
+    for every kind.)"""
+    if isinstance(meta, postgres.Meta):
+        _name(names.check_container, meta.container, f"{where}.container")
+        _name(names.check_database, meta.database, f"{where}.database")
+        _name(names.check_role, meta.user, f"{where}.user")
+        _opt_name(names.check_image, meta.image, f"{where}.server.image")
+    elif isinstance(meta, docker_volume.Meta):
+        _name(names.check_volume, meta.volume, f"{where}.volume")
+    elif isinstance(meta, docker_image.Meta):
+        for i, ref in enumerate(meta.images):
+            _name(names.check_image, ref, f"{where}.images[{i}].ref")
+
+
+def _check_refs(notes: dict[str, dict[str, Any]], where: str) -> None:
+    """Raise IntegrityError if an object's noted image references are not a list of
+    valid references (they name what `docker load` restores)."""
+    for key, note in notes.items():
+        refs = note.get("refs")
+        if refs is None:
+            continue
+        w = f"{where}: objects.{printable(key)}.refs"
+        for i, ref in enumerate(_list(refs, w)):
+            _name(names.check_image, ref, f"{w}[{i}]")
+
+
 def decode_private(doc: dict[str, Any], where: str) -> PrivatePart:
     """Given a manifest's decrypted private part, return it as typed records. Raise
     IntegrityError naming *where* and the field for a field of the wrong shape."""
@@ -169,12 +225,15 @@ def decode_private(doc: dict[str, Any], where: str) -> PrivatePart:
         kind = _str(d.get("type"), f"{w}.type")
         decoder = _META.get(kind)
         meta = decoder.decode(_dict(d.get("meta"), f"{w}.meta"), f"{w}.meta") if decoder else None
+        if meta is not None:
+            _check_meta_names(meta, f"{w}.meta")
         sources[str(name)] = SourceEntry(str(name), kind, meta)
     notes = {
         str(k): v
         for k, v in _dict(doc.get("objects"), f"{where}: objects").items()
         if isinstance(v, dict)
     }
+    _check_refs(notes, where)
     return PrivatePart(facts=facts, sources=sources, object_notes=notes)
 
 

@@ -16,6 +16,21 @@ How (all on the host, through `docker exec`, never a pty):
 Recorded (private part): server version (and major), extensions, the
 container's image, database size, row counts.
 
+Deep verify's image (`deep_image`): the throwaway server is started from an
+image, and the one recorded is only a string in the private part, which
+anyone holding the recipient (a public key) can forge: it could name any
+image in any registry. So `verify --deep` starts the recorded image only if
+it is an official PostgreSQL image of the recorded server major:
+`postgres:<major>[.<minor>][-<variant>][@sha256:<digest>]`, optionally as
+`library/postgres` or `docker.io/library/postgres` (`postgres:15`,
+`postgres:15.6-alpine`, `postgres:16-bookworm`), <major> equal to the
+recorded `server.major`. Anything else (pgvector/pgvector:pg16 included) is
+refused with an IntegrityError naming the manifest field
+(`sources.<name>.meta.server.image`), and the operator names the image
+instead (`verify --deep --deep-image IMAGE`: it must be a Docker reference,
+and the server's major is still checked before the restore). Either way the
+image reaches `docker run` as one argv element, never through a shell.
+
 Reuse of an unchanged database: the dump is still a full pg_dump whenever
 the database may have changed. Before dumping, `plan` reads the cluster's
 transaction counter: the next transaction id (64-bit, with its epoch) and
@@ -51,7 +66,7 @@ from typing import Any
 
 from vkbackup.config.model import SourceConfig
 from vkbackup.crypto import Identity
-from vkbackup.errors import IntegrityError, RestoreError, SnapshotError, VkError
+from vkbackup.errors import IntegrityError, RestoreError, SnapshotError, UsageError, VkError
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.manifest import ObjectRecord
 from vkbackup.restore.objects import open_object, read_object
@@ -59,6 +74,7 @@ from vkbackup.restore.steps import DatabaseParams, Step, StepContext
 from vkbackup.restore.target import service_container_argv
 from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, fingerprint_tag
 from vkbackup.storage.base import Storage
+from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("postgres")
@@ -173,7 +189,12 @@ while IFS= read -r -t 3600 line <&$OUT; do
   printf '%s\\n' "$line" >> "$COUNTS"
 done
 [ "$line" = '{END_MARK}' ] || {{ echo "row counting in $C failed" >&2; exit 1; }}
-docker exec "$C" pg_dump -U "$U" -d "$D" -Fc -Z {int(level)} --snapshot="$SNAP"
+docker exec "$C" pg_dump -U "$U" -d "$D" -Fc -Z {int(level)} --snapshot="$SNAP" || {{
+  s=$?; why="exit status $s"; [ $s -gt 128 ] && why="killed by signal $((s - 128))"
+  rm -f "$COUNTS"
+  echo "pg_dump of database $D in container $C failed ($why): the dump is incomplete" >&2
+  exit $s
+}}
 printf '%s\\n' 'COMMIT;' '\\q' >&$IN
 wait
 """
@@ -534,38 +555,90 @@ def restore_database(ctx: StepContext, step: Step) -> str:
     return f"{len(meta.row_counts)} tables, {sum(meta.row_counts.values())} rows verified"
 
 
+#: a Docker image reference (distribution's grammar): [domain[:port]/]path[:tag][@digest]
+_REF_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REF_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REF_DOMAIN = rf"{_REF_LABEL}(?:\.{_REF_LABEL})*"
+DOCKER_REF_RE = re.compile(
+    rf"(?:{_REF_DOMAIN}(?::[0-9]{{1,5}})?/)?{_REF_PART}(?:/{_REF_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+#: the official PostgreSQL images, one major each (see the module docstring)
+OFFICIAL_IMAGE_RE = re.compile(
+    r"(?:(?:docker\.io/)?library/)?postgres:(?P<major>[1-9][0-9]?)(?:\.[0-9]{1,3})?"
+    r"(?:-[a-z0-9]+(?:[._-][a-z0-9]+)*)?(?:@sha256:[0-9a-f]{64})?"
+)
+
+
+def is_image_ref(ref: str) -> bool:
+    """Whether *ref* is a Docker image reference (which never starts with "-")."""
+    return len(ref) <= 255 and DOCKER_REF_RE.fullmatch(ref) is not None
+
+
+def deep_image(meta: Meta, where: str, chosen: str | None = None) -> str:
+    """Given a postgres source's record, where its image is in the manifest (for
+    messages) and the image the operator chose (`--deep-image`, or None), return
+    the image `verify --deep` may start. Raise UsageError for a chosen image that
+    is no Docker reference, IntegrityError for a recorded one that is not an
+    official PostgreSQL image of the recorded major (see the module docstring)."""
+    if chosen is not None:
+        if not is_image_ref(chosen):
+            raise UsageError(f"--deep-image {printable(chosen)!r}: not a Docker image reference")
+        return chosen
+    image = meta.image
+    hint = (
+        "a forged private part can name any image; if this database runs another image "
+        "(pgvector, postgis...), name it yourself: verify --deep --deep-image IMAGE"
+    )
+    m = OFFICIAL_IMAGE_RE.fullmatch(image)
+    if m is None or not is_image_ref(image):
+        raise IntegrityError(
+            f"{where}: {printable(image)!r} is not an official PostgreSQL image "
+            "(postgres:<major>[-variant]); refusing to start it for a deep verify",
+            hint=hint,
+        )
+    if meta.major is None or int(m["major"]) != meta.major:
+        raise IntegrityError(
+            f"{where}: {image!r} is not PostgreSQL {meta.major}, the server major the "
+            "snapshot recorded; refusing to start it for a deep verify",
+            hint=hint,
+        )
+    return image
+
+
 def deep_check(
     t: Transport,
     storage: Storage,
     identities: Sequence[Identity],
     meta: Meta,
     objects: list[ObjectRecord],
+    *,
+    where: str = "server.image",
+    image: str | None = None,
 ) -> list[str]:
     """`verify --deep`: restore the dump into a throwaway server on *t* and compare row
-    counts. Return the problems found (empty: the dump restores whole).
+    counts. Return the problems found (empty: the dump restores whole). Raise
+    IntegrityError, before anything runs on *t*, if the recorded image may not be
+    started (`deep_image`; *where* names its manifest field, *image* is the
+    operator's choice).
 
-    The throwaway server is a new container from the image the database ran at
-    snapshot time, with no network, a random password and an anonymous data
-    volume; it is removed afterwards whatever happens. Nothing is written to the
-    host's existing containers or volumes."""
+    The throwaway server is a new container from that image, with no network, a
+    random password and an anonymous data volume; it is removed afterwards
+    whatever happens. Nothing is written to the host's existing containers or
+    volumes."""
     try:
         dump, roles = _objects(objects, meta.database)
     except RestoreError as e:
         return [str(e)]
-    if not meta.image:
+    if not meta.image and image is None:
         return [f"{dump.key}: no server image recorded"]
+    server_image = deep_image(meta, where, image)
     name = f"vkbackup-verify-{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(18)
     register_secret(password)
-    q = shlex.quote
     try:
-        t.run(
-            pipeline_argv(
-                f"docker run -d --name {q(name)} --network none "
-                f"-e POSTGRES_PASSWORD={q(password)} -e POSTGRES_USER={q(meta.user)} "
-                f"{q(meta.image)} >/dev/null"
-            )
-        )
+        env = ["-e", f"POSTGRES_PASSWORD={password}", "-e", f"POSTGRES_USER={meta.user}"]
+        t.run(["docker", "run", "-d", "--name", name, "--network", "none", *env, server_image])
 
         def feed(argv: list[str]) -> None:
             with open_object(storage, dump, identities) as stream:

@@ -2,7 +2,14 @@
 
 The host key is checked STRICTLY against the configured known_hosts (never
 auto-added); `fetch_host_key` is the one way to see an unknown key, for
-`vkbackup init`'s trust-on-first-use prompt.
+`vkbackup init`'s trust-on-first-use prompt. known_hosts is read here
+(`read_known_keys`), not by paramiko, so that every key of a host counts, of
+any type, hashed names and @revoked lines included. The handshake prefers the
+key types known_hosts holds for the host (an `ssh-rsa` line is negotiated as
+rsa-sha2-512/256), so a server that has a known key shows that one; a server
+that shows only a key of another type is refused like a changed key (a new
+key type is trusted only through `vkbackup init`, which shows it beside the
+known keys and asks).
 
 Choices, each for a measured reason (../shared/LAB-FACTS.md):
 - aes128-gcm@openssh.com is preferred (paramiko otherwise picks aes128-ctr,
@@ -30,14 +37,17 @@ while another error is already on its way up.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
+import hmac
 import os
 import shlex
 import socket
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -78,14 +88,105 @@ def _describe(e: BaseException | None) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
+def _blob_fingerprint(blob: bytes) -> str:
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """Given a public key, return its SHA256 fingerprint as OpenSSH prints it: "SHA256:..."."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return _blob_fingerprint(key.asbytes())
 
 
 def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """One key a known_hosts file holds for a host: its type and public key blob
+    (*revoked*: from a @revoked line, a key never to accept)."""
+
+    type: str
+    blob: bytes
+    revoked: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        return _blob_fingerprint(self.blob)
+
+    def describe(self) -> str:
+        """The key as `ssh-keygen -l` names it: "ssh-ed25519 SHA256:..."."""
+        return f"{self.type} {self.fingerprint}"
+
+
+#: the host key algorithms that present a key of each type (an RSA key is
+#: negotiated as rsa-sha2-*: paramiko and OpenSSH >= 8.8 no longer offer ssh-rsa)
+_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+
+
+def host_key_algorithms(types: Iterable[str]) -> list[str]:
+    """Given key types (as known_hosts names them), return the host key algorithms
+    that negotiate a key of those types, in order."""
+    out: list[str] = []
+    for t in types:
+        for a in _ALGORITHMS.get(t, (t,)):
+            if a not in out:
+                out.append(a)
+    return out
+
+
+def _name_matches(names: str, name: str) -> bool:
+    """Whether a known_hosts line's first field names *name*: exactly, or hashed
+    (|1|salt|hmac). Wildcard patterns are not understood and match nothing."""
+    for pattern in names.split(","):
+        if pattern.startswith("|1|"):
+            parts = pattern.split("|")
+            try:
+                salt = base64.b64decode(parts[2], validate=True)
+                want = base64.b64decode(parts[3], validate=True)
+            except (IndexError, binascii.Error, ValueError):
+                continue
+            got = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+            if hmac.compare_digest(got, want):
+                return True
+        elif pattern == name:
+            return True
+    return False
+
+
+def read_known_keys(path: Path, name: str) -> list[KnownKey]:
+    """Given a known_hosts file and a host's name there (`known_hosts_name`), return
+    every key the file holds for it, in file order: of any type (also types
+    paramiko cannot load, which still make the host a known one), names matched
+    exactly or hashed. Every @revoked key is returned (revoked=True) whatever
+    host it names; @cert-authority lines are skipped (no certificates here). A
+    missing file holds no keys. Raise HostKeyError if the file cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise HostKeyError(f"{path}: cannot read known_hosts: {e.strerror or e}") from None
+    keys: list[KnownKey] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = ""
+        if fields[0].startswith("@"):
+            marker, fields = fields[0], fields[1:]
+        if len(fields) < 3 or marker not in ("", "@revoked"):
+            continue
+        if not marker and not _name_matches(fields[0], name):
+            continue
+        try:
+            blob = base64.b64decode(fields[2], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if blob:
+            keys.append(KnownKey(fields[1], blob, revoked=bool(marker)))
+    return keys
 
 
 def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
@@ -121,12 +222,15 @@ def _new_transport(sock: socket.socket, key_types: list[str] | None = None) -> p
     return t
 
 
-def fetch_host_key(address: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
+def fetch_host_key(
+    address: str, port: int, timeout: float = 15.0, prefer: Sequence[str] = ()
+) -> paramiko.PKey:
     """Connect to address:port and return the server's host key without
-    authenticating (for `vkbackup init`'s trust-on-first-use prompt). Raise
-    TransportError if the connection or handshake fails."""
+    authenticating (for `vkbackup init`'s trust-on-first-use prompt), asking
+    first for a key of one of the types *prefer* (the types known_hosts holds).
+    Raise TransportError if the connection or handshake fails."""
     sock = _open_socket(address, port, timeout)
-    t = _new_transport(sock)
+    t = _new_transport(sock, host_key_algorithms(prefer))
     try:
         t.start_client(timeout=timeout)
         return t.get_remote_server_key()
@@ -137,43 +241,68 @@ def fetch_host_key(address: str, port: int, timeout: float = 15.0) -> paramiko.P
             t.close()
 
 
-def _load_known_hosts(path: Path) -> paramiko.HostKeys:
-    hk = paramiko.HostKeys()
-    try:
-        hk.load(str(path))
-    except FileNotFoundError:
-        pass
-    except (OSError, paramiko.SSHException) as e:
-        raise HostKeyError(f"{path}: cannot read known_hosts: {e}") from None
-    return hk
+def host_key_status(known: Sequence[KnownKey], key: paramiko.PKey) -> str:
+    """Given the keys known_hosts holds for a host and the key its server offered,
+    return what the key is: "known" (known_hosts holds it), "revoked" (a
+    @revoked line names it), "unknown-host" (no key known for the host: a first
+    contact), "changed" (another key of the same type is known) or "new-type"
+    (keys are known for the host, none of this type)."""
+    blob = key.asbytes()
+    if any(k.revoked and k.blob == blob for k in known):
+        return "revoked"
+    valid = [k for k in known if not k.revoked]
+    if not valid:
+        return "unknown-host"
+    if any(k.blob == blob for k in valid):
+        return "known"
+    if any(k.type == key.get_name() for k in valid):
+        return "changed"
+    return "new-type"
 
 
-def _check_host_key(host: HostConfig, key: paramiko.PKey, known: paramiko.HostKeys) -> None:
+def _check_host_key(host: HostConfig, key: paramiko.PKey, known: Sequence[KnownKey]) -> None:
+    """Accept *key* only if known_hosts (*known*: its keys for this host) holds it.
+    Raise HostKeyError otherwise, naming the host, the file and the keys: a key
+    of a new type for a known host is refused too (only `vkbackup init` trusts
+    one, after showing it beside the known keys and asking)."""
     name = known_hosts_name(host.address, host.port)
-    entry = known.lookup(name)
     fp = fingerprint(key)
-    if entry is None or len(entry) == 0:
+    offered = f"{key.get_name()} {fp}"
+    valid = [k for k in known if not k.revoked]
+    status = host_key_status(known, key)
+    if status == "known":
+        return
+    if status == "revoked":
+        raise HostKeyError(
+            f"{name}: the server offered {offered}, a key {host.known_hosts} marks "
+            "@revoked; refusing to connect"
+        )
+    if status == "unknown-host":
         raise HostKeyError(
             f"{name}: host key is not in {host.known_hosts} (the server offered "
-            f"{key.get_name()} {fp}); refusing to connect to an unknown host",
+            f"{offered}); refusing to connect to an unknown host",
             hint=f"verify the fingerprint out of band, then `vkbackup init` (it offers to add it) "
             f"or: ssh-keyscan -p {host.port} {host.address} >> {host.known_hosts}",
         )
-    expected = entry.get(key.get_name())
-    if expected is None:
-        known_types = ", ".join(sorted(entry.keys()))
+    if status == "changed":
+        same = [k for k in valid if k.type == key.get_name()]
         raise HostKeyError(
-            f"{name}: the server offered a {key.get_name()} key ({fp}) but {host.known_hosts} "
-            f"only knows {known_types} keys for it",
-        )
-    if expected.asbytes() != key.asbytes():
-        raise HostKeyError(
-            f"{name}: HOST KEY CHANGED. {host.known_hosts} has {expected.get_name()} "
-            f"{fingerprint(expected)}, the server now offers {key.get_name()} {fp}. "
+            f"{name}: HOST KEY CHANGED. {host.known_hosts} has "
+            + ", ".join(k.describe() for k in same)
+            + f", the server now offers {offered}. "
             "This may be an attack (or a reinstalled server); refusing to connect",
             hint=f"if the change is expected, remove the old line: ssh-keygen -R '{name}' "
             f"-f {host.known_hosts}",
         )
+    raise HostKeyError(
+        f"{name}: the server offered a key of a new type, {offered}; {host.known_hosts} "
+        "knows this host by "
+        + ", ".join(k.describe() for k in valid)
+        + ". A new key type is not trusted without confirmation; refusing to connect",
+        hint=f"verify {fp} out of band, then run `vkbackup init {host.user}@{host.address}:"
+        f"{host.port} --known-hosts {host.known_hosts}`: it shows the known and the new key "
+        "and asks before adding it",
+    )
 
 
 def check_key_file_mode(path: Path) -> None:
@@ -236,17 +365,17 @@ def _needs_passphrase(path: Path) -> bool:
 
 def connect(host: HostConfig, *, env: Mapping[str, str] | None = None) -> SshTransport:
     """Open an SSH connection to *host* and return it authenticated: the host key
-    is checked against host.known_hosts (HostKeyError if unknown or changed),
+    is checked against host.known_hosts (HostKeyError if unknown, changed,
+    revoked or of a type known_hosts has no key of for this host),
     then the key file (its passphrase from *env*, default os.environ, under the
     name host.key_passphrase_env) and the SSH agent's keys are offered. Raise
     ConfigError if the key file is readable by group or others, TransportError
     if connecting or authenticating fails (the connection cut included)."""
     env = os.environ if env is None else env
     display = f"{host.user}@{host.address}:{host.port}"
-    known = _load_known_hosts(host.known_hosts)
-    entry = known.lookup(known_hosts_name(host.address, host.port))
+    known = read_known_keys(host.known_hosts, known_hosts_name(host.address, host.port))
     sock = _open_socket(host.address, host.port, host.connect_timeout)
-    t = _new_transport(sock, list(entry.keys()) if entry else None)
+    t = _new_transport(sock, host_key_algorithms(k.type for k in known if not k.revoked))
     try:
         try:
             t.start_client(timeout=host.connect_timeout)

@@ -298,7 +298,13 @@ def test_a_future_verify_record_counts_as_absent(
 ) -> None:
     _, m2 = two_real(storage, ident)
     key = verify_records.record_key("box", m2.id)
-    doc = {"format": verify_records.RECORD_FORMAT, "time": "2099-01-01T00:00:00Z", "ok": True}
+    doc = {
+        "format": verify_records.RECORD_FORMAT,
+        "host": "box",
+        "id": m2.id,
+        "time": "2099-01-01T00:00:00Z",
+        "ok": True,
+    }
     storage.put(key, BytesReader(json.dumps({**doc, "bad": []}).encode()))
     assert verify_records.load_record(storage, "box", m2.id) is None
     assert verify_records.load_records(storage, "box") == {}
