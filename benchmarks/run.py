@@ -666,10 +666,11 @@ class Bench:
         restore-playbooks/BREAK-GLASS.md (as tests/e2e/test_break_glass.py runs it),
         onto a reset fresh host, from the same local storage. Its last block curls
         the health URLs once: it ends when the services answer."""
-        from tests.e2e.test_break_glass import guide_script
+        from tests.e2e.test_break_glass import guide_script, public_line
 
         self.lab_cmd("reset-fresh")
-        script = guide_script(storage, Path(self.lab.identity), self.ssh("fresh"))
+        signer = public_line(self.lab.paths.signing_key)
+        script = guide_script(storage, Path(self.lab.identity), self.ssh("fresh"), signer)
         path = self.work / "break-glass.sh"
         path.write_text(script)
         m, _ = self.run("break-glass", ["bash", str(path)], check=False)

@@ -4,6 +4,8 @@
     data/<host>/<snapshot-id>/<source>/<object>   age-encrypted data objects
     locks/<host>.lock                             one snapshot per host at a time
     verify/<host>/<snapshot-id>.json              the last verify result of a snapshot
+    drills/<host>/<time>.json                     one restore drill's report
+    <record>.json.sig                             the SSH signature of each record above
 
 Snapshot ids sort by time: ``20261126T020000Z-3f9a``. Every key function
 raises ValueError for a host, snapshot, source or object name that does not
@@ -99,3 +101,19 @@ def lock_key(host: str) -> str:
 
 def verify_key(host: str, snapshot_id: str) -> str:
     return f"verify/{_check(host, 'host')}/{_check(snapshot_id, 'snapshot')}.json"
+
+
+#: where records live: manifests, verify records, drill records. Each is signed
+#: (`vkbackup.signed_storage`), its signature stored beside it under KEY + ".sig".
+RECORD_PREFIXES = ("snapshots/", "verify/", "drills/")
+SIGNATURE_SUFFIX = ".sig"
+
+
+def is_record(key: str) -> bool:
+    """Whether *key* is a record (a manifest, verify or drill record) that is signed."""
+    return key.startswith(RECORD_PREFIXES) and key.endswith(".json")
+
+
+def signature_key(key: str) -> str:
+    """The key of a record's signature: "snapshots/prod/ID.json.sig"."""
+    return key + SIGNATURE_SUFFIX

@@ -9,7 +9,13 @@ A manifest is one JSON object in storage with a public part and a private part:
   earlier one), and per source its name, type, status and byte counts.
 - private: an age-encrypted JSON document (base64 in the "private" field)
   holding everything sensitive: paths of files, row counts, server versions,
-  host facts, plaintext sizes and hashes, error messages.
+  host facts, plaintext sizes and hashes, error messages. It also repeats the
+  id, the host and every object's key, size and sha256 ("binding"), and
+  `open_private` refuses a private part whose copy differs from the public
+  part: a private part lifted from another manifest, or a public part edited
+  around it, is caught even where nothing is signed. (It is no substitute for
+  the signature: the recipients are public, so anyone can write a matching
+  private part; `vkbackup.signed_storage` is what says who wrote it.)
 
 A manifest read from storage is validated strictly, as hostile input; its
 private part stays sealed until `open_private` decrypts it.
@@ -112,11 +118,25 @@ class Manifest:
         return obj.uploaded_in or self.id
 
 
+BINDING = "binding"
+
+
+def binding(manifest: Manifest) -> dict[str, Any]:
+    """What the private part repeats of the public one: id, host, and every
+    object's key, size and sha256, in manifest order."""
+    return {
+        "id": manifest.id,
+        "host": manifest.host,
+        "objects": [[o.key, o.size, o.sha256] for o in manifest.objects],
+    }
+
+
 def encode(manifest: Manifest, recipients: Sequence[Any]) -> bytes:
     """Return the manifest as JSON bytes, its private part encrypted to *recipients*."""
     from vkbackup.crypto import encrypt_bytes
 
-    private = json.dumps(manifest.private or {}, sort_keys=True, default=str).encode()
+    doc_private = {**(manifest.private or {}), BINDING: binding(manifest)}
+    private = json.dumps(doc_private, sort_keys=True, default=str).encode()
     sealed = base64.b64encode(encrypt_bytes(private, list(recipients))).decode()
     doc = {
         "format": FORMAT,
@@ -287,6 +307,17 @@ def open_private(manifest: Manifest, identities: Sequence[Any], name: str = "") 
         raise IntegrityError(f"{where}: private part is not JSON") from None
     if not isinstance(doc, dict):
         raise IntegrityError(f"{where}: private part is not a JSON object")
+    bound = doc.get(BINDING)
+    if bound is None:
+        raise IntegrityError(
+            f"{where}: the private part does not repeat the snapshot's id, host and objects: "
+            "refused (written by an older vkbackup, or forged)"
+        )
+    if bound != binding(manifest):
+        raise IntegrityError(
+            f"{where}: the private part names another snapshot or other objects than the "
+            "public part (id, host, or an object's key, size or sha256 differ): refused"
+        )
     manifest.private = doc
     return doc
 

@@ -34,9 +34,10 @@ def guide_blocks() -> tuple[str, list[str]]:
     return variables, blocks
 
 
-def guide_script(storage: Path, identity: Path, target: list[str]) -> str:
+def guide_script(storage: Path, identity: Path, target: list[str], signer: str) -> str:
     """The guide as one bash script: its variables block replaced by these values
-    (a local storage directory, an identity file, the argv reaching the new host)."""
+    (a local storage directory, an identity file, the argv reaching the new host,
+    the public signing key)."""
     _, blocks = guide_blocks()
     return "\n".join(
         [
@@ -45,14 +46,22 @@ def guide_script(storage: Path, identity: Path, target: list[str]) -> str:
             f"IDENTITY={shlex.quote(str(identity))}",
             "HOST=prod",
             f"TARGET={shlex.quote(shlex.join(target))}",
+            f"SIGNER={shlex.quote(signer)}",
             *blocks,
         ]
     )
 
 
+def public_line(signing_key: Path) -> str:
+    """The public line ("ssh-ed25519 AAAA...") of an OpenSSH private key, by ssh-keygen."""
+    return subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(signing_key)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def test_guide_has_the_expected_shape() -> None:
     variables, blocks = guide_blocks()
-    for name in ("VK=", "IDENTITY=", "HOST=", "TARGET="):
+    for name in ("VK=", "IDENTITY=", "HOST=", "TARGET=", "SIGNER="):
         assert name in variables
     assert len(blocks) >= 7
 
@@ -77,12 +86,15 @@ def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_pa
     assert latest.id == newest
     levels = sorted(o.chain for o in latest.objects if o.source == "chatwoot-storage")
     assert levels[-1] >= 1, "the storage volume should be an incremental chain here"
-    script = guide_script(lab.storage_dir, lab.identity, lab.ssh_argv("fresh"))
+    signer = public_line(lab.paths.signing_key)
+    script = guide_script(lab.storage_dir, lab.identity, lab.ssh_argv("fresh"), signer)
     (tmp_path / "break-glass.sh").write_text(script)
     cp = subprocess.run(
         ["bash", str(tmp_path / "break-glass.sh")], capture_output=True, text=True, timeout=1200
     )
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+    assert 'Good "vkbackup" signature' in cp.stdout + cp.stderr
+    assert "manifest signed, objects match" in cp.stdout
     assert cp.stdout.count("200 ") == 9, cp.stdout[-2000:]
     running = lab.running_containers("fresh")
     for name in lab.containers:

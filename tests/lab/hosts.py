@@ -72,9 +72,12 @@ def _keygen(path: Path, typ: str, comment: str) -> None:
 
 
 def ensure_keys(paths: LabPaths) -> None:
-    """Create the lab's client key, age identity and per-host host keys (kept if present)."""
+    """Create the lab's client key, signing key, age identity and per-host host keys
+    (kept if present)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     _keygen(paths.key_file, "ed25519", "vkbackup-lab")
+    # the backup machine's signing key: a stock OpenSSH key ([signing] key)
+    _keygen(paths.signing_key, "ed25519", "vkbackup-lab-signing")
     if not paths.identity.exists():
         run(["age-keygen", "-o", str(paths.identity)])
         paths.identity.chmod(0o600)

@@ -73,6 +73,10 @@ class LabPaths:
         return self.root / "identity.txt"
 
     @property
+    def signing_key(self) -> Path:
+        return self.root / "signing_ed25519"
+
+    @property
     def config(self) -> Path:
         return self.root / "vkbackup.toml"
 

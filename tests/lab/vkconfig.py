@@ -1,6 +1,6 @@
 """Write the vkbackup configs that point at the lab.
 
-Two files, same hosts and sources, different storage:
+Two files, same hosts and sources, same signing key, different storage:
     <lab>/vkbackup.toml      local directory storage in <lab>/storage
     <lab>/vkbackup-s3.toml   the lab's SeaweedFS (bucket `vkbackup`), holds its keys: mode 0600
 
@@ -92,6 +92,7 @@ def render(paths: LabPaths, recipient: str, storage: dict[str, object]) -> str:
             "[encryption]",
             {"recipients": [recipient], "identity": str(paths.identity)},
         ),
+        _table("[signing]", {"key": str(paths.signing_key)}),
         _table("[snapshot]", {"parallel": 2}),
         _table("[retention]", {"keep_last": 3, "keep_daily": 7}),
     ]

@@ -323,16 +323,31 @@ def prune_host(
 def _stale_records(
     storage: Storage, host: str, existing: set[str], plan: PrunePlan | None
 ) -> list[str]:
-    """Verify records of *host* whose snapshot does not (or, after *plan*, will not) exist."""
+    """Verify records of *host* whose snapshot does not (or, after *plan*, will not)
+    exist, and signatures (KEY.json.sig) of manifests and verify records that do
+    not exist: a run killed between writing a signature and its record leaves one."""
     alive = set(existing)
     if plan is not None:
         alive -= plan.dropped_ids
     out = []
-    for info in storage.list(f"verify/{host}/"):
-        name = info.key.rsplit("/", 1)[-1]
-        sid = name[: -len(".json")] if name.endswith(".json") else ""
-        if layout.ID_RE.match(sid) and sid not in alive:
-            out.append(info.key)
+    listed: set[str] = set()
+    signatures: list[str] = []
+    for prefix in (f"verify/{host}/", layout.manifests_prefix(host)):
+        for info in storage.list(prefix):
+            listed.add(info.key)
+            if info.key.endswith(".json" + layout.SIGNATURE_SUFFIX):
+                signatures.append(info.key)
+                continue
+            if not info.key.startswith("verify/"):
+                continue
+            name = info.key.rsplit("/", 1)[-1]
+            sid = name[: -len(".json")] if name.endswith(".json") else ""
+            if layout.ID_RE.match(sid) and sid not in alive:
+                out.append(info.key)
+    for sig in signatures:
+        record = sig[: -len(layout.SIGNATURE_SUFFIX)]
+        if record not in listed:
+            out.append(sig)
     return sorted(out)
 
 

@@ -43,7 +43,7 @@ from vkbackup.catalog import list_snapshots, load_manifest, next_snapshot_id
 from vkbackup.common import iso, recipients, utcnow
 from vkbackup.config.model import Config, HostConfig, SourceConfig
 from vkbackup.crypto import EncryptingReader, Recipient
-from vkbackup.errors import SnapshotError, UsageError, VkError
+from vkbackup.errors import CryptoError, IntegrityError, SnapshotError, UsageError, VkError
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode, recipient_set_tag
 from vkbackup.progress import CountingReader, Progress
@@ -146,10 +146,19 @@ def previous_objects(
 ) -> dict[str, list[ObjectRecord]]:
     """Source name -> its objects (uploaded_in made absolute) in the newest of the
     last *lookback* manifests in which it succeeded (so a --only or partial
-    snapshot does not hide the other sources' objects)."""
+    snapshot does not hide the other sources' objects).
+
+    Reuse takes an object only from a manifest that reads clean: with [signing],
+    one whose signature checks (`vkbackup.signed_storage`). One that does not
+    (unsigned, bad signature, malformed) is skipped with a warning naming it, so
+    a forged manifest can neither poison this snapshot nor stop it."""
     out: dict[str, list[ObjectRecord]] = {}
     for h, sid in reversed(list_snapshots(storage, host)[-lookback:]):
-        prev = load_manifest(storage, h, sid)
+        try:
+            prev = load_manifest(storage, h, sid)
+        except (IntegrityError, CryptoError) as e:
+            log.warning("%s: nothing is reused from it: %s", layout.manifest_key(h, sid), e)
+            continue
         ok = {s.name for s in prev.sources if s.status == "ok"} - set(out)
         for o in prev.objects:
             if o.source in ok:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import json_output
+from vkbackup.config import Config
 
 
 @click.group("config")
@@ -27,6 +30,7 @@ def config_check(app: AppContext, as_json: bool) -> None:
             for name, h in cfg.hosts.items()
         },
         "recipients": len(cfg.encryption.recipients),
+        "signing": _signing(cfg),
     }
     if as_json:
         emit_json(summary)
@@ -38,10 +42,33 @@ def config_check(app: AppContext, as_json: bool) -> None:
     else:
         click.echo(f"  storage: s3 bucket {cfg.storage.bucket} prefix {cfg.storage.prefix!r}")
     click.echo(f"  recipients: {len(cfg.encryption.recipients)}")
+    sig = _signing(cfg)
+    if not sig["configured"]:
+        click.echo("  signing: OFF (records are not signed; anyone who can write to the storage")
+        click.echo("           could forge them: see [signing] in the README)")
+    else:
+        key = sig["key"] or "none on this machine (can check, cannot sign)"
+        click.echo(f"  signing: key {key}")
+        for fp in sig["trusted"] or ():
+            click.echo(f"    trusts {fp}")
     for name, h in cfg.hosts.items():
         click.echo(f"  host {name}: {h.user}@{h.address}:{h.port}, {len(h.sources)} sources")
         for s in h.sources:
             click.echo(f"    - {s.type} {s.name}")
+
+
+def _signing(cfg: Config) -> dict[str, Any]:
+    """[signing] as config check reports it: the key file is read (a key that is
+    missing, readable by others or locked is an error here, not at 2 a.m.)."""
+    from vkbackup import sshsig
+    from vkbackup.signing import Trust
+
+    trust = Trust.from_config(cfg.signing)
+    return {
+        "configured": trust.configured,
+        "key": str(cfg.signing.key) if cfg.signing.key else None,
+        "trusted": [sshsig.fingerprint(k) for k in trust.trusted],
+    }
 
 
 def register(cli: click.Group) -> None:

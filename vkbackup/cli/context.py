@@ -6,7 +6,8 @@ themselves: they take a `Storage`, a `connect` callable and identities as
 arguments, so a test can hand them a local directory and a local transport.
 This module is where the real ones are made, from the config the global
 options point at: storage opened once per command, SSH connections with
-strict host-key checking, identities unlocked with the passphrase reader
+strict host-key checking, records signed and checked with the [signing]
+keys, identities unlocked with the passphrase reader
 (--passphrase-file, else $VKBACKUP_PASSPHRASE, else the terminal), progress
 on standard error unless the command prints JSON or runs quietly, and the
 monitoring pings and textfile around each host's run.
@@ -49,6 +50,7 @@ class AppContext:
     log_json: bool = False
     _config: Config | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
+    _backend: Storage | None = field(default=None, repr=False)
 
     def config(self) -> Config:
         """Load the config following the lookup order (embedded defaults if none)."""
@@ -62,12 +64,25 @@ class AppContext:
         return sys.stdin.isatty() and sys.stderr.isatty()
 
     def storage(self) -> Storage:
-        """The configured storage, opened on first use (no request is made yet)."""
+        """The configured storage, opened on first use (no request is made yet),
+        its records signed and checked with the [signing] keys
+        (`vkbackup.signed_storage`)."""
         if self._storage is None:
+            from vkbackup.signed_storage import SignedStorage
+            from vkbackup.signing import Trust
+
+            trust = Trust.from_config(self.config().signing)
+            self._storage = SignedStorage(self.backend(), trust)
+        return self._storage
+
+    def backend(self) -> Storage:
+        """The configured storage backend itself, records unsigned: for `storage
+        check`, which probes the backend, never records."""
+        if self._backend is None:
             from vkbackup.storage import open_storage
 
-            self._storage = open_storage(self.config().storage)
-        return self._storage
+            self._backend = open_storage(self.config().storage)
+        return self._backend
 
     def connect(self, host: HostConfig) -> Transport:
         """Open an authenticated, host-key-checked SSH connection to *host*."""

@@ -1,4 +1,5 @@
-"""`vkbackup keys generate`: a new age identity file and its public recipient.
+"""`vkbackup keys generate`: a new age identity file and its public recipient,
+or (--signing) the backup machine's OpenSSH signing key and its public line.
 
 The file is one stock `age` reads (`age -d -i FILE`), optionally encrypted
 with a passphrase (age scrypt, armored). A passphrase comes from
@@ -49,10 +50,21 @@ def keys_group() -> None:
     help="Generate a post-quantum identity (ML-KEM-768 + X25519, AGE-SECRET-KEY-PQ-1...; "
     "recipient age1pq1...), as `age-keygen -pq` does. Stock age opens its files from 1.3.0.",
 )
+@click.option(
+    "--signing",
+    is_flag=True,
+    help="Generate the backup machine's signing key instead: an OpenSSH ed25519 private "
+    "key (mode 0600, no passphrase: cron signs with it), for [signing] key. --out is required.",
+)
 @passphrase_file
 @pass_app
 def keys_generate(
-    app: AppContext, out: str | None, passphrase: bool, pq: bool, passphrase_file: str | None
+    app: AppContext,
+    out: str | None,
+    passphrase: bool,
+    pq: bool,
+    signing: bool,
+    passphrase_file: str | None,
 ) -> None:
     """Write a new identity file that stock `age` reads; print its public recipient.
 
@@ -60,7 +72,22 @@ def keys_generate(
     put it in the config's `recipients`. Keep the identity file off the
     backed-up host and out of the storage: restore, verify and drill need it,
     nightly snapshots do not.
+
+    With --signing: write the signing key and print its public line
+    (ssh-ed25519 AAAA...). Put the path in [signing] key on the backup machine,
+    and the public line in [signing] trusted on every machine that restores.
     """
+    if signing:
+        if pq or passphrase or passphrase_file is not None:
+            raise UsageError("--signing takes no --pq, --passphrase or --passphrase-file")
+        if not out:
+            raise UsageError("--signing needs --out PATH (the private key file to write)")
+        from vkbackup.signing import generate_key_file
+
+        line = generate_key_file(Path(out))
+        click.echo(f"wrote signing key {out} (mode 0600)", err=True)
+        click.echo(line)
+        return
     protect = passphrase or passphrase_file is not None
     path = Path(out) if out else default_identity_path(passphrase=protect)
     if path.exists():

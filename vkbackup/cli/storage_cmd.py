@@ -33,7 +33,7 @@ def storage_check(app: AppContext, as_json: bool) -> None:
     versioning and Object Lock. Exit 1 if a required capability fails."""
     from vkbackup.actions.storage_check import run_storage_check
 
-    report = run_storage_check(app.config().storage, app.storage())
+    report = run_storage_check(app.config().storage, app.backend())
     if as_json:
         emit_json(report.to_json())
     else:

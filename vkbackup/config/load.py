@@ -24,6 +24,7 @@ from vkbackup.config.model import (
     MonitoringConfig,
     ObjectLock,
     RetentionConfig,
+    SigningConfig,
     SnapshotConfig,
     SourceConfig,
     StorageConfig,
@@ -271,6 +272,24 @@ def _encryption(t: _Table | None) -> EncryptionConfig:
     return EncryptionConfig(recipients=recips, identity=_path(identity) if identity else None)
 
 
+def _signing(t: _Table | None) -> SigningConfig:
+    if t is None:
+        return SigningConfig()
+    from vkbackup.signing import parse_public_line
+
+    trusted = t.str_list("trusted") or ()
+    for i, line in enumerate(trusted):
+        try:
+            parse_public_line(line, t.path(f"trusted[{i}]"))
+        except ConfigError as e:
+            raise ConfigError(f"{t.source}: {e}") from None
+    key = t.get_str("key")
+    if key and "PRIVATE KEY" in key:
+        raise t.error("must be a path to the private key file, not the key itself", "key")
+    t.finish()
+    return SigningConfig(key=_path(key) if key else None, trusted=trusted)
+
+
 def _source(t: _Table) -> SourceConfig:
     typ = t.choice("type", SOURCE_TYPES, "")
     name = t.req_str("name")
@@ -431,6 +450,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     top = _Table(dict(data), "", source)
     storage = _storage(top.table("storage"))
     encryption = _encryption(top.table("encryption"))
+    signing = _signing(top.table("signing"))
     hosts: dict[str, HostConfig] = {}
     ht = top.table("hosts")
     if ht is not None:
@@ -446,6 +466,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         source_file=None,
         storage=storage,
         encryption=encryption,
+        signing=signing,
         hosts=hosts,
         retention=retention,
         snapshot=snapshot,

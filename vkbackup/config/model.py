@@ -45,6 +45,21 @@ class EncryptionConfig:
 
 
 @dataclass(frozen=True)
+class SigningConfig:
+    """[signing]: *key* is the OpenSSH Ed25519 private key the backup machine
+    signs manifests and records with; *trusted* the public keys ("ssh-ed25519
+    AAAA...") whose signatures readers accept (the key's own public half is
+    always trusted too). Neither set: nothing is signed or checked."""
+
+    key: Path | None = None
+    trusted: tuple[str, ...] = ()
+
+    @property
+    def configured(self) -> bool:
+        return self.key is not None or bool(self.trusted)
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """One thing backed up from a host. Fields not used by a type keep defaults."""
 
@@ -133,6 +148,7 @@ class Config:
     source_file: Path | None
     storage: StorageConfig = field(default_factory=StorageConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
     hosts: dict[str, HostConfig] = field(default_factory=dict)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)

@@ -222,6 +222,15 @@ class _ShadowChecked:
 
 
 @dataclass(frozen=True)
+class PlainCheck:
+    """An object's plaintext as the snapshot that uploaded it recorded it in its
+    private part: size and sha256 of the bytes age decrypts to."""
+
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class TarCheck:
     """How the tar guard checks one tar object: *allowed* limits members to those
     paths (a files source's recorded paths; None: anything below the root, a
@@ -280,6 +289,7 @@ def open_object(
     *,
     tar: TarCheck | None = None,
     decompress: bool = False,
+    expect: PlainCheck | None = None,
 ) -> ObjectStream:
     """Given an object record, return its plaintext, verified against the manifest
     (size and sha256) and authenticated by age as it is read: the read that would
@@ -293,6 +303,10 @@ def open_object(
     the target's gzip or zstd, fed the same bytes, can produce nothing the guard
     has not seen).
 
+    *expect*: the plaintext's size and sha256 as the private part recorded them
+    (the bytes age decrypts to, before decompression), checked the same way:
+    the read that would return the last byte raises IntegrityError instead.
+
     Raise RestoreError for an unknown compression before anything is read."""
     dec = decoder(obj.compression, obj.key)
     raw = storage.open(obj.key)
@@ -303,6 +317,8 @@ def open_object(
     except BaseException:
         raw.close()
         raise
+    if expect is not None:
+        plain = VerifyingReader(plain, expect.size, expect.sha256, f"{obj.key} (plaintext)")
     if decompress and dec is not None:
         plain = DecodingReader(plain, dec)
     if tar is None:
@@ -323,10 +339,16 @@ def open_object(
 READ_LIMIT = 64 * 1024 * 1024
 
 
-def read_object(storage: Storage, obj: ObjectRecord, identities: Sequence[Identity]) -> bytes:
-    """Given a small object (roles SQL), return its verified plaintext. Raise
-    IntegrityError for one over READ_LIMIT bytes: nothing large is held in memory."""
+def read_object(
+    storage: Storage,
+    obj: ObjectRecord,
+    identities: Sequence[Identity],
+    expect: PlainCheck | None = None,
+) -> bytes:
+    """Given a small object (roles SQL), return its verified plaintext (and checked
+    against *expect*, see open_object). Raise IntegrityError for one over
+    READ_LIMIT bytes: nothing large is held in memory."""
     if obj.size > READ_LIMIT:
         raise IntegrityError(f"{obj.key}: too large to hold in memory ({obj.size} bytes)")
-    with open_object(storage, obj, identities) as stream:
+    with open_object(storage, obj, identities, expect=expect) as stream:
         return b"".join(iter(lambda: stream.read(CHUNK), b""))

@@ -6,8 +6,9 @@ What each step does lives with the source that took the data
 (`vkbackup/sources/*.py`) or, for host-wide steps, in `vkbackup.restore.runner`;
 every shell text sent to the target is in `vkbackup.restore.target`.
 
-Every object is checked against the manifest (size, sha256) and authenticated
-by age before its last byte reaches the target; a step that fails stops the
+Every object is checked against the manifest (size, sha256), authenticated
+by age, and its plaintext checked against the size and sha256 the private
+part recorded (`plain_checks`), before its last byte reaches the target; a step that fails stops the
 restore before any service starts on bad data. Preflight refuses a target that
 is not empty unless --force, or unless the target holds this snapshot's resume
 state (a re-run after a failure resumes; a re-run after success changes nothing).
@@ -24,11 +25,12 @@ from vkbackup import catalog
 from vkbackup.common import iso, utcnow
 from vkbackup.config.model import HostConfig
 from vkbackup.crypto import Identity
-from vkbackup.errors import VkError
+from vkbackup.errors import ObjectNotFoundError, VkError
 from vkbackup.layout import snapshot_time
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest
 from vkbackup.progress import Progress
+from vkbackup.restore.objects import PlainCheck
 from vkbackup.restore.plan import Plan, derive_plan
 from vkbackup.restore.playbook import Playbook
 from vkbackup.restore.records import read_private
@@ -89,6 +91,56 @@ def build_plan(
     return manifest, derive_plan(manifest, read_private(manifest, identities), playbook)
 
 
+def _plain_check(note: object) -> PlainCheck | None:
+    if not isinstance(note, dict):
+        return None
+    size, sha = note.get("plain_size"), note.get("plain_sha256")
+    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(sha, str):
+        return None
+    if size < 0 or len(sha) != 64 or sha.strip("0123456789abcdef"):
+        return None
+    return PlainCheck(size, sha)
+
+
+def plain_checks(
+    storage: Storage, manifest: Manifest, identities: Sequence[Identity]
+) -> tuple[dict[str, PlainCheck], list[str]]:
+    """Given a manifest whose private part is open, return each object's recorded
+    plaintext size and sha256 (object key -> PlainCheck), and warnings.
+
+    An object this snapshot uploaded is recorded in its own private part. A
+    reused one is recorded in the private part of the snapshot that uploaded it:
+    that manifest is read (its signature checked like any other) when it still
+    exists. When it was pruned, or cannot be read (a warning says which), the
+    object is still checked against the ciphertext size and sha256 this
+    manifest pins, and authenticated by age."""
+    notes = read_private(manifest, identities).object_notes
+    out: dict[str, PlainCheck] = {}
+    origins: dict[str, list[str]] = {}
+    for obj in manifest.objects:
+        check = _plain_check(notes.get(obj.key))
+        if check is not None:
+            out[obj.key] = check
+        elif manifest.origin(obj) != manifest.id:
+            origins.setdefault(manifest.origin(obj), []).append(obj.key)
+    warnings: list[str] = []
+    for origin, keys in origins.items():
+        try:
+            earlier = catalog.load_manifest(storage, manifest.host, origin)
+            earlier_notes = read_private(earlier, identities).object_notes
+        except ObjectNotFoundError:
+            log.info("%s: pruned; its reused objects are checked by ciphertext only", origin)
+            continue
+        except VkError as e:
+            warnings.append(f"snapshot {origin} (reused objects' origin) cannot be read: {e}")
+            continue
+        for key in keys:
+            check = _plain_check(earlier_notes.get(key))
+            if check is not None:
+                out[key] = check
+    return out, warnings
+
+
 def run_restore(
     plan: Plan,
     manifest: Manifest,
@@ -118,6 +170,8 @@ def run_restore(
     t = connect(target)
     try:
         ctx = StepContext(t, storage, identities, manifest.id, progress, report.verified)
+        ctx.expect, notes = plain_checks(storage, manifest, identities)
+        report.warnings.extend(notes)
         run = Run(plan, target.address, force=force)
         progress.start()
         try:

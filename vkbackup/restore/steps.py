@@ -27,7 +27,7 @@ proves is appended to `verified`, which the report shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -292,6 +292,8 @@ class StepContext:
         self.verified = verified
         self.compose: list[str] | None = None  # the target's compose command, once known
         self._has_zstd: bool | None = None
+        # object key -> its recorded plaintext size and sha256 (session.plain_checks)
+        self.expect: Mapping[str, objects.PlainCheck] = {}
 
     def on(self, t: Transport) -> StepContext:
         """The same restore on another connection (concurrent steps)."""
@@ -300,6 +302,7 @@ class StepContext:
         )
         other.compose = self.compose
         other._has_zstd = self._has_zstd
+        other.expect = self.expect
         return other
 
     def sendable(self, compression: str) -> str:
@@ -317,7 +320,9 @@ class StepContext:
 
     def read(self, obj: ObjectRecord) -> bytes:
         """A small object's verified plaintext (roles SQL), held in memory."""
-        return objects.read_object(self.storage, obj, self.identities)
+        return objects.read_object(
+            self.storage, obj, self.identities, expect=self.expect.get(obj.key)
+        )
 
     def feed(
         self,
@@ -333,8 +338,14 @@ class StepContext:
         member reaches the target."""
         counter = self.progress.counter(obj.name)
         send = self.sendable(obj.compression)
+        expect = self.expect.get(obj.key)
         stream = objects.open_object(
-            self.storage, obj, self.identities, tar=tar, decompress=send != obj.compression
+            self.storage,
+            obj,
+            self.identities,
+            tar=tar,
+            decompress=send != obj.compression,
+            expect=expect,
         )
         try:
             self.t.feed(make_argv(send), CountingReader(stream, counter))
@@ -342,6 +353,8 @@ class StepContext:
             counter.done = True
             stream.close()
         what = "size and sha256 match, age authenticated"
+        if expect is not None:
+            what += ", plaintext sha256 matches"
         if tar is not None:
             what += ", tar headers checked"
         if send != obj.compression:
