@@ -1,0 +1,1 @@
+"""A test-only file watch for vkbackup subprocesses (see sitecustomize.py here)."""
