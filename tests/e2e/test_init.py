@@ -63,7 +63,12 @@ def test_init_writes_a_config_that_snapshots_everything(lab: Lab, tmp_path: Path
     assert secrets_src["secret"] is True
     images = next(s for s in sources if s["type"] == "docker-image")["images"]
     assert set(lab.images) <= set(images)
-    assert run("--config", str(out), "config", "check").returncode == 0
+    # init keeps the current config's signing key (the S3 base has the lab's), or
+    # creates one beside the new config and configures it
+    key = lab.paths.signing_key if s3 else tmp_path / "signing_ed25519"
+    assert doc["signing"]["key"] == str(key)
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "signing: key" in run("--config", str(out), "config", "check").stdout
     # init never copies credentials into a config: S3 keys come from the standard AWS
     # chain, here the environment, as on a real backup machine
     env = dict(os.environ)
@@ -75,6 +80,8 @@ def test_init_writes_a_config_that_snapshots_everything(lab: Lab, tmp_path: Path
     assert snap.returncode == 0, snap.stderr
     result = json.loads(snap.stdout)
     assert result["status"] == "complete"
+    if not s3:  # the snapshot is signed: its signature sits beside the manifest
+        assert (tmp_path / "store" / "snapshots" / "prod" / f"{result['id']}.json.sig").exists()
     assert all(s["status"] == "ok" for s in result["sources"])
     # every container runs again afterwards
     running = lab.running_containers("prod")

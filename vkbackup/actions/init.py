@@ -48,7 +48,7 @@ from typing import Any
 
 from vkbackup import facts
 from vkbackup.config import Config, parse_config
-from vkbackup.config.model import HostConfig
+from vkbackup.config.model import HostConfig, SigningConfig
 from vkbackup.errors import ConfigError, HostKeyError
 from vkbackup.logs import get_logger
 from vkbackup.names import (
@@ -483,6 +483,20 @@ def encryption_toml(recipients: list[str], identity: str | None) -> str:
     return "\n".join(lines)
 
 
+def signing_toml(signing: SigningConfig, public_line: str | None = None) -> str:
+    """The [signing] table: the key this machine signs with (and, as a comment,
+    its public line for the machines that restore), and the keys it trusts."""
+    lines = ["[signing]"]
+    if signing.key is not None:
+        lines.append(f"key = {toml_str(str(signing.key))}   # signs every snapshot: keep it here")
+    if public_line:
+        lines.append(toml_comment("its public line, for [signing] trusted where you restore:"))
+        lines.append(toml_comment(public_line))
+    if signing.trusted:
+        lines.append(f"trusted = {_toml_list(list(signing.trusted))}")
+    return "\n".join(lines)
+
+
 def generate_config(
     cfg: Config,
     host: HostConfig,
@@ -491,11 +505,13 @@ def generate_config(
     connect: Callable[[HostConfig], Transport],
     ask: Callable[[HostKeyOffer], bool],
     origin: str = "<generated>",
+    signing: str = "",
 ) -> str:
     """Given the current config, the host to discover and the age recipients,
     trust the host's key (see `trust_host_key`), discover what the host
-    runs and return the text of a config that backs it all up. Raise
-    ConfigError (naming *origin*) rather than return a config that does not load."""
+    runs and return the text of a config that backs it all up, with the
+    [signing] table *signing* (`signing_toml`). Raise ConfigError (naming
+    *origin*) rather than return a config that does not load."""
     trust_host_key(host.address, host.port, host.known_hosts, ask)
     t = connect(host)
     try:
@@ -508,7 +524,7 @@ def generate_config(
         host,
         found,
         storage_toml(cfg.storage),
-        encryption_toml(recipients, identity),
+        encryption_toml(recipients, identity) + ("\n\n" + signing if signing else ""),
     )
     parse_config(tomllib.loads(text), origin)  # never hand out a config we reject
     return text

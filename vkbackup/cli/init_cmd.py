@@ -21,6 +21,7 @@ import click
 
 from vkbackup.cli.context import AppContext, pass_app
 from vkbackup.cli.options import yes
+from vkbackup.config.model import SigningConfig
 from vkbackup.errors import HostKeyError, UsageError
 from vkbackup.textsafe import printable
 
@@ -108,6 +109,13 @@ def host_key_asker(
     help="Trust the host key with this fingerprint (verified out of band), also one of a "
     "new type for a known host, which --yes does not accept.",
 )
+@click.option(
+    "--signing-key",
+    metavar="PATH",
+    help="The signing key for [signing] key: used if it exists, else created (OpenSSH "
+    "ed25519, mode 0600). Default: the current config's [signing], else signing_ed25519 "
+    "beside --out (~/.config/vkbackup/ without --out).",
+)
 @yes
 @pass_app
 def init_cmd(
@@ -119,6 +127,7 @@ def init_cmd(
     known_hosts: str,
     recipients: tuple[str, ...],
     accept_host_key: str | None,
+    signing_key: str | None,
     yes: bool,
 ) -> None:
     """Connect to a host, discover what it runs, and write a config that backs it all up.
@@ -130,8 +139,9 @@ def init_cmd(
     new type for a known host is shown with the known keys, and needs a typed
     confirmation or --accept-host-key. Storage and encryption come from
     the current config when there is one, else local storage and --recipient.
+    [signing] too, else a signing key is created (--signing-key) and configured.
     """
-    from vkbackup.actions.init import generate_config
+    from vkbackup.actions.init import generate_config, signing_toml
     from vkbackup.common import parse_target
     from vkbackup.config.model import HostConfig
 
@@ -166,8 +176,15 @@ def init_cmd(
         accept=accept_host_key,
         interactive=lambda: app.interactive,
     )
+    signing, public = _signing(cfg.signing, signing_key, out)
     text = generate_config(
-        cfg, host, recips, connect=app.connect, ask=ask, origin=out or "<generated>"
+        cfg,
+        host,
+        recips,
+        connect=app.connect,
+        ask=ask,
+        origin=out or "<generated>",
+        signing=signing_toml(signing, public),
     )
     if out:
         p = Path(out).expanduser()
@@ -180,6 +197,36 @@ def init_cmd(
         )
     else:
         click.echo(text, nl=False)
+
+
+def _signing(
+    current: SigningConfig, signing_key: str | None, out: str | None
+) -> tuple[SigningConfig, str | None]:
+    """The [signing] the new config gets, and the key's public line: the current
+    config's when it has one (and no --signing-key), else the key at
+    --signing-key or its default path, created there if missing."""
+    from vkbackup import sshsig
+    from vkbackup.signing import generate_key_file, read_private_key
+
+    if current.configured and signing_key is None:
+        return current, None
+    if signing_key:
+        path = Path(signing_key).expanduser()
+    elif out:
+        path = Path(out).expanduser().resolve().parent / "signing_ed25519"
+    else:
+        path = Path.home() / ".config" / "vkbackup" / "signing_ed25519"
+    if path.exists():
+        public = sshsig.public_line(read_private_key(path).public_key())
+    else:
+        public = generate_key_file(path)
+        click.echo(f"wrote signing key {path} (mode 0600)", err=True)
+    click.echo(
+        f"signing key {path}: put its public line in [signing] trusted on every machine "
+        f"that restores:\n  {public}",
+        err=True,
+    )
+    return SigningConfig(key=path, trusted=current.trusted), public
 
 
 def register(cli: click.Group) -> None:

@@ -143,3 +143,41 @@ def test_init_command_refuses_a_new_key_type_without_a_terminal(
     assert "--accept-host-key" in (res.exception.hint or "")
     assert kh.read_text() == line(NAME, known)
     assert not out.exists()
+
+
+# -- [signing] ------------------------------------------------------------------------------
+
+
+def test_init_creates_a_signing_key_beside_the_config_and_configures_it(tmp_path: Path) -> None:
+    import tomllib
+
+    from vkbackup.actions.init import signing_toml
+    from vkbackup.cli.init_cmd import _signing
+    from vkbackup.config import parse_config
+    from vkbackup.config.model import SigningConfig
+    from vkbackup.signing import Trust
+
+    out = tmp_path / "etc" / "vkbackup.toml"
+    signing, public = _signing(SigningConfig(), None, str(out))
+    key = tmp_path / "etc" / "signing_ed25519"
+    assert signing.key == key and key.stat().st_mode & 0o777 == 0o600
+    assert public is not None and public.startswith("ssh-ed25519 AAAA")
+    text = signing_toml(signing, public)
+    assert public in text  # shown, as a comment, for the machines that restore
+    cfg = parse_config(tomllib.loads(text), "<generated>")
+    assert cfg.signing.key == key and cfg.signing.trusted == ()
+    trust = Trust.from_config(cfg.signing)
+    assert trust.key is not None
+    # run again: the key is kept, not replaced
+    again, public2 = _signing(SigningConfig(), None, str(out))
+    assert again.key == key and public2 is not None
+    assert public2.split()[:2] == public.split()[:2]
+
+
+def test_init_keeps_the_current_signing_config(tmp_path: Path) -> None:
+    from vkbackup.cli.init_cmd import _signing
+    from vkbackup.config.model import SigningConfig
+
+    current = SigningConfig(key=tmp_path / "k", trusted=("ssh-ed25519 AAAA x",))
+    assert _signing(current, None, str(tmp_path / "x.toml")) == (current, None)
+    assert not (tmp_path / "signing_ed25519").exists()
