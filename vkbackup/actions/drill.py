@@ -150,6 +150,8 @@ def run_drill(
             kept[10:] = [f"{len(kept) - 10} more recorded paths"]
         for k in kept:
             log.warning("teardown left %s", k)
+    warnings = [w for w in [warning, *report.warnings] if w]
+    warnings += [f"teardown left {k}" for k in kept]
     doc = {
         "host": host,
         "target": report.target,
@@ -160,11 +162,14 @@ def run_drill(
         "rpo_seconds": report.snapshot_age_seconds,
         "rto_seconds": report.rto_seconds,
         "restore": report.to_json(),
-        "warnings": [w for w in [warning, *report.warnings] if w]
-        + [f"teardown left {k}" for k in kept],
+        "warnings": warnings,
         "teardown": removed,
     }
-    record(storage, doc)
+    try:
+        record(storage, doc)
+    except VkError as e:  # e.g. no signing key on this machine: the reports still say it all
+        log.warning("the drill's record could not be stored: %s", e)
+        warnings.append(f"not recorded in storage: {e}")
     paths = write_reports(doc, report_dir)
     return DrillResult(doc=doc, report=report, reports=paths)
 

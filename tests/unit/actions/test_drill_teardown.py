@@ -221,3 +221,47 @@ def test_run_drill_removes_only_what_its_own_restore_wrote(
                 assert m not in " ".join(argv)
     assert res.removed == ["file /opt/app/.env", "file /opt/app/$(touch pwned)"]
     assert any("teardown left /etc (a top-level directory)" in w for w in res.doc["warnings"])
+
+
+def test_a_drill_record_that_cannot_be_signed_is_a_warning_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A machine that only trusts keys ([signing] trusted, no key) drills fine: the
+    record it cannot sign is not stored, and the reports say so."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from vkbackup.signed_storage import SignedStorage
+    from vkbackup.signing import Trust
+
+    plan = plan_with(MEMBERS)
+    monkeypatch.setattr(drill_module, "build_plan", lambda *a, **kw: (None, plan))
+    report = RestoreReport(
+        snapshot=SID,
+        host="prod",
+        target="root@10.0.0.9:22",
+        playbook="derived",
+        started="2025-01-01T00:00:00Z",
+        status="ok",
+    )
+    monkeypatch.setattr(drill_module, "run_restore", lambda *a, **kw: report)
+    cfg = Config(source_file=None, hosts={"prod": HostConfig(name="prod", address="10.0.0.1")})
+    key = Ed25519PrivateKey.generate().public_key()
+    store = SignedStorage(LocalStorage(tmp_path / "store"), Trust(key=None, trusted=(key,)))
+    res = run_drill(
+        cfg,
+        "prod",
+        "root@10.0.0.9",
+        storage=store,
+        connect=lambda h: FakeTarget(set(), []),  # type: ignore[arg-type,return-value]
+        identities=lambda: [],
+        playbook=Playbook(),
+        report_dir=tmp_path / "reports",
+        teardown_after=False,
+    )
+    assert res.doc["status"] == "ok"
+    assert any(
+        w.startswith("not recorded in storage: drills/prod/") and "cannot be signed" in w
+        for w in res.doc["warnings"]
+    )
+    assert list(store.list("drills/")) == []
+    assert res.reports  # the Markdown/JSON/HTML reports were still written
