@@ -14,7 +14,7 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, json_output
-from vkbackup.errors import PartialFailure, SnapshotError, UsageError
+from vkbackup.errors import ConfigError, PartialFailure, SnapshotError, UsageError
 from vkbackup.progress import human_bytes
 
 
@@ -46,6 +46,13 @@ def snapshot_cmd(
         raise UsageError(
             f"{cfg.source_file or '(embedded defaults)'}: no hosts configured",
             hint="vkbackup init user@address writes a config for a host",
+        )
+    if cfg.signing.configured and cfg.signing.key is None:
+        raise ConfigError(
+            f"{cfg.source_file}: [signing] lists trusted keys but no key: this machine "
+            "cannot sign the manifest, and every reader would refuse it",
+            hint="set signing.key to the backup machine's signing key "
+            "(vkbackup keys generate --signing --out PATH)",
         )
     storage = app.storage()
     if dry_run:

@@ -76,3 +76,21 @@ def test_every_command_has_help() -> None:
         r = run(*cmd, "--help")
         assert r.returncode == 0, (cmd, r.stderr)
         assert "Usage: vkbackup" in r.stdout
+
+
+def test_snapshot_refuses_to_start_when_it_could_not_sign(tmp_path: Path) -> None:
+    """[signing] with trusted keys only: the manifest could not be signed, so the
+    snapshot stops before connecting or uploading anything."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[storage]\npath = "{tmp_path / "store"}"\n'
+        '[encryption]\nrecipients = ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]\n'
+        '[signing]\ntrusted = ["ssh-ed25519 '
+        'AAAAC3NzaC1lZDI1NTE5AAAAIBvWVP3rhHrJ5eDRK+ajCUJsc3BsBp1ZUT8+mEaLQ1Qn"]\n'
+        '[hosts.prod]\naddress = "203.0.113.7"\n'
+        '[[hosts.prod.sources]]\ntype = "files"\nname = "etc"\npaths = ["/etc/hostname"]\n'
+    )
+    r = run("--config", str(cfg), "snapshot", "prod")
+    assert r.returncode == 2, r.stderr
+    assert f"{cfg}: [signing] lists trusted keys but no key" in r.stderr
+    assert not (tmp_path / "store").exists()
