@@ -84,7 +84,8 @@ def test_snapshot_refuses_to_start_when_it_could_not_sign(tmp_path: Path) -> Non
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'[storage]\npath = "{tmp_path / "store"}"\n'
-        '[encryption]\nrecipients = ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]\n'
+        '[encryption]\nrecipients = ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgp'
+        'qyqszqgpqyqs3290gq"]\n'
         '[signing]\ntrusted = ["ssh-ed25519 '
         'AAAAC3NzaC1lZDI1NTE5AAAAIBvWVP3rhHrJ5eDRK+ajCUJsc3BsBp1ZUT8+mEaLQ1Qn"]\n'
         '[hosts.prod]\naddress = "203.0.113.7"\n'
