@@ -70,14 +70,12 @@ def test_break_glass_guide_restores_prod_with_stock_tools(fresh_lab: Lab, tmp_pa
     lab = fresh_lab
     # two snapshots with a change between: the second is an incremental link of the
     # storage volume's chain (a file added, one deleted), so the guide must apply a chain
+    # (its own files: the seeded ones, hard links included, stay as test_lab expects)
+    volume = "cd $(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data) && "
+    lab.ssh("prod", volume + "rm -f added.txt && echo doomed > bg-doomed.txt")
     cp = lab.vkbackup("snapshot", "prod")
     assert cp.returncode == 0, cp.stderr
-    lab.ssh(
-        "prod",
-        "cd $(docker volume inspect -f '{{.Mountpoint}}' chatwoot_storage_data) && "
-        "echo added-by-break-glass-test > added.txt && "
-        "rm -f \"$(find . -type f -name '*.txt' ! -name added.txt | sort | head -n 1)\"",
-    )
+    lab.ssh("prod", volume + "echo added-by-break-glass-test > added.txt && rm bg-doomed.txt")
     cp = lab.vkbackup("snapshot", "prod", "--json")  # the newest complete snapshot
     assert cp.returncode == 0, cp.stderr
     newest = json.loads(cp.stdout)["id"]

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from tests.e2e import treesig
+from tests.e2e.test_snapshot_restore import PLAYBOOK, assert_fresh_equals_prod
 from tests.lab.api import Lab
+from vkbackup import catalog
+from vkbackup.storage.local import LocalStorage
 
 VOLUME = "chatwoot_storage_data"
 MP = f"$(docker volume inspect -f '{{{{.Mountpoint}}}}' {VOLUME})"
@@ -90,28 +93,68 @@ def test_ten_changed_files_upload_about_those_files(lab: Lab, cfg: Path) -> None
 def test_chain_of_six_incrementals_restores_identically_and_survives_prune(
     fresh_lab: Lab, cfg: Path
 ) -> None:
+    """Seven snapshots (a full, then six incrementals of the storage volume), pruned
+    with keep_last = 1: exactly the six older snapshots go, with exactly the objects
+    the newest one does not reference (its chain, uploaded by the dropped snapshots,
+    stays); then every source of the kept snapshot restores onto fresh, identical to
+    prod (the storage volume first onto a fresh without zstd)."""
     lab = fresh_lab
-    lab.ssh("prod", f"cd {MP} && rm -rf inc-*")  # an earlier run's leftovers
-    vk(lab, cfg, "snapshot", "prod")
+    # an earlier run's leftovers; a file of its own to delete later (the seeded files,
+    # hard links included, stay as test_lab expects them)
+    lab.ssh("prod", f"cd {MP} && rm -rf inc-* && echo doomed > inc-doomed.txt")
+    ids = [vk(lab, cfg, "snapshot", "prod")["id"]]
     scripts = [
         "echo one > inc-a.txt",
         "echo two > inc-b.txt && mkdir -p inc-dir/sub && echo deep > inc-dir/sub/f",
         "rm inc-a.txt && echo changed >> inc-b.txt",
         "rm -r inc-dir && ln -s inc-b.txt inc-link",
         "head -c 300000 /dev/urandom > inc-big.bin && chmod 600 inc-big.bin",
-        "rm \"$(find . -type f -name '*.txt' ! -name 'inc-*' | sort | head -n 1)\"",
+        "rm inc-doomed.txt",  # a file the full holds
     ]
     for script in scripts:
         lab.ssh("prod", f"cd {MP} && {script}")
-        vk(lab, cfg, "snapshot", "prod")
+        ids.append(vk(lab, cfg, "snapshot", "prod")["id"])
     show = vk(lab, cfg, "show", "latest", "--host", "prod")
     text = json.dumps(show)
     assert "volume-6.tar.zst.age" in text and "volume-0.tar.zst.age" in text  # prod has zstd
+
     # keep_last = 1: everything but the newest snapshot goes, its chain must stay whole
-    pruned = vk(lab, cfg, "prune")
-    assert pruned
+    storage = LocalStorage(cfg.parent / "store")
+    newest = ids[-1]
+    dropped = set(ids[:-1])
+    kept = catalog.load_manifest(storage, "prod", newest)
+    kept_objects = {o.key for o in kept.objects}
+    chain = [o for o in kept.objects if o.source == "chatwoot-storage"]
+    assert sorted(o.chain for o in chain) == list(range(7))
+    assert {o.uploaded_in or newest for o in chain} == set(ids)  # one level uploaded by each
+    before = {i.key for i in storage.list("")}
+
+    def of_dropped(key: str) -> bool:
+        return any(key.startswith((f"snapshots/prod/{d}", f"data/prod/{d}/")) for d in dropped)
+
+    want_deleted = {k for k in before if of_dropped(k) and k not in kept_objects}
+    assert {k for k in want_deleted if k.startswith("snapshots/")} == {
+        f"snapshots/prod/{d}.json" for d in dropped
+    }
+    report = vk(lab, cfg, "prune")
+    (host,) = report["hosts"]
+    decisions = {d["id"]: d for d in host["snapshots"]}
+    assert set(decisions) == set(ids)
+    assert {i for i, d in decisions.items() if d["keep"]} == {newest}
+    assert "newest complete" in decisions[newest]["reasons"]
+    for d in dropped:
+        assert decisions[d]["reasons"] == ["not selected by the retention policy"], decisions[d]
+    assert set(host["deleted"]) == want_deleted
+    assert host["failed"] == [] and host["not_pruned"] == []
+    assert host["kept_shared_objects"] == len(kept_objects & {k for k in before if of_dropped(k)})
+    assert host["kept_shared_objects"] >= 6  # the chain's levels 0-5, at least
+    after = {i.key for i in storage.list("")}
+    assert after == before - want_deleted
+    assert kept_objects <= after
+    assert [sid for _, sid in catalog.list_snapshots(storage, "prod")] == [newest]
     verified = vk(lab, cfg, "verify", "--latest")
     assert json.dumps(verified).count('"ok": true') >= 1
+
     # a target without zstd (a minimal Debian) gets the tars decompressed here
     lab.ssh("fresh", "mv /usr/bin/zstd /usr/bin/zstd.hidden")
     try:
@@ -126,6 +169,18 @@ def test_chain_of_six_incrementals_restores_identically_and_survives_prune(
     assert treesig.volume_signature(lab, "fresh", VOLUME) == treesig.volume_signature(
         lab, "prod", VOLUME
     )
+    # then every other source of the kept snapshot (the same restore resumes)
+    report = vk(
+        lab, cfg, "restore", "latest", "--host", "prod", "--to", "fresh",
+        "--playbook", PLAYBOOK, "--yes",
+    )  # fmt: skip
+    assert report["status"] == "ok"
+    status = {s["id"]: s["status"] for s in report["steps"]}
+    assert status["volume:chatwoot-storage"] == "already-done"
+    for source in {o.source for o in kept.objects}:
+        steps = [i for i in status if i.endswith(f":{source}")]
+        assert steps and all(status[i] in ("done", "already-done") for i in steps), source
+    assert_fresh_equals_prod(lab)
 
 
 def test_object_lock_retention_covers_snapshots_that_reuse_an_object(

@@ -4,13 +4,16 @@ real thing (Docker volumes with containers to stop, PostgreSQL, a fresh host).
     - the SSH connection to prod cut mid-stream (a TCP proxy in front of its sshd)
       during a docker-volume snapshot: the stopped containers run again, the next
       run succeeds;
-    - pg_dump cannot run (no such database / no such container): a clear error;
+    - pg_dump cannot run (no such database / no such container), or is killed after
+      it has streamed 1 MiB: a clear error naming the database, nothing listed, no
+      object left;
     - prod's disk full where the snapshot writes on it (the volume's .snar directory,
       a 4 KiB tmpfs mounted there): a clear error, containers running again;
     - SIGTERM during a restore: exit 130, and the next run resumes;
     - a corrupted object: restore refuses it, naming it, and starts no service;
     - a hostile volume tar (a device node): refused by the tar guard, naming the member;
-    - after a snapshot and a restore through S3, neither the S3 keys, nor the age
+    - after a snapshot and a restore through S3, fresh equals prod (the same checks
+      as the restore from local storage), and neither the S3 keys, nor the age
       identity, nor the SSH key are anywhere on prod's or fresh's filesystems.
 
 Every test uses its own storage directory (or a private copy of the lab's), never
@@ -25,13 +28,11 @@ import hashlib
 import io
 import json
 import re
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.procwatch import Watcher
+from tests.e2e.test_snapshot_restore import assert_fresh_equals_prod
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
 from tests.realparts import require
@@ -215,47 +218,59 @@ def test_database_container_that_does_not_exist_is_a_clear_error(lab: Lab, tmp_p
 
 
 def test_pg_dump_killed_mid_stream_is_a_clear_error(lab: Lab, tmp_path: Path) -> None:
-    """pg_dump dies while streaming (SIGKILL, by its pid in the container)."""
+    """pg_dump dies (SIGKILL, by its pid in the container) after it has streamed at
+    least 1 MiB of a dump of more than 8 MiB: the snapshot fails naming the database,
+    and leaves nothing listed and no object behind.
+
+    A watcher on prod (procwatch: the container's processes are prod's too) finds the
+    streaming pg_dump (its --snapshot= argument; not the `pg_dump --version` the plan
+    runs) and reads its /proc/PID/io `wchar`, the bytes it has written to the stream,
+    with shell builtins only, killing it the moment that reaches 1 MiB. The 8 MiB of
+    random bytes a table of its own adds keep the rest of the dump far from done."""
+    pad = "public.vk_dump_pad"
+    lab.psql(
+        "prod",
+        f"CREATE TABLE {pad} AS "
+        "SELECT g AS id, gen_random_bytes(1024) AS b FROM generate_series(1, 8192) AS g;",
+    )
     store = tmp_path / "store"
-    cfg = lab_cfg(lab, store, sources=["chatwoot-db"])
-    # A watcher on prod, started before the snapshot, kills pg_dump the moment it
-    # appears (the container's processes are prod's too: Docker-in-Docker). It scans
-    # /proc with shell builtins only, so a pass takes milliseconds and the kill lands
-    # long before the lab's ~1 s dump could finish. Only the streaming dump (its
-    # --snapshot= argument) is killed, not the `pg_dump --version` the plan runs.
-    watcher = (
-        "for i in $(seq 1 6000); do for p in /proc/[0-9]*; do "
-        'c=; read -r c < "$p/comm" 2>/dev/null || continue; '
-        '[ "$c" = pg_dump ] || continue; '
-        'a=$(< "$p/cmdline") 2>/dev/null; [[ $a == *--snapshot=* ]] || continue; '
-        'kill -9 "${p#/proc/}" && echo "${p#/proc/}" && exit 0; '
-        "done; sleep 0.01; done; exit 1"
+    config = config_file(lab, store, tmp_path / "vkbackup.toml")
+
+    def vk(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vkbackup", "--config", str(config), *args],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    watcher = Watcher(
+        lab, "prod", "wchar", 1024 * 1024, "KILL", "-x", "-f", "^pg_dump .*--snapshot=.*"
     )
-    watch: dict[str, str] = {}
-    w = threading.Thread(
-        target=lambda: watch.update(
-            pid=lab.ssh("prod", f"bash -c {shlex.quote(watcher)}", check=False).stdout.strip()
-        ),
-        daemon=True,
-    )
-    w.start()
-    time.sleep(0.5)  # the watcher is scanning before pg_dump can start
-    result: dict[str, SnapshotResult] = {}
-    t = threading.Thread(
-        target=lambda: result.update(
-            r=run_snapshot(cfg, "prod", storage=LocalStorage(store), connect=connect)
-        ),
-        daemon=True,
-    )
-    t.start()
-    t.join(300)
-    w.join(120)
-    assert watch.get("pid"), "the watcher never saw pg_dump"
-    r = result["r"]
-    assert r.status == "failed", r.to_json()
-    err = r.sources[0].error or ""
+    try:
+        watcher.ready()
+        cp = vk("snapshot", "prod", "--only", "chatwoot-db", "--json")
+        _pid, streamed = watcher.result()
+    finally:
+        watcher.stop()
+        lab.psql("prod", f"DROP TABLE IF EXISTS {pad};")
+    assert 1024 * 1024 <= streamed < 8 * 1024 * 1024, streamed  # killed mid-stream
+    assert cp.returncode == 1, cp.stdout + cp.stderr  # nothing saved: no snapshot
+    doc = json.loads(cp.stdout)
+    assert doc["status"] == "failed" and doc["manifest"] is None, doc
+    (src,) = doc["sources"]
+    err = src["error"] or ""
+    assert src["name"] == "chatwoot-db" and src["status"] == "failed", src
     assert f"127.0.0.1:{lab.hosts['prod'].port}" in err, err
-    assert re.search(r"exited with status \d+|killed", err), err
+    assert (
+        f"pg_dump of database {lab.database} in container chatwoot-postgres-1 failed "
+        "(killed by signal 9): the dump is incomplete"
+    ) in err, err
+    # the row counts it had taken are not left on prod
+    counts = f"/tmp/vkbackup-{doc['id']}-chatwoot-db.counts"
+    assert lab.ssh("prod", f"test -e {counts} && echo left || echo gone").stdout.strip() == "gone"
+    assert "Traceback" not in cp.stderr
+    listed = vk("list", "prod", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
     assert_nothing_left(LocalStorage(store))
     wait_running(lab, list(lab.containers))
 
@@ -408,6 +423,9 @@ def test_storage_credentials_and_identity_never_reach_the_hosts(fresh_lab: Lab) 
         "--yes", "--json", s3=True,
     )  # fmt: skip
     assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert json.loads(rest.stdout)["status"] == "ok"
+    # restored from S3, the same as from local storage: fresh is prod
+    assert_fresh_equals_prod(lab)
     identity_lines = [
         line.strip()
         for line in lab.identity.read_text().splitlines()

@@ -141,6 +141,23 @@ def prod_state(lab: Lab, host: str) -> dict[str, Any]:
     }
 
 
+def assert_fresh_equals_prod(lab: Lab) -> dict[str, Any]:
+    """After a restore onto fresh: every container of prod runs there, every health URL
+    answers, and fresh's state (prod_state: table digests, schema, roles, sequences,
+    volume trees, secret and config files) equals prod's. Return fresh's state."""
+    running = lab.running_containers("fresh")
+    for name in lab.containers:
+        assert name in running, f"{name} does not run on the fresh host"
+    assert all(code == 200 for code in lab.health("fresh").values()), lab.health("fresh")
+    want = prod_state(lab, "prod")
+    got = prod_state(lab, "fresh")
+    for key in ("checksums", "schema", "roles", "sequences", "files"):
+        assert got[key] == want[key], f"{key} differ"
+    for v in VOLUMES:
+        assert got["volumes"][v] == want["volumes"][v], f"volume {v} differs"
+    return got
+
+
 def restore(lab: Lab, *extra: str) -> subprocess.CompletedProcess[str]:
     return lab.vkbackup(
         "restore", "latest", "--host", "prod", "--to", "fresh", "--playbook", PLAYBOOK,
@@ -158,19 +175,7 @@ def test_restore_onto_fresh_host_is_identical(fresh_lab: Lab, snap: dict[str, An
     assert [r.split()[1] for r in report["dns"]] == [
         f"{n}.visualkit.live" for n in ("api", "agent", "janus", "cdn", "support")
     ]
-    running = lab.running_containers("fresh")
-    for name in lab.containers:
-        assert name in running, f"{name} does not run on the fresh host"
-    assert all(code == 200 for code in lab.health("fresh").values()), lab.health("fresh")
-    want = prod_state(lab, "prod")
-    got = prod_state(lab, "fresh")
-    assert got["checksums"] == want["checksums"]
-    assert got["schema"] == want["schema"]
-    assert got["roles"] == want["roles"]
-    assert got["sequences"] == want["sequences"]
-    assert got["files"] == want["files"]
-    for v in VOLUMES:
-        assert got["volumes"][v] == want["volumes"][v], f"volume {v} differs"
+    got = assert_fresh_equals_prod(lab)
     # running it again changes nothing
     again = restore(lab)
     assert again.returncode == 0, again.stderr

@@ -33,26 +33,30 @@ image reaches `docker run` as one argv element, never through a shell.
 
 Reuse of an unchanged database: the dump is still a full pg_dump whenever
 the database may have changed. Before dumping, `plan` reads the cluster's
-transaction counter: the next transaction id (64-bit, with its epoch) and
-whether any transaction holding an id is running, with the system
-identifier, the current timeline, server and pg_dump versions, and a digest
-of every sequence's last_value. Every change a dump can show (rows, schema,
-roles, large objects) is made by a transaction that is given an id; the one
-exception, `nextval` within a sequence's pre-logged values, moves that
-sequence's last_value, which the digest covers. So when nothing was running
-at the earlier read and all of that is the same, nothing the dump holds has
-changed since, and the earlier dump (taken after that read) holds exactly
-what a new one would. The state is read BEFORE the dump's snapshot is
-taken, so a commit racing with the dump can only make the next comparison
-fail (a fresh dump), never hide a change. The WAL position is no proof
-here: reading pages prunes them and writes WAL without changing any row.
-When the fingerprint matches an object of the previous complete snapshot,
-the dump and globals are referenced, not taken again; the row counts are
-re-counted (host-side only) and the state re-read after counting: if it
-moved, the reuse is dropped and a fresh dump is taken. No fingerprint
-(always dump) while a transaction holding an id runs (the usual case on a
-busy server), on a standby, on a server older than PostgreSQL 10, or when
-the state cannot be read (logged as a warning).
+transaction horizon (`txid_current_snapshot()`): xmax, one past the latest
+completed transaction id (64-bit, with its epoch), and whether any
+transaction below it still runs, with the system identifier, the current
+timeline, server and pg_dump versions, and a digest of every sequence's
+last_value. Every change a dump can show (rows, schema, roles, large
+objects) is made by a transaction that is given an id; the one exception,
+`nextval` within a sequence's pre-logged values, moves that sequence's
+last_value, which the digest covers. A transaction that completes moves
+xmax. So when nothing below xmax was running at the earlier read and all of
+that is the same now, no transaction has committed since, and the earlier
+dump (taken after that read) holds exactly what a new one would. A
+transaction still open at both reads with an id at or above xmax is not seen
+by either read, nor by either dump: its commit moves xmax (a fresh dump).
+The state is read BEFORE the dump's snapshot is taken, so a commit racing
+with the dump can only make the next comparison fail (a fresh dump), never
+hide a change. The WAL position is no proof here: reading pages prunes them
+and writes WAL without changing any row. When the fingerprint matches an
+object of the previous complete snapshot, the dump and globals are
+referenced, not taken again; the row counts are re-counted (host-side only)
+and the state re-read after counting: if it moved, the reuse is dropped and
+a fresh dump is taken. No fingerprint (always dump) while a transaction
+older than the latest completed one runs (the usual case on a busy server),
+on a standby, on a server older than PostgreSQL 10, or when the state cannot
+be read (logged as a warning).
 """
 
 from __future__ import annotations
@@ -135,7 +139,7 @@ def split_probe(status: int, stdout: str) -> tuple[str | None, str | None]:
 def state_fingerprint(output: str, database: str, user: str, level: int) -> str | None:
     """Given the state part of probe_argv's output (split_probe), return the dump's
     content fingerprint, or None when the state proves nothing (a transaction
-    holding an id is running, a standby, unreadable output)."""
+    below xmax still runs, a standby, unreadable output)."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     if len(lines) != 2:
         return None
