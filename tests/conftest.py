@@ -8,6 +8,8 @@ suite that does not run what it claims to cannot go quietly green.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.realparts import in_ci
@@ -63,3 +65,18 @@ class CiSkipGate:
 def pytest_configure(config: pytest.Config) -> None:
     if in_ci() and not config.pluginmanager.has_plugin(_PLUGIN_NAME):
         config.pluginmanager.register(CiSkipGate(), _PLUGIN_NAME)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_registry_per_test() -> Iterator[None]:
+    """Each test starts with the secrets registry (vkbackup.logs) as it found it and
+    leaves it so: a secret one test registers ("password", from an age test vector)
+    must not mask another test's expected text, whatever the order tests run in."""
+    from vkbackup import logs
+
+    with logs._SECRETS_LOCK:
+        saved = set(logs._SECRETS)
+    yield
+    with logs._SECRETS_LOCK:
+        logs._SECRETS.clear()
+        logs._SECRETS.update(saved)

@@ -2,9 +2,11 @@
 
 The lock is `locks/<host>.lock`, created with a conditional put (S3
 If-None-Match / local O_EXCL), holding owner, pid, host, time and snapshot id.
-A second run finds it and refuses, naming the holder. A lock is *stale* when
-its owner process on this machine is gone, or it is older than STALE_AFTER;
-a stale lock is reported with its age and taken over only with --break-lock.
+A second run finds it and refuses, naming the holder: LockHeldError (exit 11,
+"try again later"). A lock is *stale* when its owner process on this machine
+is gone, or it is older than STALE_AFTER; a stale lock is reported with its
+age and taken over only with --break-lock. A stale lock is a LockError (exit
+1), not exit 11: waiting will not clear it, an operator must look.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from vkbackup import layout
 from vkbackup.catalog import read_small
-from vkbackup.errors import LockError, ObjectExistsError, ObjectNotFoundError
+from vkbackup.errors import LockError, LockHeldError, ObjectExistsError, ObjectNotFoundError
 from vkbackup.logs import get_logger
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
@@ -86,7 +88,8 @@ def acquire(
 ) -> LockInfo:
     """Take the host's lock and return what was written into it.
 
-    Raise LockError naming who holds it if it is taken. With *break_lock*, a
+    Raise LockHeldError naming who holds it if another live run has it,
+    LockError if a stale lock is in the way. With *break_lock*, a
     held lock (stale or not) is deleted once and taking it is tried again.
     *now* (default: the current time) is the lock's time and the reference
     for its holder's age.
@@ -123,7 +126,7 @@ def acquire(
                     f"host {host}: a stale lock remains in {storage.describe()}/{key}: {what}",
                     hint="make sure no other vkbackup runs for this host, then add --break-lock",
                 ) from None
-            raise LockError(
+            raise LockHeldError(
                 f"host {host}: another snapshot is running: {what}",
                 hint="wait for it to finish; if it crashed, --break-lock takes the lock over",
             ) from None

@@ -9,6 +9,13 @@ and/or a webhook that receives one JSON document per event. Every text sent
 goes through vkbackup.logs.redact, so a registered secret never leaves the
 machine, and the summary carries only ids, status, sizes and source names.
 
+Every job reports: snapshot, and verify, prune and drill (and later copy). A
+job's name replaces "{job}" in the URLs, and is the webhook document's "job".
+A healthchecks URL without "{job}" is one check that the snapshot pings; the
+other jobs send it only their failures, never "start" or "success": their
+start with no success on the snapshot's schedule would raise false alarms, and
+a prune's success after a failed snapshot would mark the check up again.
+
 The node_exporter textfile is rewritten atomically (temp file in the same
 directory, fsync, rename). It replaces the series of the hosts this run
 reports and keeps every other host's (the old file is parsed), and keeps a
@@ -17,10 +24,18 @@ complete snapshot for a day" fires even while runs keep failing. A run that
 failed before any source ran reports every source known from the last run as
 not saved, so an alert on vkbackup_source_ok fires too.
 
+The textfile also carries, per host, the ages of the newest complete
+snapshot, passing verify and successful drill (+Inf: none on record), as of
+the moment it was written: every job and every `vkbackup check` rewrites
+them, so a live age is `age + time() - node_textfile_mtime_seconds`. Writing
+ages replaces only the ages of those hosts; writing a snapshot run replaces
+only its run series.
+
 This module knows no action: a run's outcome reaches it as anything shaped
-like `RunResult` (the snapshot action's result is), or as `RunMetrics`.
-`report_result` and `report_error` are the two calls the CLI makes around
-each host's run.
+like `RunResult` (the snapshot action's result is), or as `RunMetrics`; ages
+as anything shaped like `HostAges`; another job's outcome as a `JobOutcome`.
+`report_result`, `report_job` and `report_error` are the calls the CLI makes
+around each host's run.
 """
 
 from __future__ import annotations
@@ -35,7 +50,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -49,6 +64,8 @@ log = get_logger("monitoring")
 
 Event = Literal["start", "success", "failure"]
 EVENTS: tuple[str, ...] = ("start", "success", "failure")
+#: the job whose pings a healthchecks URL without "{job}" is for
+SNAPSHOT_JOB = "snapshot"
 #: healthchecks.io stores at most 100 kB of a ping body; stay well below.
 MAX_BODY_CHARS = 10_000
 USER_AGENT = f"vkbackup/{__version__}"
@@ -94,6 +111,34 @@ class RunResult(Protocol):
     def sources(self) -> Sequence[SourceOutcome]: ...
 
 
+class HostAges(Protocol):
+    """How old the newest complete snapshot, passing verify and successful drill
+    of a host are, in seconds (None: none on record); `vkbackup check`'s
+    per-host result is one."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def snapshot_age_seconds(self) -> float | None: ...
+    @property
+    def verify_age_seconds(self) -> float | None: ...
+    @property
+    def drill_age_seconds(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """One host's finished run of a job other than snapshot (verify, prune,
+    drill, copy): whether it did what was asked, the summary sent with the
+    pings (ids, counts, sizes: no secrets), and why it failed."""
+
+    job: str
+    host: str
+    ok: bool
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
 # -- pings ---------------------------------------------------------------------
 
 
@@ -126,14 +171,16 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_BODY_CHARS else text[: MAX_BODY_CHARS - 12] + "\n[truncated]"
 
 
-def summary_line(host: str, summary: Mapping[str, Any] | None) -> str:
-    """Given a host and a summary dict, return one human line for a ping body."""
+def summary_line(host: str, summary: Mapping[str, Any] | None, job: str = SNAPSHOT_JOB) -> str:
+    """Given a host, a summary dict and the job, return one human line for a ping
+    body: "vkbackup prod: id=... status=complete", "vkbackup verify prod: ..."."""
+    who = f"vkbackup {host}" if job == SNAPSHOT_JOB else f"vkbackup {job} {host}"
     if not summary:
-        return f"vkbackup {host}"
+        return who
     fields = " ".join(
         f"{k}={v}" for k, v in summary.items() if isinstance(v, str | int | float | bool)
     )
-    return f"vkbackup {host}: {fields}".strip()
+    return f"{who}: {fields}".strip()
 
 
 def _post(url: str, body: bytes, content_type: str, timeout: float, attempts: int) -> str | None:
@@ -171,25 +218,30 @@ def notify(
     host: str,
     summary: Mapping[str, Any] | None = None,
     reason: str | None = None,
+    job: str = SNAPSHOT_JOB,
     timeout: float = 10.0,
     attempts: int = 2,
 ) -> list[str]:
-    """Given the monitoring config and an event of *host*'s run, ping every
-    configured endpoint. Return the warnings (each also logged); never raise."""
+    """Given the monitoring config and an event of *host*'s run of *job*, ping
+    every configured endpoint (a healthchecks URL without "{job}" gets only the
+    failures of jobs other than snapshot: see the module docstring). Return the
+    warnings (each also logged); never raise."""
     warnings: list[str] = []
     try:
         if event not in EVENTS:
             raise ValueError(f"unknown monitoring event {event!r} (expected {EVENTS})")
         text_reason = _clip(redact(reason)) if reason else ""
-        if cfg.healthchecks_url:
-            base = cfg.healthchecks_url.replace("{host}", host).rstrip("/")
+        hc = cfg.healthchecks_url
+        shared = hc is not None and job != SNAPSHOT_JOB and "{job}" not in hc
+        if hc and not (shared and event != "failure"):
+            base = hc.replace("{host}", host).replace("{job}", job).rstrip("/")
             if event == "start":
                 url, body = base + "/start", b""
             elif event == "success":
-                url, body = base, _clip(redact(summary_line(host, summary))).encode()
+                url, body = base, _clip(redact(summary_line(host, summary, job))).encode()
             else:
                 url = base + "/fail"
-                body = (text_reason or f"vkbackup {host}: failed").encode()
+                body = (text_reason or f"{summary_line(host, None, job)}: failed").encode()
             problem = _post(url, body, "text/plain; charset=utf-8", timeout, attempts)
             if problem:
                 warnings.append(f"healthchecks ping ({event}) failed: {problem}")
@@ -198,13 +250,14 @@ def notify(
                 "tool": "vkbackup",
                 "version": __version__,
                 "event": event,
+                "job": job,
                 "host": host,
                 "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "summary": _redact_doc(dict(summary or {})),
                 "reason": text_reason or None,
             }
             body = json.dumps(doc, sort_keys=True, default=str).encode()
-            url = cfg.webhook_url.replace("{host}", host)
+            url = cfg.webhook_url.replace("{host}", host).replace("{job}", job)
             problem = _post(url, body, "application/json", timeout, attempts)
             if problem:
                 warnings.append(f"webhook ({event}) failed: {problem}")
@@ -237,6 +290,24 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "vkbackup_source_ok": ("gauge", "1 if the source was saved by the last snapshot, else 0."),
 }
+#: per host, as of the moment the file was written (+Inf: none on record)
+AGE_METRICS: dict[str, tuple[str, str]] = {
+    "vkbackup_last_snapshot_age_seconds": (
+        "gauge",
+        "Age of the newest complete snapshot when this file was written (+Inf: none).",
+    ),
+    "vkbackup_last_verify_age_seconds": (
+        "gauge",
+        "Age of the newest passing verify record when this file was written (+Inf: none).",
+    ),
+    "vkbackup_last_drill_age_seconds": (
+        "gauge",
+        "Age of the newest successful restore drill when this file was written (+Inf: none).",
+    ),
+}
+#: the series a snapshot run replaces (the ages are not among them)
+RUN_METRICS = frozenset(METRICS)
+METRICS.update(AGE_METRICS)
 STATUS_VALUE = {"complete": 0, "partial": 1, "failed": 2}
 
 
@@ -345,7 +416,11 @@ def parse_textfile(text: str) -> list[Sample]:
 
 
 def _fmt(value: float) -> str:
-    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 2**53:
         return str(int(value))
     return repr(float(value))
 
@@ -413,21 +488,47 @@ def _samples_for(run: RunMetrics, old: list[Sample]) -> list[Sample]:
     return out
 
 
-def write_textfile(path: Path, results: Iterable[RunMetrics | RunResult]) -> list[str]:
-    """Given the textfile path and this run's results (RunResult or RunMetrics),
-    rewrite the file atomically. Return the warnings; never raise."""
+def _age_samples(ages: HostAges) -> list[Sample]:
+    host = (("host", ages.host),)
+    out = []
+    for name, age in (
+        ("vkbackup_last_snapshot_age_seconds", ages.snapshot_age_seconds),
+        ("vkbackup_last_verify_age_seconds", ages.verify_age_seconds),
+        ("vkbackup_last_drill_age_seconds", ages.drill_age_seconds),
+    ):
+        value = math.inf if age is None else float(max(0, int(age)))
+        out.append(Sample(name, host, value))
+    return out
+
+
+def write_textfile(
+    path: Path, results: Iterable[RunMetrics | RunResult], ages: Iterable[HostAges] = ()
+) -> list[str]:
+    """Given the textfile path, this run's snapshot results (RunResult or
+    RunMetrics) and hosts' ages, rewrite the file atomically: the run series of
+    the hosts in *results* and the ages of the hosts in *ages* are replaced,
+    everything else kept. Return the warnings; never raise."""
     path = Path(path)
     tmp: Path | None = None
     try:
         runs = [_as_metrics(r) for r in results]
+        aged = list(ages)
         old: list[Sample] = []
         with contextlib.suppress(FileNotFoundError):
             old = parse_textfile(path.read_text(encoding="utf-8", errors="replace"))
-        hosts = {r.host for r in runs}
-        keep = [s for s in old if s.name in METRICS and s.label("host") not in hosts]
+        run_hosts = {r.host for r in runs}
+        age_hosts = {a.host for a in aged}
+        keep = [
+            s
+            for s in old
+            if (s.name in RUN_METRICS and s.label("host") not in run_hosts)
+            or (s.name in AGE_METRICS and s.label("host") not in age_hosts)
+        ]
         new: list[Sample] = []
         for run in runs:
             new.extend(_samples_for(run, old))
+        for a in aged:
+            new.extend(_age_samples(a))
         text = render_textfile(keep + new)
         # node_exporter reads only *.prom: the temporary name must not end so.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -467,9 +568,12 @@ def run_summary(result: RunResult) -> dict[str, Any]:
     }
 
 
-def report_result(cfg: MonitoringConfig, result: RunResult) -> list[str]:
-    """Given the monitoring config and one host's run result, ping and write
-    the textfile. Return the warnings; never raise."""
+def report_result(
+    cfg: MonitoringConfig, result: RunResult, ages: Sequence[HostAges] = ()
+) -> list[str]:
+    """Given the monitoring config and one host's snapshot result (and the
+    host's ages, measured after it), ping and write the textfile. Return the
+    warnings; never raise."""
     summary = run_summary(result)
     if result.status == "complete":
         warnings = notify(cfg, "success", host=result.host, summary=summary)
@@ -480,18 +584,50 @@ def report_result(cfg: MonitoringConfig, result: RunResult) -> list[str]:
         reason = f"snapshot {result.id} of {result.host} is {result.status}: {failed}"
         warnings = notify(cfg, "failure", host=result.host, summary=summary, reason=reason)
     if cfg.textfile is not None:
-        warnings += write_textfile(cfg.textfile, [result])
+        warnings += write_textfile(cfg.textfile, [result], ages)
+    return warnings
+
+
+def report_job(
+    cfg: MonitoringConfig, outcomes: Sequence[JobOutcome], ages: Sequence[HostAges] = ()
+) -> list[str]:
+    """Given the monitoring config and each host's outcome of a job other than
+    snapshot (and the hosts' ages, measured after it), ping "success" or
+    "failure" for each, then write the ages to the textfile once. Return the
+    warnings; never raise."""
+    warnings: list[str] = []
+    for o in outcomes:
+        if o.ok:
+            warnings += notify(cfg, "success", host=o.host, summary=o.summary, job=o.job)
+        else:
+            reason = o.reason or f"{o.job} of {o.host} failed"
+            warnings += notify(
+                cfg, "failure", host=o.host, summary=o.summary, reason=reason, job=o.job
+            )
+    if cfg.textfile is not None and ages:
+        warnings += write_textfile(cfg.textfile, [], ages)
     return warnings
 
 
 def report_error(
-    cfg: MonitoringConfig, host: str, error: BaseException | str, seconds: float
+    cfg: MonitoringConfig,
+    host: str,
+    error: BaseException | str,
+    seconds: float,
+    *,
+    job: str = SNAPSHOT_JOB,
+    ages: Sequence[HostAges] = (),
 ) -> list[str]:
-    """Given a run of *host* that raised, ping "failure" with the error and record
-    a failed run in the textfile. Return the warnings; never raise."""
+    """Given a run of *host*'s *job* that raised, ping "failure" with the error;
+    for a snapshot, record a failed run in the textfile. Write *ages* there too.
+    Return the warnings; never raise."""
     text = str(error) or type(error).__name__
-    reason = f"snapshot of {host} failed: {text}"
-    warnings = notify(cfg, "failure", host=host, summary={"status": "failed"}, reason=reason)
+    reason = f"{job} of {host} failed: {text}"
+    warnings = notify(
+        cfg, "failure", host=host, summary={"status": "failed"}, reason=reason, job=job
+    )
     if cfg.textfile is not None:
-        warnings += write_textfile(cfg.textfile, [RunMetrics.failed(host, seconds)])
+        runs = [RunMetrics.failed(host, seconds)] if job == SNAPSHOT_JOB else []
+        if runs or ages:
+            warnings += write_textfile(cfg.textfile, runs, ages)
     return warnings

@@ -9,6 +9,10 @@ the timeline of steps. The result is recorded in storage under
 `drills/<host>/<time>.json`, so the next drill (and `vkbackup list`) can warn
 when the last successful drill is older than `drill.max_age_days`.
 
+The reports also show the RTO and RPO of the host's earlier drills on record
+(`vkbackup.actions.drill_history`): a table in Markdown, inline SVG bar charts
+in the HTML, so a recovery that got slower shows at a glance.
+
 A drill that fails is still recorded and reported: the failed drill is the
 one worth reading. Teardown runs only after a drill that passed, so a failed
 one leaves the scratch host as it stopped, for inspection.
@@ -41,6 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from vkbackup import layout
+from vkbackup.actions.drill_history import (
+    EarlierDrill,
+    drill_history,
+    history_html,
+    history_markdown,
+)
 from vkbackup.catalog import read_small, warn_future_once
 from vkbackup.common import iso, parse_target, utcnow
 from vkbackup.config import Config
@@ -165,12 +175,13 @@ def run_drill(
         "warnings": warnings,
         "teardown": removed,
     }
+    earlier = drill_history(storage, host)  # read before this drill is recorded
     try:
         record(storage, doc)
     except VkError as e:  # e.g. no signing key on this machine: the reports still say it all
         log.warning("the drill's record could not be stored: %s", e)
         warnings.append(f"not recorded in storage: {e}")
-    paths = write_reports(doc, report_dir)
+    paths = write_reports(doc, report_dir, earlier)
     return DrillResult(doc=doc, report=report, reports=paths)
 
 
@@ -372,7 +383,7 @@ def remove_files(t: Transport, files: Sequence[str]) -> list[str]:
     return [ln for ln in res.stdout.decode("utf-8", errors="surrogateescape").splitlines() if ln]
 
 
-def render_markdown(doc: dict[str, Any]) -> str:
+def render_markdown(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -> str:
     r = doc["restore"]
     out = [
         f"# vkbackup restore drill: {doc['host']} -> {doc['target']}",
@@ -402,10 +413,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in doc["warnings"]]
     if doc.get("teardown"):
         out += ["", f"Teardown removed {len(doc['teardown'])} items from the scratch host."]
+    out += ["", *history_markdown(doc, earlier)]
     return "\n".join(out) + "\n"
 
 
-def render_html(doc: dict[str, Any]) -> str:
+def render_html(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -> str:
     r = doc["restore"]
     total = max(sum(float(s["seconds"]) for s in r["steps"]), 0.001)
     e = html.escape
@@ -445,15 +457,18 @@ td.bar div{{height:12px;border-radius:2px}} .ok{{color:#2e7d32}} .bad{{color:#c6
 {"".join(rows)}</table>
 <h2>Verified</h2><ul>{"".join(f"<li>{e(v)}</li>" for v in r["verified"])}</ul>
 <h2>DNS</h2><ul>{"".join(f"<li><code>{e(d)}</code></li>" for d in r["dns"])}</ul>
+{history_html(doc, earlier)}
 </body></html>
 """
 
 
-def write_reports(doc: dict[str, Any], directory: Path) -> list[Path]:
+def write_reports(
+    doc: dict[str, Any], directory: Path, earlier: Sequence[EarlierDrill] = ()
+) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"drill-{doc['host']}-{doc['started'].replace(':', '')}"
     paths = [directory / f"{stem}.md", directory / f"{stem}.json", directory / f"{stem}.html"]
-    paths[0].write_text(render_markdown(doc))
+    paths[0].write_text(render_markdown(doc, earlier))
     paths[1].write_text(json.dumps(doc, indent=2))
-    paths[2].write_text(render_html(doc))
+    paths[2].write_text(render_html(doc, earlier))
     return paths

@@ -27,6 +27,14 @@ Status: "complete" (every configured source ok), "partial" (some failed, or
 deleted at once. On any exception (Ctrl-C included) remote commands are hung
 up (their traps restart stopped containers), this run's objects are deleted,
 and the lock is released.
+
+Hooks ([hosts.NAME.hooks], `vkbackup.hooks`): before_snapshot runs on the host
+once the lock is taken, before anything else touches the host (a failure ends
+the run there: exit 1, nothing stopped, uploaded or listed); after_snapshot
+runs once the sources have ended and the manifest is written, whatever became
+of the run, and a failure makes the result "partial" (`hook_errors`) while the
+manifest keeps its status; on_failure runs last, on this machine, for any run
+that did not end ok.
 """
 
 from __future__ import annotations
@@ -43,7 +51,15 @@ from vkbackup.catalog import list_snapshots, load_manifest, next_snapshot_id
 from vkbackup.common import iso, recipients, utcnow
 from vkbackup.config.model import Config, HostConfig, SourceConfig
 from vkbackup.crypto import EncryptingReader, Recipient
-from vkbackup.errors import CryptoError, IntegrityError, SnapshotError, UsageError, VkError
+from vkbackup.errors import (
+    CryptoError,
+    IntegrityError,
+    Interrupted,
+    SnapshotError,
+    UsageError,
+    VkError,
+)
+from vkbackup.hooks import HookRunner
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode, recipient_set_tag
 from vkbackup.progress import CountingReader, Progress
@@ -84,6 +100,8 @@ class SnapshotResult:
     sources: list[SourceResult]
     manifest_key: str | None
     storage: str
+    # after_snapshot hooks that failed: the run is partial, the manifest unchanged
+    hook_errors: list[str] = field(default_factory=list)
 
     @property
     def bytes_new(self) -> int:
@@ -105,6 +123,7 @@ class SnapshotResult:
             "bytes_reused": self.bytes_reused,
             "manifest": self.manifest_key,
             "storage": self.storage,
+            "hook_errors": self.hook_errors,
             "sources": [
                 {
                     "name": s.name,
@@ -349,6 +368,16 @@ class _Run:
         return res
 
 
+def run_problem(result: SnapshotResult) -> str | None:
+    """Given a run's result, return what went wrong (for on_failure), or None when
+    it ended ok (a --only snapshot that skipped sources but lost none is ok)."""
+    problems = [f"source {s.name}: {s.error or s.status}" for s in result.sources if s.error]
+    problems += result.hook_errors
+    if result.status == "failed" and not problems:
+        problems.append("no source could be saved")
+    return "; ".join(problems) if problems else None
+
+
 def run_snapshot(
     cfg: Config,
     host_name: str,
@@ -362,21 +391,75 @@ def run_snapshot(
     """Take one snapshot of *host_name* (see the module docstring) and return its
     result; a failed or partial snapshot is a result, not an exception. Raise
     LockError if another snapshot of the host runs, UsageError as plan_snapshot,
-    SnapshotError if the configured compressor is missing on the host."""
+    SnapshotError if the configured compressor is missing on the host, HookError
+    if a before_snapshot hook fails. The host's on_failure hooks run for every
+    run that does not end ok, raised errors included."""
     sources = plan_snapshot(cfg, host_name, only)
     host = cfg.hosts[host_name]
+    drop = (host.key_passphrase_env,) if host.key_passphrase_env else ()
+    hooks = HookRunner(host_name, host.hooks, "snapshot", drop_env=drop)
+    try:
+        result = _take(
+            cfg,
+            host,
+            sources,
+            storage,
+            connect,
+            hooks,
+            break_lock,
+            progress or Progress(enabled=False),
+        )
+    except (Exception, KeyboardInterrupt) as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt | Interrupted) else "failed"
+        hooks.on_failure(status, str(e) or type(e).__name__)
+        raise
+    problem = run_problem(result)
+    if problem is not None:
+        status = "failed" if result.status == "failed" else "partial"
+        hooks.on_failure(status, problem, snapshot=result.id if result.manifest_key else None)
+    return result
+
+
+def _after_hooks(run: _Run, hooks: HookRunner) -> list[str]:
+    """Run the after_snapshot hooks on a connection of the run; return the failures."""
+    try:
+        t = run.borrow()
+    except VkError as e:
+        return [str(err) for err in hooks.unreachable(e)]
+    try:
+        return [str(err) for err in hooks.after(t)]
+    finally:
+        t.close()
+
+
+def _take(
+    cfg: Config,
+    host: HostConfig,
+    sources: list[SourceConfig],
+    storage: Storage,
+    connect: Connect,
+    hooks: HookRunner,
+    break_lock: bool,
+    progress: Progress,
+) -> SnapshotResult:
+    """The body of run_snapshot: lock, before hooks, sources, manifest, after hooks
+    (on_failure is run_snapshot's, around this)."""
+    host_name = host.name
     recips = recipients(cfg)
     t_start = time.monotonic()
     # ids have 1 s resolution and sort after every earlier one; the wait is bounded
     snapshot_id, started = next_snapshot_id(storage, host_name)
-    progress = progress or Progress(enabled=False)
     run = _Run(cfg, host, storage, connect, snapshot_id, recips, progress)
     held = lock.acquire(storage, host_name, snapshot_id, break_lock=break_lock)
     committed = False
+    hooks_passed = False  # every before_snapshot hook ran ok: the after hooks will run
+    result: SnapshotResult | None = None
     try:
         t = run.borrow()
         gathered = False
         try:
+            hooks.before(t)
+            hooks_passed = True
             host_facts = facts.gather(t)
             gathered = True
         finally:
@@ -471,7 +554,7 @@ def run_snapshot(
             manifest_key = layout.manifest_key(host_name, snapshot_id)
             storage.put(manifest_key, BytesReader(encode(manifest, recips)), if_absent=True)
             committed = True
-        return SnapshotResult(
+        result = SnapshotResult(
             host=host_name,
             id=snapshot_id,
             status=status,
@@ -483,13 +566,23 @@ def run_snapshot(
             storage=storage.describe(),
         )
     finally:
-        run.close_idle()
-        if not committed:
-            _cleanup(storage, run.uploaded)
         try:
-            lock.release(storage, host_name, held)
-        except VkError as e:
-            log.warning("could not release the lock of %s: %s", host_name, e)
+            if hooks_passed and hooks.has_after:
+                errors = _after_hooks(run, hooks)
+                if errors and result is not None:
+                    result.hook_errors = errors
+                    if result.status == "complete":
+                        result.status = "partial"  # the run, not the manifest: see module doc
+        finally:  # a second Ctrl-C during the after hooks still releases the lock
+            run.close_idle()
+            if not committed:
+                _cleanup(storage, run.uploaded)
+            try:
+                lock.release(storage, host_name, held)
+            except VkError as e:
+                log.warning("could not release the lock of %s: %s", host_name, e)
+    assert result is not None
+    return result
 
 
 CONFIG_KEYS = {

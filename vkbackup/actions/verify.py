@@ -45,6 +45,7 @@ from vkbackup.errors import (
     StorageError,
     UsageError,
     VkError,
+    WrongKeyError,
 )
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, objects_by_source, open_private
@@ -311,7 +312,8 @@ def verify_snapshot(
     """Given a manifest, check every object it lists (see the module docstring).
     *cache* carries results between snapshots of one run, so a shared object is
     read once. *deep_check* runs only with *identities* and once every other
-    check passed. Return the result; raise nothing for bad data."""
+    check passed. Return the result; raise nothing for bad data, WrongKeyError
+    when the identities open not even the manifest's private part."""
     t0 = time.monotonic()
     res = SnapshotVerify(
         host=manifest.host,
@@ -325,6 +327,10 @@ def verify_snapshot(
     if identities:
         try:
             open_private(manifest, identities, mkey)
+        except WrongKeyError:
+            # the key is wrong, not the data: stop before reading every object for
+            # nothing, and record no result (exit 12 names the manifest and the key)
+            raise
         except VkError as e:
             res.bad.append(
                 BadObject(mkey, "", "manifest", f"{mkey}: private part cannot be opened: {e}")
@@ -404,7 +410,9 @@ def run_verify(
 ) -> list[SnapshotVerify]:
     """Given (host, id) pairs, verify each snapshot (oldest first), record each
     result in storage when *record*, and return the results. A manifest that
-    cannot be read is a bad result naming it, not an exception."""
+    cannot be read is a bad result naming it, not an exception; an identity that
+    is not the snapshots' (WrongKeyError) stops the run, recording nothing for that
+    snapshot."""
     hosts = sorted({h for h, _ in targets})
     # Every manifest of these hosts: to name the object a swapped one came from.
     peers: list[Manifest] = []

@@ -20,10 +20,20 @@ def config_group() -> None:
 @json_output
 @pass_app
 def config_check(app: AppContext, as_json: bool) -> None:
-    """Load and validate the config file; name every problem (exit 2 on error)."""
+    """Find the config file (--config, $VKBACKUP_CONFIG, ./vkbackup.toml,
+    ~/.config/vkbackup/config.toml, /etc/vkbackup/vkbackup.toml), say which one
+    and why, load and validate it; name every problem. Exit 2 on an error, and
+    when no config file is found (it lists every place it looked in)."""
+    found = app.lookup()
+    if found.path is None:
+        if as_json:
+            emit_json({"file": None, "looked_in": found.lines()})
+        raise app.no_config_error(needed=False)
     cfg = app.config()
     summary = {
         "file": str(cfg.source_file) if cfg.source_file else None,
+        "found_by": found.found_by,
+        "looked_in": found.lines(),
         "storage": cfg.storage.type,
         "hosts": {
             name: {"address": h.address, "sources": [f"{s.type}:{s.name}" for s in h.sources]}
@@ -35,8 +45,9 @@ def config_check(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json(summary)
         return
-    where = cfg.source_file or "(embedded defaults: no config file found)"
-    click.echo(f"config OK: {where}")
+    click.echo(f"config OK: {cfg.source_file}")
+    before = "; ".join(found.lines()[:-1])
+    click.echo(f"  found by: {found.found_by}" + (f" (before it: {before})" if before else ""))
     if cfg.storage.type == "local":
         click.echo(f"  storage: local directory {cfg.storage.path}")
     else:

@@ -10,7 +10,8 @@ strict host-key checking, records signed and checked with the [signing]
 keys, identities unlocked with the passphrase reader
 (--passphrase-file, else $VKBACKUP_PASSPHRASE, else the terminal), progress
 on standard error unless the command prints JSON or runs quietly, and the
-monitoring pings and textfile around each host's run.
+monitoring pings and textfile around each host's run of every job (snapshot,
+verify, prune, drill), with the hosts' freshness ages measured after it.
 
 Heavy libraries (boto3, paramiko) are imported only when a command first
 asks for storage or a connection, so `--help` and `config check` stay quick.
@@ -29,59 +30,131 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from vkbackup.config import Config, find_config_file, load_config
-from vkbackup.errors import VkError
+from vkbackup.config import Config, load_config
+from vkbackup.config.load import ConfigLookup, lookup_config_file
+from vkbackup.errors import ConfigError, UsageError, VkError
 
 if TYPE_CHECKING:
     from vkbackup.config.model import HostConfig
     from vkbackup.crypto import Identity
-    from vkbackup.monitoring import RunResult
+    from vkbackup.monitoring import HostAges, JobOutcome, RunResult
     from vkbackup.progress import Progress
     from vkbackup.storage.base import Storage
     from vkbackup.transport.base import Transport
 
 R = TypeVar("R", bound="RunResult")
+T = TypeVar("T")
+
+
+#: names the identity file, after --identity and before encryption.identity
+IDENTITY_ENV = "VKBACKUP_IDENTITY"
 
 
 @dataclass
 class AppContext:
     config_path: str | None = None
-    verbosity: int = 0
+    verbosity: int = 0  # -1 quiet, 0 normal, 1+ debug: from verbose and quiet
     log_json: bool = False
+    verbose: int = 0  # how many -v, before and after the command name
+    quiet: bool = False  # -q, before or after the command name
+    #: where the identity came from ("PATH (--identity)"), once identities were loaded
+    identity_origin: str | None = None
     _config: Config | None = field(default=None, repr=False)
+    _lookup: ConfigLookup | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
     _backend: Storage | None = field(default=None, repr=False)
 
-    def config(self) -> Config:
-        """Load the config following the lookup order (embedded defaults if none)."""
+    def set_output(self, *, verbose: int = 0, quiet: bool = False, log_json: bool = False) -> None:
+        """Add what the global options say (-v counts add up; -q and --log-json,
+        once given, stay) and set logging up again accordingly."""
+        from vkbackup.logs import setup_logging
+
+        self.verbose += verbose
+        self.quiet = self.quiet or quiet
+        self.log_json = self.log_json or log_json
+        self.verbosity = -1 if self.quiet else self.verbose
+        setup_logging(self.verbosity, self.log_json)
+
+    def lookup(self) -> ConfigLookup:
+        """Where the config lookup looked and what it chose: --config, then
+        $VKBACKUP_CONFIG, ./vkbackup.toml, ~/.config/vkbackup/config.toml,
+        /etc/vkbackup/vkbackup.toml (`vkbackup.config.load.lookup_config_file`)."""
+        if self._lookup is None or self._config is None:
+            self._lookup = lookup_config_file(self.config_path, os.environ, Path.cwd(), Path.home())
+        return self._lookup
+
+    def config(self, required: bool = True) -> Config:
+        """Load the config the lookup finds. Raise ConfigError naming every place
+        looked in when none is found, unless not *required* (then every key's
+        default: only `init` and `config check` run on that)."""
         if self._config is None:
-            path = find_config_file(self.config_path, os.environ, Path.cwd(), Path.home())
-            self._config = load_config(path)
+            found = self.lookup()
+            if found.path is None:
+                if required:
+                    raise self.no_config_error()
+                return Config(source_file=None)
+            if found.found_by in ("--config", "$VKBACKUP_CONFIG") and not found.path.exists():
+                raise ConfigError(
+                    f"{found.path}: config file not found (named by {found.found_by})"
+                )
+            self._config = load_config(found.path)
         return self._config
+
+    def no_config_error(self, needed: bool = True) -> ConfigError:
+        """The error of a command that needs a config (*needed*), or of `config
+        check`, when none was found: it names every place looked in, in order."""
+        ctx = click.get_current_context(silent=True)
+        what = ""
+        if needed:
+            cmd = f"`{ctx.command_path}`" if ctx is not None else "this command"
+            what = f" ({cmd} needs one: it says where the snapshots are)"
+        looked = "\n  ".join(self.lookup().lines())
+        return ConfigError(
+            f"no config file found{what}. Looked in, in order:\n  {looked}",
+            hint="name the config with --config PATH or $VKBACKUP_CONFIG, or put it at "
+            "/etc/vkbackup/vkbackup.toml; `vkbackup init USER@HOST --out PATH` writes one",
+        )
+
+    def require_host(self, name: str) -> str:
+        """Given a host name from the command line, return it if the config has
+        it. Raise UsageError naming the config file and where the lookup looked
+        if it does not, unless the config has no [hosts] at all (a machine that
+        only restores needs none)."""
+        cfg = self.config()
+        if not cfg.hosts or name in cfg.hosts:
+            return name
+        known = ", ".join(sorted(cfg.hosts))
+        raise UsageError(
+            f"host {name!r} is not in the config {cfg.source_file} (its hosts: {known})",
+            hint="config lookup: " + self.lookup().describe() + "; another config? "
+            "name it with --config PATH",
+        )
 
     @property
     def interactive(self) -> bool:
         return sys.stdin.isatty() and sys.stderr.isatty()
 
-    def storage(self) -> Storage:
+    def storage(self, create: bool = False) -> Storage:
         """The configured storage, opened on first use (no request is made yet),
         its records signed and checked with the [signing] keys
-        (`vkbackup.signed_storage`)."""
+        (`vkbackup.signed_storage`). A local directory is created by the first
+        write only when *create* (snapshot); else it must exist, or every use
+        raises StorageUnreachableError (exit 10)."""
         if self._storage is None:
             from vkbackup.signed_storage import SignedStorage
             from vkbackup.signing import Trust
 
             trust = Trust.from_config(self.config().signing)
-            self._storage = SignedStorage(self.backend(), trust)
+            self._storage = SignedStorage(self.backend(create), trust)
         return self._storage
 
-    def backend(self) -> Storage:
+    def backend(self, create: bool = False) -> Storage:
         """The configured storage backend itself, records unsigned: for `storage
-        check`, which probes the backend, never records."""
+        check`, which probes the backend, never records. *create* as storage()."""
         if self._backend is None:
             from vkbackup.storage import open_storage
 
-            self._backend = open_storage(self.config().storage)
+            self._backend = open_storage(self.config().storage, create=create)
         return self._backend
 
     def connect(self, host: HostConfig) -> Transport:
@@ -90,14 +163,31 @@ class AppContext:
 
         return connect(host)
 
+    def identity_path(self, identity_path: str | None) -> tuple[str, str] | None:
+        """Which identity file to use and what named it: *identity_path*
+        (--identity/-i), else $VKBACKUP_IDENTITY, else the config's
+        encryption.identity; None when none is."""
+        if identity_path:
+            return identity_path, "--identity"
+        if os.environ.get(IDENTITY_ENV):
+            return os.environ[IDENTITY_ENV], f"${IDENTITY_ENV}"
+        cfg = self.config()
+        if cfg.encryption.identity is not None:
+            return str(cfg.encryption.identity), f"encryption.identity in {cfg.source_file}"
+        return None
+
     def identities(self, identity_path: str | None, passphrase_file: str | None) -> list[Identity]:
-        """The private keys from *identity_path*, else encryption.identity; the
-        passphrase of an encrypted identity file is asked only if needed.
-        Raise ConfigError if no identity is configured."""
+        """The private keys from *identity_path*, else $VKBACKUP_IDENTITY, else
+        encryption.identity; the passphrase of an encrypted identity file is
+        asked only if needed. Raise ConfigError if none is given or configured."""
         from vkbackup.common import identities
         from vkbackup.crypto.keys import read_passphrase
 
-        return identities(self.config(), lambda: read_passphrase(passphrase_file), identity_path)
+        chosen = self.identity_path(identity_path)
+        if chosen is not None:
+            self.identity_origin = f"{chosen[0]} ({chosen[1]})"
+        path = chosen[0] if chosen is not None else None
+        return identities(self.config(), lambda: read_passphrase(passphrase_file), path)
 
     def identity_files(self, paths: Sequence[str], passphrase_file: str | None) -> list[Identity]:
         """The identities in the files at *paths* (unlocked with one passphrase,
@@ -124,8 +214,9 @@ class AppContext:
         self, identity_path: str | None, passphrase_file: str | None
     ) -> Callable[[], Sequence[Identity]] | None:
         """A loader of the private keys for commands that also work without
-        them, or None when no identity is given or configured."""
-        if identity_path is None and self.config().encryption.identity is None:
+        them, or None when no identity is given (--identity, $VKBACKUP_IDENTITY)
+        or configured."""
+        if self.identity_path(identity_path) is None:
             return None
         return lambda: self.identities(identity_path, passphrase_file)
 
@@ -147,10 +238,62 @@ class AppContext:
         try:
             result = run()
         except (VkError, KeyboardInterrupt) as e:
-            monitoring.report_error(cfg, host, e, time.monotonic() - t0)
+            ages = self.freshness([host]) if isinstance(e, VkError) else []
+            monitoring.report_error(cfg, host, e, time.monotonic() - t0, ages=ages)
             raise
-        monitoring.report_result(cfg, result)
+        monitoring.report_result(cfg, result, self.freshness([host]))
         return result
+
+    def monitored_job(
+        self,
+        job: str,
+        hosts: Sequence[str],
+        run: Callable[[], T],
+        outcomes: Callable[[T], Sequence[JobOutcome]],
+    ) -> T:
+        """Run a *job* other than snapshot (verify, prune, drill) of *hosts*
+        between a "start" ping per host and the report of each host's outcome
+        (*outcomes* of the result: pings, then the ages in the textfile), or of
+        the error it raised, for every host. Monitoring problems are warnings;
+        the job's own error propagates unchanged."""
+        from vkbackup import monitoring
+
+        cfg = self.config().monitoring
+        for h in hosts:
+            monitoring.notify(cfg, "start", host=h, job=job)
+        t0 = time.monotonic()
+        try:
+            result = run()
+        except (VkError, KeyboardInterrupt) as e:
+            ages = self.freshness(hosts) if isinstance(e, VkError) else []
+            for h in hosts:
+                mine = [a for a in ages if a.host == h]
+                monitoring.report_error(cfg, h, e, time.monotonic() - t0, job=job, ages=mine)
+            raise
+        done = outcomes(result)
+        monitoring.report_job(cfg, done, self.freshness([o.host for o in done]))
+        return result
+
+    def freshness(self, hosts: Sequence[str]) -> Sequence[HostAges]:
+        """The ages of each host's newest complete snapshot, passing verify and
+        successful drill, read from storage, for the textfile: none when no
+        textfile is configured (nothing is read then), and none, with a warning,
+        when they cannot be read (monitoring never fails a run)."""
+        if self.config().monitoring.textfile is None or not hosts:
+            return []
+        from vkbackup.actions.check import Limits, check_hosts
+        from vkbackup.logs import get_logger, redact
+
+        try:
+            limits = Limits.from_config(self.config())
+            return check_hosts(self.storage(), sorted(set(hosts)), limits).hosts
+        except Exception as e:
+            get_logger("monitoring").warning(
+                "the ages for the Prometheus textfile could not be read: %s: %s",
+                type(e).__name__,
+                redact(str(e)),
+            )
+            return []
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -3,12 +3,13 @@ and report whether it came back (`vkbackup.actions.drill` does the drill)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import json_output, passphrase_file
+from vkbackup.cli.options import check_host, json_output, passphrase_file
 
 
 @click.command("drill")
@@ -19,7 +20,12 @@ from vkbackup.cli.options import json_output, passphrase_file
 @click.option("--playbook", metavar="FILE", help="Restore playbook (TOML).")
 @click.option("--report", "report_dir", metavar="DIR", default="vkbackup-drills", show_default=True)
 @click.option("--teardown", is_flag=True, help="Remove what the drill restored afterwards.")
-@click.option("--identity", "-i", metavar="PATH", help="Identity file (default: from the config).")
+@click.option(
+    "--identity",
+    "-i",
+    metavar="PATH",
+    help="Identity file (default: $VKBACKUP_IDENTITY, else encryption.identity).",
+)
 @passphrase_file
 @json_output
 @pass_app
@@ -41,15 +47,18 @@ def drill_cmd(
     older than drill.max_age_days.
     """
     from vkbackup.actions.drill import run_drill
+    from vkbackup.cli.outcomes import drill_outcome
     from vkbackup.restore.playbook import Playbook, load_playbook
 
     cfg = app.config()
+    host = check_host(host)
     storage = app.storage()
     if host is None:
         if len(cfg.hosts) != 1:
             raise click.UsageError("several hosts are configured: say whose snapshot (--host)")
         host = next(iter(cfg.hosts))
-    result = run_drill(
+    run = functools.partial(
+        run_drill,
         cfg,
         host,
         to,
@@ -61,6 +70,7 @@ def drill_cmd(
         teardown_after=teardown,
         progress=app.progress(as_json),
     )
+    result = app.monitored_job("drill", [host], run, drill_outcome)
     report = result.report
     if as_json:
         emit_json(result.to_json())

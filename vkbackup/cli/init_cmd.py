@@ -94,7 +94,11 @@ def host_key_asker(
 @click.command("init")
 @click.argument("target", metavar="USER@ADDRESS[:PORT]")
 @click.option(
-    "--name", "host_name", metavar="NAME", help="Host name in the config (default: prod)."
+    "--name",
+    "--host",
+    "host_name",
+    metavar="NAME",
+    help="Host name in the config (default: prod); --host is the same.",
 )
 @click.option("--out", metavar="PATH", help="Write the config here (default: standard output).")
 @click.option(
@@ -145,7 +149,7 @@ def init_cmd(
     from vkbackup.common import parse_target
     from vkbackup.config.model import HostConfig
 
-    cfg = app.config()
+    cfg = app.config(required=False)  # the current config, if any: init writes one
     if out and Path(out).exists():
         raise UsageError(f"{out}: already exists; refusing to overwrite it")
     recips = list(recipients) or list(cfg.encryption.recipients)

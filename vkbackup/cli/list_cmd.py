@@ -1,4 +1,4 @@
-"""`vkbackup list [HOST]`: every snapshot with its size, state and last verify.
+"""`vkbackup list [HOST | --host HOST]`: every snapshot with its size, state and last verify.
 
 Reads only the plaintext part of the manifests, so it needs no private key
 and works on a machine that holds only public keys.
@@ -9,21 +9,23 @@ from __future__ import annotations
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import check_host, json_output
+from vkbackup.cli.options import host_alias, json_output, one_host
 from vkbackup.textsafe import printable
 
 
 @click.command("list")
 @click.argument("host", required=False)
+@host_alias
 @json_output
 @pass_app
-def list_cmd(app: AppContext, host: str | None, as_json: bool) -> None:
+def list_cmd(app: AppContext, host: str | None, host_option: str | None, as_json: bool) -> None:
     """List snapshots: id, host, time, age, size (new and reused), sources,
     complete or partial, last verified. Needs no private key."""
     from vkbackup.actions.list_show import format_list, list_rows
     from vkbackup.common import utcnow
 
-    rows = list_rows(app.storage(), check_host(host))
+    host = one_host(host, host_option)
+    rows = list_rows(app.storage(), host)
     now = utcnow()
     if as_json:
         emit_json([r.to_json(now) for r in rows])

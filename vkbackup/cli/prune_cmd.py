@@ -7,6 +7,8 @@ snapshot uses, never one under Object Lock; every keep is explained, and
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
@@ -26,16 +28,21 @@ def prune_cmd(
     keep_daily, keep_weekly, keep_monthly, keep_yearly), incomplete snapshots
     and stale uploads. Never the newest complete snapshot, never an object a kept
     snapshot uses, never one under Object Lock. Prints what it keeps and why."""
+    from vkbackup import catalog
     from vkbackup.actions.prune import format_prune, run_prune
+    from vkbackup.cli.outcomes import prune_outcomes
 
     cfg = app.config()
-    report = run_prune(
-        app.storage(),
-        cfg.retention,
-        hosts=[host] if host is not None and check_host(host) else None,
-        dry_run=dry_run,
-        break_lock=break_lock,
+    storage = app.storage()
+    names = [host] if host is not None and check_host(host) else None
+    run = functools.partial(
+        run_prune, storage, cfg.retention, hosts=names, dry_run=dry_run, break_lock=break_lock
     )
+    if dry_run:  # did nothing: nothing to report to monitoring
+        report = run()
+    else:
+        hosts = names or sorted({h for h, _ in catalog.list_snapshots(storage)})
+        report = app.monitored_job("prune", hosts, run, prune_outcomes)
     if as_json:
         emit_json(report.to_json())
     elif app.verbosity >= 0:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import dry_run, json_output, passphrase_file, yes
+from vkbackup.cli.options import check_host, dry_run, json_output, passphrase_file, yes
 from vkbackup.errors import RestoreError, UsageError
 from vkbackup.progress import human_bytes
 
@@ -51,6 +51,8 @@ def print_report(report: RestoreReport) -> None:
             click.echo(f"    {r}")
     for w in report.warnings:
         click.echo(f"  warning: {w}")
+    for e in report.hook_errors:
+        click.echo(f"  hook failed: {e}")
 
 
 @click.command("restore")
@@ -62,7 +64,12 @@ def print_report(report: RestoreReport) -> None:
 @click.option("--playbook", metavar="FILE", help="A restore playbook (TOML) that refines the plan.")
 @click.option("--only", multiple=True, metavar="STEP_OR_SOURCE", help="Only these steps/sources.")
 @click.option("--force", is_flag=True, help="Allow overwriting a target that is not empty.")
-@click.option("--identity", "-i", metavar="PATH", help="Identity file (default: from the config).")
+@click.option(
+    "--identity",
+    "-i",
+    metavar="PATH",
+    help="Identity file (default: $VKBACKUP_IDENTITY, else encryption.identity).",
+)
 @passphrase_file
 @dry_run
 @yes
@@ -89,11 +96,12 @@ def restore_cmd(
     order, then health checks and the DNS checklist. Re-running after a
     failure resumes; re-running after success changes nothing.
     """
-    from vkbackup.actions.restore import build_plan, run_restore
+    from vkbackup.actions.restore import build_plan, restore_hooks, run_restore
     from vkbackup.common import parse_target
     from vkbackup.restore.playbook import Playbook, load_playbook
 
     cfg = app.config()
+    host = check_host(host)
     storage = app.storage()
     ids = app.identities(identity, passphrase_file)
     book = load_playbook(Path(playbook)) if playbook else Playbook()
@@ -140,6 +148,7 @@ def restore_cmd(
         identities=ids,
         force=force,
         progress=app.progress(as_json),
+        hooks=restore_hooks(cfg, manifest.host),
     )
     if as_json:
         emit_json(report.to_json())

@@ -1,4 +1,4 @@
-"""`vkbackup snapshot [HOST]`: one snapshot of each host, then the exit code
+"""`vkbackup snapshot [HOST | --host HOST]`: one snapshot of each host, then the exit code
 that says how it went (0 complete, 3 partial, 1 nothing saved).
 
 Hosts are snapshotted one after the other; each run is wrapped by the
@@ -13,13 +13,14 @@ import functools
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import dry_run, json_output
+from vkbackup.cli.options import dry_run, host_alias, json_output, one_host
 from vkbackup.errors import ConfigError, PartialFailure, SnapshotError, UsageError
 from vkbackup.progress import human_bytes
 
 
 @click.command("snapshot")
 @click.argument("host", required=False)
+@host_alias
 @click.option("--only", multiple=True, metavar="SOURCE", help="Only these sources.")
 @click.option("--break-lock", is_flag=True, help="Take over a stale lock.")
 @dry_run
@@ -28,6 +29,7 @@ from vkbackup.progress import human_bytes
 def snapshot_cmd(
     app: AppContext,
     host: str | None,
+    host_option: str | None,
     only: tuple[str, ...],
     break_lock: bool,
     dry_run: bool,
@@ -41,10 +43,11 @@ def snapshot_cmd(
     from vkbackup.actions.snapshot import plan_snapshot, run_snapshot
 
     cfg = app.config()
+    host = one_host(host, host_option)
     hosts = [host] if host else sorted(cfg.hosts)
-    if not hosts:
+    if not cfg.hosts:
         raise UsageError(
-            f"{cfg.source_file or '(embedded defaults)'}: no hosts configured",
+            f"{cfg.source_file}: no hosts configured",
             hint="vkbackup init user@address writes a config for a host",
         )
     if cfg.signing.configured and cfg.signing.key is None:
@@ -54,7 +57,7 @@ def snapshot_cmd(
             hint="set signing.key to the backup machine's signing key "
             "(vkbackup keys generate --signing --out PATH)",
         )
-    storage = app.storage()
+    storage = app.storage(create=True)  # the first snapshot creates a local directory
     if dry_run:
         doc = {
             name: [f"{sc.type}:{sc.name}" for sc in plan_snapshot(cfg, name, only)]
@@ -100,18 +103,25 @@ def snapshot_cmd(
                 click.echo(line)
                 if sr.error:
                     click.echo(f"         {sr.error}")
+            for err in r.hook_errors:
+                click.echo(f"  hook failed: {err}")
     failed = [r for r in results if r.status == "failed"]
-    # a --only snapshot is "partial" but succeeded: only failed sources count here
-    partial = [r for r in results if any(sr.status == "failed" for sr in r.sources)]
+    # a --only snapshot is "partial" but succeeded: only failed sources and
+    # failed after_snapshot hooks count here
+    partial = [
+        r for r in results if r.hook_errors or any(sr.status == "failed" for sr in r.sources)
+    ]
     if failed and len(failed) == len(results):
         raise SnapshotError(
             "; ".join(f"snapshot of {r.host} failed: no source could be saved" for r in failed)
         )
     if failed or partial:
-        raise PartialFailure(
-            "some sources failed: "
-            + ", ".join(f"{r.host}/{s.name}" for r in results for s in r.sources if s.error)
-        )
+        what = [f"{r.host}/{s.name}" for r in results for s in r.sources if s.error]
+        hooks = [e.splitlines()[0] for r in results for e in r.hook_errors]
+        parts = [f"some sources failed: {', '.join(what)}"] if what else []
+        if hooks:
+            parts.append("after_snapshot hooks failed: " + "; ".join(hooks))
+        raise PartialFailure("; ".join(parts))
 
 
 def register(cli: click.Group) -> None:

@@ -1,7 +1,8 @@
 """`storage check [--json]`: probe the configured storage, print a table.
 
 Exit status 0 when every required capability works, 1 (a StorageError raised
-to the CLI entry point) when one fails; --json prints the report either way.
+to the CLI entry point) when one fails, 10 when the storage cannot be reached
+at all (the "reach" probe); --json prints the report either way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import json_output
-from vkbackup.errors import StorageError
+from vkbackup.errors import StorageError, StorageUnreachableError
 
 if TYPE_CHECKING:
     from vkbackup.actions.storage_check import CheckReport
@@ -30,17 +31,20 @@ def storage_group() -> None:
 @pass_app
 def storage_check(app: AppContext, as_json: bool) -> None:
     """Probe the storage: write, read back, list, delete, multipart, checksums,
-    versioning and Object Lock. Exit 1 if a required capability fails."""
+    versioning and Object Lock. Exit 1 if a required capability fails, 10 if
+    the storage cannot be reached at all (a local directory is created, as the
+    first snapshot would)."""
     from vkbackup.actions.storage_check import run_storage_check
 
-    report = run_storage_check(app.config().storage, app.backend())
+    report = run_storage_check(app.config().storage, app.backend(create=True))
     if as_json:
         emit_json(report.to_json())
     else:
         click.echo(render_table(report))
     failed = report.failed()
     if failed:
-        raise StorageError(
+        kind = StorageUnreachableError if "reach" in {c.name for c in failed} else StorageError
+        raise kind(
             f"{report.target}: {len(failed)} required storage capability(ies) failed: "
             + ", ".join(c.name for c in failed)
         )

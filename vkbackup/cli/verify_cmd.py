@@ -81,6 +81,7 @@ def verify_cmd(
     `list`. Exit codes: 0 all good, 1 any object bad (each one is named).
     """
     from vkbackup.actions.verify import SnapshotVerify, failure, run_verify, select_snapshots
+    from vkbackup.cli.outcomes import verify_outcomes
 
     if deep and no_decrypt:
         raise UsageError("--deep needs the private key: it contradicts --no-decrypt")
@@ -122,7 +123,12 @@ def verify_cmd(
                 raise UsageError("--deep: say on which host to run the throwaway server (--on)")
             where = hosts[0]
         deep_check = make_deep_check(parse_target(cfg, where), app.connect, deep_image)
-    results = run_verify(storage, targets, identities=ids, on_result=show, deep_check=deep_check)
+    results = app.monitored_job(
+        "verify",
+        sorted({h for h, _ in targets}),
+        lambda: run_verify(storage, targets, identities=ids, on_result=show, deep_check=deep_check),
+        verify_outcomes,
+    )
     if as_json:
         emit_json([r.to_json() for r in results])
     err = failure(results)

@@ -12,14 +12,18 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from vkbackup.config.model import (
     SOURCE_TYPES,
+    CheckConfig,
     Config,
     DrillConfig,
     EncryptionConfig,
+    HooksConfig,
     HostConfig,
     MonitoringConfig,
     ObjectLock,
@@ -29,6 +33,7 @@ from vkbackup.config.model import (
     SourceConfig,
     StorageConfig,
 )
+from vkbackup.durations import parse_duration
 from vkbackup.errors import ConfigError
 from vkbackup.names import (
     check_container,
@@ -45,22 +50,90 @@ UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,199}\Z")
 DEFAULT_LOCAL_PATH = Path("/var/backups/vkbackup")
 
 
-def find_config_file(
-    explicit: str | None, env: Mapping[str, str], cwd: Path, home: Path
-) -> Path | None:
-    """Return the config file to use: *explicit* (--config PATH), else
-    $VKBACKUP_CONFIG in *env*, else ./vkbackup.toml in *cwd*, else
-    ~/.config/vkbackup/config.toml under *home*. The first two are returned
-    whether or not they exist; return None when neither is set and no file
-    is found."""
+SYSTEM_CONFIG = Path("/etc/vkbackup/vkbackup.toml")
+#: Test-only seam: a path that stands in for SYSTEM_CONFIG, so a test of "no config
+#: file found" can run on a machine that has /etc/vkbackup/vkbackup.toml. Not for
+#: operators (they name a config with --config or $VKBACKUP_CONFIG).
+SYSTEM_CONFIG_TEST_ENV = "VKBACKUP_TEST_SYSTEM_CONFIG"
+
+
+@dataclass(frozen=True)
+class ConfigLookup:
+    """Where the config lookup looked, in order, and what it chose.
+
+    *steps* holds (place, path or None, outcome) for each place tried, up to the
+    chosen one: place is "--config", "$VKBACKUP_CONFIG", "./vkbackup.toml",
+    "~/.config/vkbackup/config.toml" or "/etc/vkbackup/vkbackup.toml"; outcome
+    "not given", "not set", "no such file" or "used". *path* is the file to
+    load (None: none found), *found_by* the place that named it."""
+
+    path: Path | None
+    found_by: str | None
+    steps: tuple[tuple[str, Path | None, str], ...]
+
+    def lines(self) -> list[str]:
+        """One line per place tried: "--config: not given", "./vkbackup.toml:
+        /srv/vkbackup.toml: no such file", ..."""
+        out = []
+        for place, path, outcome in self.steps:
+            shown = f"{path}: " if path is not None and str(path) != place else ""
+            out.append(f"{place}: {shown}{outcome}")
+        return out
+
+    def describe(self) -> str:
+        """The lines on one line, separated by "; "."""
+        return "; ".join(self.lines())
+
+
+def lookup_config_file(
+    explicit: str | None,
+    env: Mapping[str, str],
+    cwd: Path,
+    home: Path,
+    system: Path | None = None,
+) -> ConfigLookup:
+    """Follow the lookup order and return where it looked and what it chose:
+    *explicit* (--config PATH), else $VKBACKUP_CONFIG in *env*, else
+    ./vkbackup.toml in *cwd*, else ~/.config/vkbackup/config.toml under *home*,
+    else *system* (default /etc/vkbackup/vkbackup.toml, or the path in
+    $VKBACKUP_TEST_SYSTEM_CONFIG: a test-only seam). The first two are chosen
+    whether or not they exist (loading then says the file is missing); the
+    others only if they are files."""
+    steps: list[tuple[str, Path | None, str]] = []
     if explicit:
-        return Path(explicit).expanduser()
+        path = Path(explicit).expanduser()
+        return ConfigLookup(path, "--config", (("--config", path, "used"),))
+    steps.append(("--config", None, "not given"))
     if env.get("VKBACKUP_CONFIG"):
-        return Path(env["VKBACKUP_CONFIG"]).expanduser()
-    for candidate in (cwd / "vkbackup.toml", home / ".config" / "vkbackup" / "config.toml"):
+        path = Path(env["VKBACKUP_CONFIG"]).expanduser()
+        steps.append(("$VKBACKUP_CONFIG", path, "used"))
+        return ConfigLookup(path, "$VKBACKUP_CONFIG", tuple(steps))
+    steps.append(("$VKBACKUP_CONFIG", None, "not set"))
+    if system is None:
+        seam = env.get(SYSTEM_CONFIG_TEST_ENV)
+        system = Path(seam) if seam else SYSTEM_CONFIG
+    for place, candidate in (
+        ("./vkbackup.toml", cwd / "vkbackup.toml"),
+        ("~/.config/vkbackup/config.toml", home / ".config" / "vkbackup" / "config.toml"),
+        (str(SYSTEM_CONFIG), system),
+    ):
         if candidate.is_file():
-            return candidate
-    return None
+            steps.append((place, candidate, "used"))
+            return ConfigLookup(candidate, place, tuple(steps))
+        steps.append((place, candidate, "no such file"))
+    return ConfigLookup(None, None, tuple(steps))
+
+
+def find_config_file(
+    explicit: str | None,
+    env: Mapping[str, str],
+    cwd: Path,
+    home: Path,
+    system: Path | None = None,
+) -> Path | None:
+    """Return the config file to use (see lookup_config_file), or None when none
+    is found."""
+    return lookup_config_file(explicit, env, cwd, home, system).path
 
 
 class _Table:
@@ -349,6 +422,42 @@ def _source(t: _Table) -> SourceConfig:
     return SourceConfig(type=typ, name=name, where=t.where, **kw)  # type: ignore[arg-type]
 
 
+HOOK_LISTS = ("before_snapshot", "after_snapshot", "before_restore", "after_restore", "on_failure")
+_HOOK_TIMEOUT_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
+
+
+def _hooks(t: _Table | None) -> HooksConfig:
+    """[hosts.NAME.hooks]: lists of shell commands, and `timeout` (seconds, or a
+    string such as "90s", "10m", "1h30m") for each command."""
+    if t is None:
+        return HooksConfig()
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in HOOK_LISTS:
+        commands = t.str_list(key) or ()
+        for i, cmd in enumerate(commands):
+            if "\x00" in cmd:
+                raise t.error(f"[{i}] must not contain a NUL character", key)
+        lists[key] = commands
+    t.used.add("timeout")
+    raw = t.data.get("timeout", 600)
+    if isinstance(raw, str):
+        m = _HOOK_TIMEOUT_RE.match(raw.strip())
+        if not raw.strip() or m is None:
+            raise t.error(
+                f'must be seconds or a duration like "90s", "10m", "1h", got {raw!r}', "timeout"
+            )
+        h, mi, sec = (int(g or 0) for g in m.groups())
+        seconds = float(h * 3600 + mi * 60 + sec)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    else:
+        raise t.error(f"must be seconds or a duration string, got {_kind(raw)}", "timeout")
+    if not 1 <= seconds <= 86400:
+        raise t.error(f"must be between 1 second and 24 hours, got {seconds:g}s", "timeout")
+    t.finish()
+    return HooksConfig(timeout=seconds, **lists)
+
+
 def _host(name: str, t: _Table) -> HostConfig:
     if not NAME_RE.match(name):
         raise t.error(f"host name must be letters, digits, '.', '_' or '-', got {name!r}")
@@ -377,6 +486,7 @@ def _host(name: str, t: _Table) -> HostConfig:
             f"{t.source}: {hosts[1].where}.type: only one source of type 'host' per host "
             f"(the first is {hosts[0].where})"
         )
+    hooks = _hooks(t.table("hooks"))
     t.finish()
     return HostConfig(
         name=name,
@@ -388,6 +498,7 @@ def _host(name: str, t: _Table) -> HostConfig:
         key_passphrase_env=pass_env,
         connect_timeout=timeout,
         sources=sources,
+        hooks=hooks,
     )
 
 
@@ -443,6 +554,26 @@ def _drill(t: _Table | None) -> DrillConfig:
     return d
 
 
+def _check(t: _Table | None) -> CheckConfig:
+    if t is None:
+        return CheckConfig()
+
+    def duration(key: str) -> timedelta | None:
+        t.used.add(key)
+        if key not in t.data:
+            return None
+        return parse_duration(t.data[key], f"{t.source}: {t.path(key)}", ConfigError)
+
+    d = CheckConfig()
+    c = CheckConfig(
+        max_age=duration("max_age") or d.max_age,
+        max_verify_age=duration("max_verify_age") or d.max_verify_age,
+        max_drill_age=duration("max_drill_age"),
+    )
+    t.finish()
+    return c
+
+
 def parse_config(data: Mapping[str, object], source: str) -> Config:
     """Given an already-parsed TOML document, return the validated Config (the
     pure part of load_config). Raise ConfigError naming *source* and the key
@@ -461,6 +592,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     snapshot = _snapshot(top.table("snapshot"))
     monitoring = _monitoring(top.table("monitoring"))
     drill = _drill(top.table("drill"))
+    check = _check(top.table("check"))
     top.finish()
     return Config(
         source_file=None,
@@ -472,6 +604,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         snapshot=snapshot,
         monitoring=monitoring,
         drill=drill,
+        check=check,
     )
 
 
@@ -496,9 +629,11 @@ def check_file_permissions(path: Path, cfg: Config, mode: int | None = None) -> 
 
 
 def load_config(path: Path | None) -> Config:
-    """Read and validate *path* (None: the embedded defaults) and return it as
-    a Config. Raise ConfigError if the file is missing, unreadable, not UTF-8,
-    not TOML, invalid, or holds a credential with group/other permissions."""
+    """Read and validate *path* (None: every key's default, what `init` starts
+    from; the CLI never runs a command on it: no config file found is an error
+    there) and return it as a Config. Raise ConfigError if the file is missing,
+    unreadable, not UTF-8, not TOML, invalid, or holds a credential with
+    group/other permissions."""
     if path is None:
         return Config(source_file=None)
     try:

@@ -10,6 +10,7 @@ exact key in the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 SOURCE_TYPES = ("postgres", "files", "docker-volume", "docker-image", "host")
@@ -86,6 +87,20 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    """[hosts.NAME.hooks]: shell commands around a snapshot or restore of the host
+    (what runs where and when: `vkbackup.hooks`). *timeout*: seconds each command
+    may take."""
+
+    before_snapshot: tuple[str, ...] = ()
+    after_snapshot: tuple[str, ...] = ()
+    before_restore: tuple[str, ...] = ()
+    after_restore: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str
     address: str
@@ -96,6 +111,7 @@ class HostConfig:
     key_passphrase_env: str | None = None
     connect_timeout: float = 15.0
     sources: tuple[SourceConfig, ...] = ()
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,17 @@ class DrillConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """[check]: how old the newest complete snapshot, passing verify and successful
+    drill of a host may be before `vkbackup check` calls it stale. No
+    max_drill_age: drill.max_age_days (one knob for the drill warning and check)."""
+
+    max_age: timedelta = timedelta(hours=26)
+    max_verify_age: timedelta = timedelta(days=8)
+    max_drill_age: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source_file: Path | None
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -154,3 +181,4 @@ class Config:
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)

@@ -57,7 +57,7 @@ from vkbackup.crypto.recipients import (
     ScryptIdentity,
     ScryptRecipient,
 )
-from vkbackup.errors import CryptoError
+from vkbackup.errors import CryptoError, WrongKeyError
 from vkbackup.logs import get_logger
 from vkbackup.streams import BytesReader, Readable
 
@@ -249,6 +249,18 @@ class EncryptingReader:
         return self._out.take(n)
 
 
+def _public_keys(identities: Sequence[Identity]) -> list[str]:
+    """The public keys (age1..., shortened) of the identities that have one: named
+    in a "no identity matches" error, to compare with the intended recipients."""
+    out: list[str] = []
+    for i in identities:
+        recipient = getattr(i, "recipient", None)
+        if callable(recipient):
+            text = str(recipient())
+            out.append(text if len(text) <= 70 else f"{text[:24]}...{text[-8:]}")
+    return out
+
+
 class _PrefixedReader:
     """A Readable that returns *prefix* first, then whatever *src* returns."""
 
@@ -285,8 +297,10 @@ class DecryptingReader:
         self._eof = False
         self._error: CryptoError | None = None
 
-    def _fail(self, why: str, hint: str | None = None) -> CryptoError:
-        self._error = CryptoError(f"{self._name}: {why}", hint=hint)
+    def _fail(
+        self, why: str, hint: str | None = None, kind: type[CryptoError] = CryptoError
+    ) -> CryptoError:
+        self._error = kind(f"{self._name}: {why}", hint=hint)
         return self._error
 
     # -- header ----------------------------------------------------------
@@ -328,26 +342,35 @@ class DecryptingReader:
             try:
                 file_key = identity.unwrap(stanzas)
             except CryptoError as e:
-                raise self._fail(str(e), e.hint) from None
+                raise self._fail(str(e), e.hint, type(e)) from None
             if file_key is not None:
                 break
         if file_key is None:
             have_passphrase = any(isinstance(i, ScryptIdentity) for i in self._identities)
             if stanzas[0].type == "scrypt":
                 if have_passphrase:
-                    raise self._fail("incorrect passphrase (or the header was tampered with)")
+                    raise self._fail(
+                        "incorrect passphrase (or the header was tampered with)",
+                        kind=WrongKeyError,
+                    )
                 raise self._fail(
                     "is passphrase-encrypted (age -p) and no passphrase was given",
                     "decrypt it with a passphrase instead of an identity file",
+                    WrongKeyError,
                 )
             kinds = ", ".join(sorted({s.type for s in stanzas}))
             only_passphrase = all(isinstance(i, ScryptIdentity) for i in self._identities)
+            tried = _public_keys(self._identities)
             raise self._fail(
                 f"no identity matches any of its {len(stanzas)} recipient stanza(s) "
-                f"({kinds}): wrong key, or the header was tampered with",
+                f"({kinds}): wrong key, or the header was tampered with"
+                + (f" (tried the identity of {', '.join(tried)})" if tried else ""),
                 "it is encrypted to public keys: an identity file is needed, not a passphrase"
                 if only_passphrase
                 else None,
+                # no identity at all (a passphrase for a public-key file) is a usage
+                # problem, exit 1; an identity that is not a recipient is exit 12
+                CryptoError if only_passphrase else WrongKeyError,
             )
         if not hmac.compare_digest(header_mac(file_key, parsed.mac_input), parsed.mac):
             raise self._fail("header MAC mismatch: the header was modified")

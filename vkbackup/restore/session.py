@@ -12,6 +12,13 @@ part recorded (`plain_checks`), before its last byte reaches the target; a step 
 restore before any service starts on bad data. Preflight refuses a target that
 is not empty unless --force, or unless the target holds this snapshot's resume
 state (a re-run after a failure resumes; a re-run after success changes nothing).
+
+Hooks (`vkbackup.hooks`): the before_restore and after_restore hooks of the
+snapshot's host ([hosts.NAME.hooks] of manifest.host) run on the target, the
+before ones before the resume state is read or anything is written there (a
+failure ends the restore: exit 1), the after ones once the plan ended, whatever
+its outcome (a failure makes an ok restore "partial": exit 3). on_failure runs
+last, on this machine, for every restore that did not end ok.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Any
 
 from vkbackup import catalog
 from vkbackup.common import iso, utcnow
-from vkbackup.config.model import HostConfig
+from vkbackup.config.model import HooksConfig, HostConfig
 from vkbackup.crypto import Identity
-from vkbackup.errors import ObjectNotFoundError, VkError
+from vkbackup.errors import HookError, Interrupted, ObjectNotFoundError, PartialFailure, VkError
+from vkbackup.hooks import HookRunner
 from vkbackup.layout import snapshot_time
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest
@@ -51,7 +59,7 @@ class RestoreReport:
     playbook: str
     started: str
     finished: str = ""
-    status: str = "running"  # ok | failed
+    status: str = "running"  # ok | partial (an after_restore hook failed) | failed
     rto_seconds: float = 0.0
     snapshot_age_seconds: float = 0.0
     steps: list[StepResult] = field(default_factory=list)
@@ -60,6 +68,7 @@ class RestoreReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     exception: VkError | None = None  # the failure, for the CLI to map to an exit code
+    hook_errors: list[str] = field(default_factory=list)  # after_restore hooks that failed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +86,7 @@ class RestoreReport:
             "dns": self.dns,
             "warnings": self.warnings,
             "error": self.error,
+            "hook_errors": self.hook_errors,
         }
 
 
@@ -151,10 +161,70 @@ def run_restore(
     identities: Sequence[Identity],
     force: bool = False,
     progress: Progress | None = None,
+    hooks: HooksConfig | None = None,
 ) -> RestoreReport:
     """Given a plan of *manifest*'s snapshot, run it on *target* and return the report
     (status "failed" with the step and its error when one fails; never raises a
-    step's VkError, which is in report.exception for the CLI's exit code)."""
+    step's VkError, which is in report.exception for the CLI's exit code).
+
+    *hooks* are the [hosts.NAME.hooks] of the snapshot's host (None: none; a
+    drill passes none): before_restore and after_restore run on *target*, a
+    failing before hook fails the restore before anything is written there
+    (report.exception a HookError), a failing after hook makes an ok restore
+    "partial" (report.exception a PartialFailure), and on_failure runs on this
+    machine for every restore that does not end ok."""
+    drop = (target.key_passphrase_env,) if target.key_passphrase_env else ()
+    runner = HookRunner(manifest.host, hooks or HooksConfig(), "restore", drop_env=drop)
+    where = f"{target.user}@{target.address}:{target.port}"
+    try:
+        report = _restore(
+            plan,
+            manifest,
+            target,
+            storage=storage,
+            connect=connect,
+            identities=identities,
+            force=force,
+            progress=progress,
+            hooks=runner,
+        )
+    except (Exception, KeyboardInterrupt) as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt | Interrupted) else "failed"
+        runner.on_failure(status, str(e) or type(e).__name__, snapshot=manifest.id, target=where)
+        raise
+    if report.status != "ok":
+        status = "partial" if report.status == "partial" else "failed"
+        error = report.error or f"restore {report.status}"
+        runner.on_failure(status, error, snapshot=manifest.id, target=where)
+    return report
+
+
+def _after_hooks(hooks: HookRunner, connect: Callable[[], Transport]) -> list[str]:
+    """Run the after_restore hooks on a new connection to the target (the restore's
+    own may have been dropped on the way: firewall, reboot); return the failures."""
+    try:
+        t = connect()
+    except VkError as e:
+        return [str(err) for err in hooks.unreachable(e)]
+    try:
+        return [str(err) for err in hooks.after(t)]
+    finally:
+        t.close()
+
+
+def _restore(
+    plan: Plan,
+    manifest: Manifest,
+    target: HostConfig,
+    *,
+    storage: Storage,
+    connect: Connect,
+    identities: Sequence[Identity],
+    force: bool,
+    progress: Progress | None,
+    hooks: HookRunner,
+) -> RestoreReport:
+    """The body of run_restore: before hooks, the plan, after hooks."""
     started = utcnow()
     report = RestoreReport(
         snapshot=manifest.id,
@@ -168,7 +238,16 @@ def run_restore(
     t0 = time.monotonic()
     progress = progress or Progress(enabled=False)
     t = connect(target)
+    hooks_passed = False  # every before_restore hook ran ok: the after hooks will run
     try:
+        try:
+            hooks.before(t)
+        except HookError as e:
+            report.status = "failed"
+            report.error = str(e)
+            report.exception = e
+            return report
+        hooks_passed = True
         ctx = StepContext(t, storage, identities, manifest.id, progress, report.verified)
         ctx.expect, notes = plain_checks(storage, manifest, identities)
         report.warnings.extend(notes)
@@ -190,7 +269,18 @@ def run_restore(
         report.rto_seconds = time.monotonic() - t0
         return report
     finally:
-        report.finished = iso(utcnow())
-        if report.status != "ok":
-            report.rto_seconds = time.monotonic() - t0
-        t.close()
+        try:
+            if hooks_passed and hooks.has_after:
+                errors = _after_hooks(hooks, lambda: connect(target))
+                if errors:
+                    report.hook_errors = errors
+                    if report.status == "ok":  # the restore itself is done: RTO stays
+                        report.status = "partial"
+                        first = "; ".join(e.splitlines()[0] for e in errors)
+                        report.error = f"after_restore hooks failed: {first}"
+                        report.exception = PartialFailure(report.error)
+        finally:
+            report.finished = iso(utcnow())
+            if report.status not in ("ok", "partial"):
+                report.rto_seconds = time.monotonic() - t0
+            t.close()

@@ -19,15 +19,17 @@ if TYPE_CHECKING:
 __all__ = ["LocalStorage", "ObjectInfo", "ReadStream", "S3Storage", "Storage", "open_storage"]
 
 
-def open_storage(cfg: StorageConfig) -> Storage:
+def open_storage(cfg: StorageConfig, *, create: bool = True) -> Storage:
     """Given the storage config, return the backend it describes: type "local" a
-    LocalStorage at cfg.path / cfg.prefix, type "s3" S3Storage.from_config(cfg)
-    (no request is made yet). Raise ConfigError for any other type."""
+    LocalStorage at cfg.path / cfg.prefix (its directory created on first write
+    only if *create*, else it must exist), type "s3" S3Storage.from_config(cfg)
+    (no request is made yet; a bucket is never created). Raise ConfigError for
+    any other type."""
     if cfg.type == "local":
         from vkbackup.storage.local import LocalStorage
 
         root = cfg.path.joinpath(*cfg.prefix.split("/")) if cfg.prefix else cfg.path
-        return LocalStorage(root)
+        return LocalStorage(root, create=create)
     if cfg.type == "s3":
         from vkbackup.storage.s3 import S3Storage
 

@@ -15,8 +15,13 @@ modified time) and abort_upload(key, temp path) removes them, mirroring
 S3 incomplete multipart uploads.
 
 Directories are created 0700. delete() removes empty parent directories up to
-the root. There is no Object Lock here: retention_until() is None for every
-object (ObjectNotFoundError for a missing key, as in S3).
+the root. The root itself is created only by a store opened with
+``create=True`` (the default here; the CLI opens its storage so for `snapshot`
+and `storage check` only): opened with ``create=False``, every operation on a
+root that does not exist raises StorageUnreachableError naming it (exit 10), so
+a reader never takes a missing or unmounted backup directory for an empty one.
+There is no Object Lock here: retention_until() is None for every object
+(ObjectNotFoundError for a missing key, as in S3).
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vkbackup.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from vkbackup.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnreachableError,
+)
 from vkbackup.storage.base import ObjectInfo, ReadStream, validate_key
 from vkbackup.streams import CHUNK, Readable
 
@@ -60,14 +70,32 @@ def _hint_for(err: OSError) -> str | None:
 
 
 class LocalStorage:
-    """`vkbackup.storage.base.Storage` in the directory *root*."""
+    """`vkbackup.storage.base.Storage` in the directory *root*; with *create*
+    False, *root* must exist (see the module docstring)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = Path(root)
+        self.create = create
+        self._root_seen = False
 
     # -- helpers -------------------------------------------------------------
 
+    def _need_root(self) -> None:
+        """Raise StorageUnreachableError if the root is missing and may not be created."""
+        if self._root_seen or self.create:
+            return
+        if self.root.is_dir():
+            self._root_seen = True
+            return
+        what = "is not a directory" if self.root.exists() else "does not exist"
+        raise StorageUnreachableError(
+            f"{self.root}: the storage directory {what} (storage.path)",
+            hint="mount the disk that holds it, or fix storage.path; only a snapshot "
+            "creates the directory",
+        )
+
     def _path(self, key: str) -> Path:
+        self._need_root()
         validate_key(key)
         if any(seg.startswith(TEMP_MARK) for seg in key.split("/")):
             raise StorageError(f"object key {key!r}: names starting {TEMP_MARK!r} are reserved")
@@ -162,6 +190,7 @@ class LocalStorage:
     def _walk(self, prefix: str) -> Iterator[tuple[str, Path, os.stat_result]]:
         """Yield (relative name, path, stat) for every regular file (temporaries
         too) under the directory that holds *prefix*."""
+        self._need_root()
         start_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*start_rel.split("/")) if start_rel else self.root
         if not start.is_dir():

@@ -55,7 +55,12 @@ import botocore.exceptions
 
 from vkbackup import retry
 from vkbackup.config.model import ObjectLock, StorageConfig
-from vkbackup.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from vkbackup.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnreachableError,
+)
 from vkbackup.logs import register_secret
 from vkbackup.retry import RetryPolicy
 from vkbackup.storage.base import ObjectInfo, ReadStream, join_key, validate_key
@@ -217,7 +222,11 @@ class S3Storage:
         return retry.call(fn, what, self.policy)
 
     def _error(self, exc: BaseException, op: str, full: str) -> StorageError:
-        """Turn a boto3/botocore exception into a StorageError naming bucket and key."""
+        """Turn a boto3/botocore exception into a StorageError naming bucket and key:
+        StorageUnreachableError (exit 10) for a bucket that does not exist and for
+        an endpoint that could not be reached (connection refused or reset, DNS,
+        timeouts) after every retry. An HTTP error answered by the endpoint (5xx
+        included) stays a StorageError."""
         where = self._loc(full)
         if isinstance(exc, botocore.exceptions.ClientError):
             code, status = _code(exc), _status(exc)
@@ -227,6 +236,13 @@ class S3Storage:
                 text += f": {msg}"
             if code in NOT_FOUND_CODES:
                 return ObjectNotFoundError(f"{where}: no such object ({op}: {code})")
+            if code == "NoSuchBucket":
+                at = f" at {self.endpoint_url}" if self.endpoint_url else ""
+                return StorageUnreachableError(
+                    f"{where}: {op} failed: bucket {self.bucket} does not exist{at} "
+                    f"(NoSuchBucket, HTTP {status})",
+                    hint=_HINTS.get(code),
+                )
             return StorageError(text, hint=_HINTS.get(code))
         if isinstance(
             exc,
@@ -239,7 +255,7 @@ class S3Storage:
             )
         if retry.is_transient(exc):
             attempts = self.policy.max_attempts
-            return StorageError(
+            return StorageUnreachableError(
                 f"{where}: {op} failed after {attempts} attempt(s): {retry.describe_error(exc)}",
                 hint=f"check that {self.endpoint_url or 'the S3 endpoint'} is reachable "
                 "(storage.endpoint_url, network, proxy)",

@@ -16,7 +16,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from vkbackup.errors import StorageError
+from vkbackup.errors import StorageError, StorageUnreachableError
 from vkbackup.storage.s3 import _HINTS, NO_LOCK_CODES, S3Storage, _b64, _code, _md5, _status
 
 #: how long the probe objects of an Object Lock bucket are kept
@@ -60,7 +60,7 @@ def check_bucket(s3: S3Storage) -> None:
     except Exception as e:
         err = s3._error(e, "HeadBucket", "")
         if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-            err = StorageError(
+            err = StorageUnreachableError(
                 f"{s3._loc()}: bucket does not exist (HeadBucket: {_code(e)})",
                 hint=_HINTS["NoSuchBucket"],
             )

@@ -22,7 +22,7 @@ from vkbackup.actions.verify import (
     verify_snapshot,
 )
 from vkbackup.crypto import decrypt_bytes, encrypt_bytes, generate_identity
-from vkbackup.errors import IntegrityError, UsageError
+from vkbackup.errors import IntegrityError, UsageError, WrongKeyError
 from vkbackup.manifest import encode
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
@@ -164,12 +164,18 @@ def test_unreadable_manifest_is_a_bad_result(three: LifecycleEnv) -> None:
 
 
 def test_private_part_sealed_to_another_key_is_named(three: LifecycleEnv) -> None:
+    """Another key proves nothing about the data: verify stops with WrongKeyError
+    (exit 12) naming the manifest and the key tried, and records no result."""
     env = three
     m = catalog.resolve(env.storage, "latest", "box")
-    results = run_verify(env.storage, [("box", m.id)], identities=[generate_identity()])
-    problems = {b.problem for b in results[0].bad}
-    assert "manifest" in problems  # the private part
-    assert "age" in problems  # and the object
+    stranger = generate_identity()
+    with pytest.raises(WrongKeyError) as info:
+        run_verify(env.storage, [("box", m.id)], identities=[stranger])
+    assert f"{layout.manifest_key('box', m.id)} (private part): no identity matches" in str(
+        info.value
+    )
+    assert str(stranger.recipient()) in str(info.value)
+    assert load_record(env.storage, "box", m.id) is None
 
 
 def test_selection(three: LifecycleEnv) -> None:

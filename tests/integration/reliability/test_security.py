@@ -165,16 +165,22 @@ def test_age_identity_problems_are_clear(snapped: Box, tmp_path: Path) -> None:
     clean(missing.stderr)
 
     other = tmp_path / "other.txt"
-    write_identity_file(other, generate_identity())
+    stranger = generate_identity()
+    write_identity_file(other, stranger)
     wrong = verify_with(box, other)
-    assert wrong.returncode == 1, wrong.stderr
-    assert "private part cannot be opened" in wrong.stderr and ": age:" in wrong.stderr
+    assert wrong.returncode == 12, wrong.stderr  # ExitCode.WRONG_KEY
+    # names the manifest, the key tried and the identity file at fault
+    assert "(private part): no identity matches any of its 1 recipient stanza(s)" in wrong.stderr
+    assert f"tried the identity of {stranger.recipient()}" in wrong.stderr
+    assert f"hint: the identity file used: {other} (encryption.identity in " in wrong.stderr
     clean(wrong.stderr)
+    # a wrong key proves nothing about the data: no failed verify is recorded
+    assert not any(f.startswith("verify/") for f in files_under(box.store))
 
     locked = tmp_path / "locked.txt"
     write_identity_file(locked, box.ident, passphrase="correct horse")
     bad_pass = verify_with(box, locked, env={"VKBACKUP_PASSPHRASE": "wrong horse"})
-    assert bad_pass.returncode == 1
+    assert bad_pass.returncode == 12, bad_pass.stderr  # ExitCode.WRONG_KEY
     assert f"{locked}: incorrect passphrase" in bad_pass.stderr
     assert "wrong horse" not in bad_pass.stderr + bad_pass.stdout
     clean(bad_pass.stderr)

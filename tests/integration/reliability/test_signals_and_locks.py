@@ -71,7 +71,7 @@ def test_second_snapshot_refused_naming_the_holder(sshd: Sshd, big_box: Box) -> 
     wait_for(lambda: lock.exists() or first.poll() is not None, 60, "the first run's lock")
     second = run_cli(cfg, "snapshot", "box")
     assert first.poll() is None, "the first run ended before the second one started"
-    assert second.returncode == 1, second.stderr
+    assert second.returncode == 11, second.stderr  # ExitCode.LOCK_HELD
     assert "host box: another snapshot is running: held by" in second.stderr
     assert f"(pid {first.pid})" in second.stderr and "@" in second.stderr  # owner user@machine
     assert "Traceback" not in second.stderr
@@ -92,7 +92,7 @@ def test_stale_lock_after_a_crash_is_reported_with_its_age(sshd: Sshd, big_box: 
     held = json.loads((box.store / layout.lock_key("box")).read_text())
     assert held["pid"] == crashed.pid
     refused = run_cli(cfg, "snapshot", "box")
-    assert refused.returncode == 1
+    assert refused.returncode == 1  # stale: not 11, waiting will not clear it
     msg = refused.stderr
     assert "a stale lock remains" in msg and f"(pid {crashed.pid})" in msg
     assert f"since {held['time']} (0h00m ago)" in msg

@@ -203,15 +203,17 @@ def test_lookup_order(tmp_path: Path) -> None:
     cwd = tmp_path / "cwd"
     (home / ".config" / "vkbackup").mkdir(parents=True)
     cwd.mkdir()
-    assert find_config_file(None, {}, cwd, home) is None
+    etc = tmp_path / "etc.toml"  # not this machine's /etc (tests/unit/config/test_lookup.py)
+    assert find_config_file(None, {}, cwd, home, etc) is None
     user = home / ".config" / "vkbackup" / "config.toml"
     user.write_text("")
-    assert find_config_file(None, {}, cwd, home) == user
+    assert find_config_file(None, {}, cwd, home, etc) == user
     local = cwd / "vkbackup.toml"
     local.write_text("")
-    assert find_config_file(None, {}, cwd, home) == local
-    assert find_config_file(None, {"VKBACKUP_CONFIG": "/e.toml"}, cwd, home) == Path("/e.toml")
-    assert find_config_file("/x.toml", {"VKBACKUP_CONFIG": "/e.toml"}, cwd, home) == Path("/x.toml")
+    assert find_config_file(None, {}, cwd, home, etc) == local
+    env = {"VKBACKUP_CONFIG": "/e.toml"}
+    assert find_config_file(None, env, cwd, home, etc) == Path("/e.toml")
+    assert find_config_file("/x.toml", env, cwd, home, etc) == Path("/x.toml")
 
 
 toml_scalars = st.one_of(

@@ -153,7 +153,7 @@ def test_decrypt_age_passphrase_file_from_env_and_file(tmp_path: Path, age_bin: 
     r = vk("decrypt", "--passphrase-file", str(pass_file), stdin=made.stdout)
     assert r.returncode == 0 and r.stdout == data
     wrong = vk("decrypt", stdin=made.stdout, env={"VKBACKUP_PASSPHRASE": "nope nope"})
-    assert wrong.returncode == 1
+    assert wrong.returncode == 12  # ExitCode.WRONG_KEY
     assert b"<stdin>: incorrect passphrase" in wrong.stderr
     assert wrong.stdout == b""
     assert b"nope nope" not in wrong.stderr

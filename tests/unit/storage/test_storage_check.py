@@ -60,11 +60,11 @@ def test_cli_json(tmp_path: Path) -> None:
     assert {c["name"] for c in doc["checks"]} >= {"write", "read back", "delete"}
 
 
-def test_cli_unusable_directory_exits_1_with_hint(tmp_path: Path) -> None:
+def test_cli_unusable_directory_exits_10_with_hint(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")  # a file where the directory should be
     r = run_cli(write_config(tmp_path, blocker / "repo"))
-    assert r.returncode == 1
+    assert r.returncode == 10  # ExitCode.STORAGE_UNREACHABLE: the "reach" probe failed
     assert "reach *" in r.stdout and "FAIL" in r.stdout
     assert "skip" in r.stdout
     assert "required storage capability(ies) failed: reach" in r.stderr
