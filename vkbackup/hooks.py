@@ -99,7 +99,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vkbackup.config.model import HooksConfig
-from vkbackup.errors import HookError, TransportError
+from vkbackup.errors import HookError, TransportError, VkError
 from vkbackup.logs import get_logger, redact
 from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, describe_status
@@ -355,6 +355,19 @@ class HookRunner:
                 log.error("%s", e)
                 errors.append(e)
         return errors
+
+    def after_on(self, connect: Callable[[], Transport]) -> list[str]:
+        """Open a connection with *connect* (the run's own may be gone: a cut, the
+        restore's firewall step), run every after hook on it (`after`) and close it.
+        Return the failures as text, a failed connect included (`unreachable`)."""
+        try:
+            t = connect()
+        except VkError as e:
+            return [str(err) for err in self.unreachable(e)]
+        try:
+            return [str(err) for err in self.after(t)]
+        finally:
+            t.close()
 
     def unreachable(self, error: Exception) -> list[HookError]:
         """The failure of the after hooks when no connection to run them on could

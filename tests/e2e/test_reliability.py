@@ -45,12 +45,13 @@ from tests.e2e.test_snapshot_restore import assert_fresh_equals_prod
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
 from tests.realparts import require
-from vkbackup import catalog, layout
+from vkbackup import catalog, layout, sshsig
 from vkbackup.actions.snapshot import SnapshotResult, run_snapshot
 from vkbackup.config import load_config
 from vkbackup.config.model import Config, StorageConfig
 from vkbackup.crypto import encrypt_bytes, load_identity_file, parse_recipient
 from vkbackup.manifest import ObjectRecord, encode, open_private
+from vkbackup.signing import read_private_key
 from vkbackup.storage.local import LocalStorage
 from vkbackup.streams import BytesReader
 from vkbackup.transport.ssh import connect
@@ -128,11 +129,13 @@ def restore_argv(config: Path) -> list[str]:
 
 def private_copy(lab: Lab, tmp: Path) -> tuple[Path, LocalStorage, str]:
     """A copy of the lab storage holding only the latest complete snapshot of prod
-    (its manifest and every object it names), and a config file pointing at it."""
+    (its manifest, the manifest's signature and every object it names), and a
+    config file pointing at it."""
     src = LocalStorage(lab.storage_dir)
     m = catalog.resolve(src, "latest", "prod")
     dst = tmp / "store"
-    for key in [layout.manifest_key("prod", m.id), *(o.key for o in m.objects)]:
+    manifest = layout.manifest_key("prod", m.id)
+    for key in [manifest, layout.signature_key(manifest), *(o.key for o in m.objects)]:
         target = dst / key
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lab.storage_dir / key, target)
@@ -384,9 +387,13 @@ def test_hostile_volume_tar_refused_by_the_guard(
         size=len(cipher), sha256=hashlib.sha256(cipher).hexdigest(), compression="gzip",
     )  # fmt: skip
     m.objects = [o for o in m.objects if o.source != VOLUME_SOURCE] + [hostile]
-    storage.put(
-        layout.manifest_key("prod", sid), BytesReader(encode(m, [parse_recipient(lab.recipient)]))
-    )
+    # signed with the lab's own key: the signer is trusted here (a prod host that
+    # made a hostile tar, say); the tar guard is the line this test proves
+    body = encode(m, [parse_recipient(lab.recipient)])
+    signature = sshsig.sign(read_private_key(lab.paths.signing_key), body)
+    manifest = layout.manifest_key("prod", sid)
+    storage.put(layout.signature_key(manifest), BytesReader(signature))
+    storage.put(manifest, BytesReader(body))
     cp = subprocess.run(restore_argv(config), capture_output=True, text=True, timeout=1800)
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert key in cp.stderr and "'./dev-mem'" in cp.stderr and "character device" in cp.stderr

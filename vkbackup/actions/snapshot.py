@@ -420,18 +420,6 @@ def run_snapshot(
     return result
 
 
-def _after_hooks(run: _Run, hooks: HookRunner) -> list[str]:
-    """Run the after_snapshot hooks on a connection of the run; return the failures."""
-    try:
-        t = run.borrow()
-    except VkError as e:
-        return [str(err) for err in hooks.unreachable(e)]
-    try:
-        return [str(err) for err in hooks.after(t)]
-    finally:
-        t.close()
-
-
 def _take(
     cfg: Config,
     host: HostConfig,
@@ -568,7 +556,7 @@ def _take(
     finally:
         try:
             if hooks_passed and hooks.has_after:
-                errors = _after_hooks(run, hooks)
+                errors = hooks.after_on(run.borrow)
                 if errors and result is not None:
                     result.hook_errors = errors
                     if result.status == "complete":

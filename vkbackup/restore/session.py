@@ -199,19 +199,6 @@ def run_restore(
     return report
 
 
-def _after_hooks(hooks: HookRunner, connect: Callable[[], Transport]) -> list[str]:
-    """Run the after_restore hooks on a new connection to the target (the restore's
-    own may have been dropped on the way: firewall, reboot); return the failures."""
-    try:
-        t = connect()
-    except VkError as e:
-        return [str(err) for err in hooks.unreachable(e)]
-    try:
-        return [str(err) for err in hooks.after(t)]
-    finally:
-        t.close()
-
-
 def _restore(
     plan: Plan,
     manifest: Manifest,
@@ -271,7 +258,7 @@ def _restore(
     finally:
         try:
             if hooks_passed and hooks.has_after:
-                errors = _after_hooks(hooks, lambda: connect(target))
+                errors = hooks.after_on(lambda: connect(target))
                 if errors:
                     report.hook_errors = errors
                     if report.status == "ok":  # the restore itself is done: RTO stays
