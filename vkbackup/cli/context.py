@@ -63,6 +63,17 @@ class AppContext:
     _lookup: ConfigLookup | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
     _backend: Storage | None = field(default=None, repr=False)
+    #: (--limit-upload, --limit-download) once a command asked for [transfer]'s limits
+    _limits: tuple[int | None, int | None] | None = field(default=None, repr=False)
+
+    def limit_transfer(self, upload_kib: int | None, download_kib: int | None) -> None:
+        """Pace the storage this command opens by [transfer] (snapshot, restore and
+        verify call it before storage()): *upload_kib* / *download_kib*, the
+        --limit-upload / --limit-download options in KiB/s, override the config
+        when given (0: no limit)."""
+        if self._storage is not None:
+            raise RuntimeError("limit_transfer() after storage() was opened")
+        self._limits = (upload_kib, download_kib)
 
     def set_output(self, *, verbose: int = 0, quiet: bool = False, log_json: bool = False) -> None:
         """Add what the global options say (-v counts add up; -q and --log-json,
@@ -139,13 +150,21 @@ class AppContext:
         its records signed and checked with the [signing] keys
         (`vkbackup.signed_storage`). A local directory is created by the first
         write only when *create* (snapshot); else it must exist, or every use
-        raises StorageUnreachableError (exit 10)."""
+        raises StorageUnreachableError (exit 10). After limit_transfer(), the
+        bytes put and read are paced by the bandwidth limits
+        (`vkbackup.storage.throttled`)."""
         if self._storage is None:
             from vkbackup.signed_storage import SignedStorage
             from vkbackup.signing import Trust
 
             trust = Trust.from_config(self.config().signing)
-            self._storage = SignedStorage(self.backend(create), trust)
+            inner = self.backend(create)
+            if self._limits is not None:
+                from vkbackup.storage.throttled import throttle
+
+                up, down = self._limits
+                inner = throttle(inner, self.config().transfer, upload_kib=up, download_kib=down)
+            self._storage = SignedStorage(inner, trust)
         return self._storage
 
     def backend(self, create: bool = False) -> Storage:

@@ -3,9 +3,14 @@ checks of arguments several commands take."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from vkbackup.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 json_output = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON on standard output."
@@ -28,6 +33,25 @@ host_option = click.option("--host", "host", metavar="NAME", help="Only snapshot
 host_alias = click.option(
     "--host", "host_option", metavar="NAME", help="The host (the same as the HOST argument)."
 )
+
+#: bandwidth limits (KiB/s; 0: none), over [transfer]: `AppContext.limit_transfer`
+limit_upload = click.option(
+    "--limit-upload",
+    type=click.IntRange(min=0),
+    metavar="KIB",
+    help="Put at most KIB KiB/s into storage (0: no limit; default: transfer.limit_upload_kib).",
+)
+limit_download = click.option(
+    "--limit-download",
+    type=click.IntRange(min=0),
+    metavar="KIB",
+    help="Read at most KIB KiB/s from storage (0: no limit; default: transfer.limit_download_kib).",
+)
+
+
+def limits(f: F) -> F:
+    """Both bandwidth options (--limit-upload, --limit-download)."""
+    return limit_upload(limit_download(f))
 
 
 def check_host(host: str | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import check_host, dry_run, json_output, passphrase_file, yes
+from vkbackup.cli.options import check_host, dry_run, json_output, limits, passphrase_file, yes
 from vkbackup.errors import RestoreError, UsageError
 from vkbackup.progress import human_bytes
 
@@ -70,6 +70,7 @@ def print_report(report: RestoreReport) -> None:
     metavar="PATH",
     help="Identity file (default: $VKBACKUP_IDENTITY, else encryption.identity).",
 )
+@limits
 @passphrase_file
 @dry_run
 @yes
@@ -88,6 +89,8 @@ def restore_cmd(
     dry_run: bool,
     yes: bool,
     as_json: bool,
+    limit_upload: int | None,
+    limit_download: int | None,
 ) -> None:
     """Rebuild the stack of SNAPSHOT (default: latest) on HOST.
 
@@ -102,6 +105,7 @@ def restore_cmd(
 
     cfg = app.config()
     host = check_host(host)
+    app.limit_transfer(limit_upload, limit_download)
     storage = app.storage()
     ids = app.identities(identity, passphrase_file)
     book = load_playbook(Path(playbook)) if playbook else Playbook()

@@ -13,7 +13,7 @@ import functools
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
-from vkbackup.cli.options import dry_run, host_alias, json_output, one_host
+from vkbackup.cli.options import dry_run, host_alias, json_output, limits, one_host
 from vkbackup.errors import ConfigError, PartialFailure, SnapshotError, UsageError
 from vkbackup.progress import human_bytes
 
@@ -23,6 +23,7 @@ from vkbackup.progress import human_bytes
 @host_alias
 @click.option("--only", multiple=True, metavar="SOURCE", help="Only these sources.")
 @click.option("--break-lock", is_flag=True, help="Take over a stale lock.")
+@limits
 @dry_run
 @json_output
 @pass_app
@@ -34,6 +35,8 @@ def snapshot_cmd(
     break_lock: bool,
     dry_run: bool,
     as_json: bool,
+    limit_upload: int | None,
+    limit_download: int | None,
 ) -> None:
     """Stream every source of HOST (default: every configured host) into a snapshot.
 
@@ -57,6 +60,7 @@ def snapshot_cmd(
             hint="set signing.key to the backup machine's signing key "
             "(vkbackup keys generate --signing --out PATH)",
         )
+    app.limit_transfer(limit_upload, limit_download)
     storage = app.storage(create=True)  # the first snapshot creates a local directory
     if dry_run:
         doc = {

@@ -20,6 +20,7 @@ from vkbackup.cli.options import (
     host_option,
     identity_option,
     json_output,
+    limits,
     passphrase_file,
 )
 from vkbackup.errors import UsageError
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     "official postgres:<major> image of the recorded major; say which for pgvector etc.).",
 )
 @identity_option
+@limits
 @passphrase_file
 @json_output
 @pass_app
@@ -73,6 +75,8 @@ def verify_cmd(
     identity: str | None,
     passphrase_file: str | None,
     as_json: bool,
+    limit_upload: int | None,
+    limit_download: int | None,
 ) -> None:
     """Read every object back, check size and sha256 against the manifest, and
     decrypt it to the end (age authenticates every chunk).
@@ -90,6 +94,7 @@ def verify_cmd(
     if no_decrypt and identity:
         raise UsageError("--no-decrypt and --identity contradict each other")
     cfg = app.config()
+    app.limit_transfer(limit_upload, limit_download)
     storage = app.storage()
     targets = select_snapshots(storage, snapshot, latest=latest, all_=all_, host=check_host(host))
     ids: Sequence[Identity] | None = None

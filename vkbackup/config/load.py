@@ -32,6 +32,7 @@ from vkbackup.config.model import (
     SnapshotConfig,
     SourceConfig,
     StorageConfig,
+    TransferConfig,
 )
 from vkbackup.durations import parse_duration
 from vkbackup.errors import ConfigError
@@ -530,6 +531,21 @@ def _snapshot(t: _Table | None) -> SnapshotConfig:
     return s
 
 
+#: the largest limit [transfer] takes, in KiB/s (100 GiB/s)
+MAX_LIMIT_KIB = 100 * 1024 * 1024
+
+
+def _transfer(t: _Table | None) -> TransferConfig:
+    if t is None:
+        return TransferConfig()
+    c = TransferConfig(
+        limit_upload_kib=t.get_int("limit_upload_kib", 0, lo=0, hi=MAX_LIMIT_KIB),
+        limit_download_kib=t.get_int("limit_download_kib", 0, lo=0, hi=MAX_LIMIT_KIB),
+    )
+    t.finish()
+    return c
+
+
 def _monitoring(t: _Table | None) -> MonitoringConfig:
     if t is None:
         return MonitoringConfig()
@@ -590,6 +606,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             ht.used.add(name)
     retention = _retention(top.table("retention"))
     snapshot = _snapshot(top.table("snapshot"))
+    transfer = _transfer(top.table("transfer"))
     monitoring = _monitoring(top.table("monitoring"))
     drill = _drill(top.table("drill"))
     check = _check(top.table("check"))
@@ -602,6 +619,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         hosts=hosts,
         retention=retention,
         snapshot=snapshot,
+        transfer=transfer,
         monitoring=monitoring,
         drill=drill,
         check=check,

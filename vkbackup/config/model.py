@@ -147,6 +147,16 @@ class SnapshotConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """[transfer]: bandwidth limits in KiB/s (0: none). Upload: the bytes a
+    snapshot puts into storage; download: the bytes restore and verify read from
+    it (`vkbackup.storage.throttled`). --limit-upload / --limit-download override."""
+
+    limit_upload_kib: int = 0
+    limit_download_kib: int = 0
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     healthchecks_url: str | None = None
     webhook_url: str | None = None
@@ -179,6 +189,7 @@ class Config:
     hosts: dict[str, HostConfig] = field(default_factory=dict)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
