@@ -26,22 +26,21 @@ only after the signature checked.
   them.
 - delete(record) removes the record, then its signature.
 
-Everything else (data objects, locks, listings) passes straight through.
+Everything else (data objects, locks, listings) passes straight through
+(`vkbackup.storage.wrapper`).
 """
 
 from __future__ import annotations
 
-import builtins
 import io
 import threading
-from collections.abc import Iterator
-from datetime import datetime
 
 from vkbackup import layout, sshsig
 from vkbackup.errors import ConfigError, IntegrityError, ObjectNotFoundError
 from vkbackup.logs import get_logger
 from vkbackup.signing import Trust
 from vkbackup.storage.base import ObjectInfo, ReadStream, Storage
+from vkbackup.storage.wrapper import StorageWrapper
 from vkbackup.streams import BytesReader, Readable
 
 log = get_logger("signing")
@@ -84,11 +83,11 @@ def _read_bounded(storage: Storage, key: str, limit: int) -> bytes:
             parts.append(chunk)
 
 
-class SignedStorage:
+class SignedStorage(StorageWrapper):
     """A Storage whose records are signed and checked with *trust*."""
 
     def __init__(self, inner: Storage, trust: Trust) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.trust = trust
 
     # records -------------------------------------------------------------
@@ -138,26 +137,3 @@ class SignedStorage:
         self.inner.delete(key)
         if layout.is_record(key):
             self.inner.delete(layout.signature_key(key))
-
-    # everything else passes through --------------------------------------
-
-    def head(self, key: str) -> ObjectInfo | None:
-        return self.inner.head(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def retention_until(self, key: str) -> datetime | None:
-        return self.inner.retention_until(key)
-
-    def extend_retention(self, key: str) -> datetime | None:
-        return self.inner.extend_retention(key)
-
-    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
-        return self.inner.list_incomplete_uploads()
-
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        self.inner.abort_upload(key, upload_id)

@@ -10,12 +10,9 @@ small records); download is every byte read from what ``open`` returns
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Iterator
-from datetime import datetime
-
 from vkbackup.config.model import TransferConfig
 from vkbackup.storage.base import ObjectInfo, ReadStream, Storage
+from vkbackup.storage.wrapper import StorageWrapper
 from vkbackup.streams import RateLimitedReader, RateLimiter, Readable
 
 KIB = 1024
@@ -27,7 +24,7 @@ def effective_kib(option: int | None, configured: int) -> int:
     return configured if option is None else option
 
 
-class ThrottledStorage:
+class ThrottledStorage(StorageWrapper):
     """*inner*, with puts paced by *upload* and reads by *download* (None: not paced)."""
 
     def __init__(
@@ -37,7 +34,7 @@ class ThrottledStorage:
         upload: RateLimiter | None = None,
         download: RateLimiter | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.upload = upload
         self.download = download
 
@@ -53,30 +50,6 @@ class ThrottledStorage:
         if self.download is None:
             return stream
         return RateLimitedReader(stream, self.download)
-
-    def head(self, key: str) -> ObjectInfo | None:
-        return self.inner.head(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def retention_until(self, key: str) -> datetime | None:
-        return self.inner.retention_until(key)
-
-    def extend_retention(self, key: str) -> datetime | None:
-        return self.inner.extend_retention(key)
-
-    def list_incomplete_uploads(self) -> builtins.list[tuple[str, str, datetime]]:
-        return self.inner.list_incomplete_uploads()
-
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        self.inner.abort_upload(key, upload_id)
 
 
 def throttle(
