@@ -36,6 +36,7 @@ import io
 import threading
 
 from vkbackup import layout, sshsig
+from vkbackup.catalog import MANIFEST_LIMIT, read_small
 from vkbackup.errors import ConfigError, IntegrityError, ObjectNotFoundError
 from vkbackup.logs import get_logger
 from vkbackup.signing import Trust
@@ -45,7 +46,7 @@ from vkbackup.streams import BytesReader, Readable
 
 log = get_logger("signing")
 
-RECORD_LIMIT = 64 * 1024 * 1024  # the same bound as catalog.MANIFEST_LIMIT
+RECORD_LIMIT = MANIFEST_LIMIT
 SIGNATURE_LIMIT = sshsig.MAX_ARMORED
 
 _warned: set[str] = set()
@@ -67,20 +68,6 @@ def _warn_unsigned_once(where: str) -> None:
 
 class _Bytes(io.BytesIO):
     """A ReadStream over bytes already read and checked."""
-
-
-def _read_bounded(storage: Storage, key: str, limit: int) -> bytes:
-    with storage.open(key) as stream:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            chunk = stream.read(1024 * 1024)
-            if not chunk:
-                return b"".join(parts)
-            total += len(chunk)
-            if total > limit:
-                raise IntegrityError(f"{key}: larger than {limit} bytes; refusing to load it")
-            parts.append(chunk)
 
 
 class SignedStorage(StorageWrapper):
@@ -115,13 +102,13 @@ class SignedStorage(StorageWrapper):
     def open(self, key: str) -> ReadStream:
         if not layout.is_record(key):
             return self.inner.open(key)
-        data = _read_bounded(self.inner, key, RECORD_LIMIT)
+        data = read_small(self.inner, key, RECORD_LIMIT)
         if not self.trust.configured:
             _warn_unsigned_once(self.inner.describe())
             return _Bytes(data)
         sig_key = layout.signature_key(key)
         try:
-            signature = _read_bounded(self.inner, sig_key, SIGNATURE_LIMIT)
+            signature = read_small(self.inner, sig_key, SIGNATURE_LIMIT)
         except ObjectNotFoundError:
             raise IntegrityError(
                 f"{key}: not signed ({sig_key} is missing): refused",
