@@ -30,6 +30,7 @@ def config_check(app: AppContext, as_json: bool) -> None:
             emit_json({"file": None, "looked_in": found.lines()})
         raise app.no_config_error(needed=False)
     cfg = app.config()
+    sig = _signing(cfg)  # reads the key file: once
     summary = {
         "file": str(cfg.source_file) if cfg.source_file else None,
         "found_by": found.found_by,
@@ -40,7 +41,7 @@ def config_check(app: AppContext, as_json: bool) -> None:
             for name, h in cfg.hosts.items()
         },
         "recipients": len(cfg.encryption.recipients),
-        "signing": _signing(cfg),
+        "signing": sig,
     }
     if as_json:
         emit_json(summary)
@@ -53,7 +54,6 @@ def config_check(app: AppContext, as_json: bool) -> None:
     else:
         click.echo(f"  storage: s3 bucket {cfg.storage.bucket} prefix {cfg.storage.prefix!r}")
     click.echo(f"  recipients: {len(cfg.encryption.recipients)}")
-    sig = _signing(cfg)
     if not sig["configured"]:
         click.echo("  signing: OFF (records are not signed; anyone who can write to the storage")
         click.echo("           could forge them: see [signing] in the README)")
