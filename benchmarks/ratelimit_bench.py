@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/ratelimit_bench.py [--size 64M] [--rate 4M]
                                                    [--snapshot-size 64M] [--no-snapshot]
+    .venv/bin/python benchmarks/ratelimit_bench.py --lab [--size 64M] [--rate 4M]
 
 What it does (each phase in a fresh child process, so each peak RSS is its own):
   1. reader, unlimited: --size bytes of random data (os.urandom, 1 MiB at a
@@ -13,6 +14,15 @@ What it does (each phase in a fresh child process, so each peak RSS is its own):
      -> age -> local storage) of one --snapshot-size file of random data, with
      [transfer] limit_upload_kib = --rate / 1024 (0 first); the bytes the storage pulls
      are timed as they leave the limiter.
+
+With --lab (the running lab, `python -m tests.lab up`): a docker volume of
+--size random bytes on the lab's prod host, snapshotted over SSH by the real
+CLI (`vkbackup snapshot prod --only ratelimit --json`) into a local directory,
+unlimited then at --rate, then read back by `vkbackup verify --no-decrypt`
+unlimited then at --rate. The rate is the stored (ciphertext) bytes over the
+source's own seconds (snapshot) or the command's wall time (verify); the peak
+RSS is the vkbackup process's (wait4). The e2e test
+tests/e2e/test_ratelimit.py asserts only the upper side of the same numbers.
 
 For each it prints the bytes, wall seconds, the achieved rate (bytes/seconds),
 the most bytes handed out in any 1-second window (limit + one bucket at most),
@@ -159,12 +169,79 @@ def phase_snapshot(size: int, rate: int) -> dict[str, Any]:
         return out
 
 
+def lab_runs(size: int, rate: int) -> None:
+    """--lab: the real CLI against the lab's prod host (see the module docstring)."""
+    import re
+
+    from tests.lab.api import get_lab
+
+    lab = get_lab(bring_up=False)
+    volume = "vk_ratelimit_bench"
+    mp = f"$(docker volume inspect -f '{{{{.Mountpoint}}}}' {volume})"
+    lab.ssh("prod", f"docker volume create {volume} >/dev/null")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Path(tmp) / "store"
+            text = lab.config_path.read_text()
+            text = re.sub(r'(?m)^path = ".*"$', f'path = "{store}"', text, count=1)
+            text += (
+                '\n[[hosts.prod.sources]]\ntype = "docker-volume"\nname = "ratelimit"\n'
+                f'volume = "{volume}"\nstop = []\n'
+            )
+            cfg = Path(tmp) / "vkbackup.toml"
+            cfg.write_text(text)
+            cfg.chmod(0o600)
+            base = [sys.executable, "-m", "vkbackup", "--config", str(cfg)]
+            kib = str(rate // 1024)
+            print(f"lab: prod volume of {size / MIB:.0f} MiB random data; limit {rate / MIB} MiB/s")
+            for label, limit in (("unlimited", "0"), (f"{rate / MIB:g} MiB/s", kib)):
+                # new random content and no chain: each run uploads a new full of --size
+                lab.ssh("prod", f"head -c {size} /dev/urandom > {mp}/blob && sync")
+                lab.ssh("prod", f"rm -rf /var/lib/vkbackup/snar/{volume}")
+                argv = [*base, "snapshot", "prod", "--only", "ratelimit", "--json"]
+                out, wall, rss = _run([*argv, "--limit-upload", limit])
+                src = next(s for s in json.loads(out)["sources"] if s["name"] == "ratelimit")
+                moved, secs = src["bytes_new"], src["seconds"]
+                print(
+                    f"snapshot {label:10} bytes={moved} source_seconds={secs:.2f} "
+                    f"rate_mib_s={moved / secs / MIB:.3f} wall={wall:.2f} peak_rss_mib={rss:.1f}"
+                )
+                sid = json.loads(out)["id"]
+                stored = sum(p.stat().st_size for p in store.rglob(f"data/*/{sid}/*/*"))
+                out, wall, rss = _run(
+                    [*base, "verify", sid, "--no-decrypt", "--limit-download", limit]
+                )
+                print(
+                    f"verify   {label:10} bytes={stored} wall={wall:.2f} "
+                    f"rate_mib_s={stored / wall / MIB:.3f} peak_rss_mib={rss:.1f}"
+                )
+    finally:
+        lab.ssh("prod", f"docker volume rm -f {volume}; rm -rf /var/lib/vkbackup/snar/{volume}")
+
+
+def _run(argv: list[str]) -> tuple[str, float, float]:
+    """Run *argv*; return its stdout, wall seconds and its own peak RSS in MiB (wait4)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 3):
+            tail = err.read().decode()[-2000:]
+            raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}\n{tail}")
+        return out.read().decode(), wall, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="64M")
     ap.add_argument("--rate", default="4M", help="bytes per second (K, M suffixes)")
     ap.add_argument("--snapshot-size", default="64M")
     ap.add_argument("--no-snapshot", action="store_true")
+    ap.add_argument("--lab", action="store_true", help="the real CLI against the lab's prod")
     ap.add_argument("--phase", choices=("reader", "snapshot"), help=argparse.SUPPRESS)
     ap.add_argument("--phase-rate", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -175,6 +252,9 @@ def main() -> None:
         print(json.dumps(phase_snapshot(parse_size(args.snapshot_size), args.phase_rate)))
         return
     rate = parse_size(args.rate)
+    if args.lab:
+        lab_runs(parse_size(args.size), rate)
+        return
     runs = [("reader, unlimited", "reader", 0), (f"reader, {args.rate}/s", "reader", rate)]
     if not args.no_snapshot:
         runs.append(("snapshot, unlimited", "snapshot", 0))
