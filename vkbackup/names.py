@@ -225,3 +225,9 @@ def check_role(name: str, where: str, error: type[VkError] = ConfigError) -> str
     """Given a PostgreSQL role (user) name and where it came from, return it.
     Raise *error* under the same rule as `check_database`."""
     return _pg_name("PostgreSQL role name", name, where, error)
+
+
+def check_table(name: str, where: str, error: type[VkError] = ConfigError) -> str:
+    """Given a PostgreSQL table or schema name and where it came from, return it.
+    Raise *error* under the same rule as `check_database`."""
+    return _pg_name("PostgreSQL table or schema name", name, where, error)

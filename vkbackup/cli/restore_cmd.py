@@ -20,6 +20,7 @@ from vkbackup.progress import human_bytes
 
 if TYPE_CHECKING:
     from vkbackup.actions.restore import RestoreReport
+    from vkbackup.crypto import Identity
     from vkbackup.restore.plan import Plan
 
 
@@ -65,6 +66,16 @@ def print_report(report: RestoreReport) -> None:
 @click.option("--only", multiple=True, metavar="STEP_OR_SOURCE", help="Only these steps/sources.")
 @click.option("--force", is_flag=True, help="Allow overwriting a target that is not empty.")
 @click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="P",
+    help="With --into and one --only SOURCE: only this path (and below) of the source.",
+)
+@click.option(
+    "--into", metavar="DIR", help="Put the --path selection under DIR on HOST (absolute, not /)."
+)
+@click.option(
     "--identity",
     "-i",
     metavar="PATH",
@@ -84,6 +95,8 @@ def restore_cmd(
     playbook: str | None,
     only: tuple[str, ...],
     force: bool,
+    paths: tuple[str, ...],
+    into: str | None,
     identity: str | None,
     passphrase_file: str | None,
     dry_run: bool,
@@ -98,6 +111,10 @@ def restore_cmd(
     images, volumes, databases, then the compose projects in dependency
     order, then health checks and the DNS checklist. Re-running after a
     failure resumes; re-running after success changes nothing.
+
+    With --only SOURCE --path P [--path ...] --into DIR: only those paths of one
+    files, docker-volume or host source, put under DIR on HOST as the snapshot
+    has them; nothing else is touched, so no --force is needed.
     """
     from vkbackup.actions.restore import build_plan, restore_hooks, run_restore
     from vkbackup.common import parse_target
@@ -105,6 +122,8 @@ def restore_cmd(
 
     cfg = app.config()
     host = check_host(host)
+    if paths or into:
+        check_paths_usage(only, paths, into)
     app.limit_transfer(limit_upload, limit_download)
     storage = app.storage()
     ids = app.identities(identity, passphrase_file)
@@ -115,6 +134,9 @@ def restore_cmd(
         )
     if host is None and len(cfg.hosts) == 1 and snapshot == "latest":
         host = next(iter(cfg.hosts))
+    if paths or into:
+        restore_paths(app, snapshot, to, host, only, paths, into, ids, as_json, dry_run)
+        return
     manifest, plan = build_plan(storage, snapshot, ids, book, host)
     plan = plan.only(only)
     target = parse_target(cfg, to)
@@ -162,6 +184,63 @@ def restore_cmd(
         raise report.exception
     if report.status != "ok":
         raise RestoreError(report.error or "restore failed")
+
+
+def check_paths_usage(only: tuple[str, ...], paths: tuple[str, ...], into: str | None) -> None:
+    """Raise UsageError unless --path and --into come together with one --only."""
+    if not paths or not into:
+        raise UsageError("--path and --into go together: which paths, and under which DIR")
+    if len(only) != 1:
+        raise UsageError("--path/--into restore one source: give exactly one --only SOURCE")
+
+
+def restore_paths(
+    app: AppContext,
+    snapshot: str,
+    to: str,
+    host: str | None,
+    only: tuple[str, ...],
+    paths: tuple[str, ...],
+    into: str | None,
+    ids: list[Identity],
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """restore --path P --into DIR: some paths of one source, under DIR on the target
+    (`vkbackup.actions.browse.restore_into`)."""
+    from vkbackup.actions.browse import check_into, load_tree, open_source, restore_into, select
+    from vkbackup.catalog import resolve
+    from vkbackup.common import parse_target
+    from vkbackup.textsafe import printable
+
+    check_paths_usage(only, paths, into)
+    assert into is not None
+    into = check_into(into)
+    storage = app.storage()
+    manifest = resolve(storage, snapshot, host)
+    target = parse_target(app.config(), to)
+    view = open_source(storage, manifest, ids, only[0])
+    tree = load_tree(storage, view, ids)
+    where = f"{target.user}@{target.address}:{target.port}"
+    if dry_run:
+        for p in paths:
+            for e in select(view, tree, p):
+                click.echo(f"would put {view.shown(e.path)} under {where}:{printable(into)}")
+        return
+    t = app.connect(target)
+    try:
+        result = restore_into(storage, view, ids, tree, paths, into, t)
+    finally:
+        t.close()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    click.echo(
+        printable(
+            f"put {result.entries} entries ({human_bytes(result.bytes)}) of {view.name} from "
+            f"snapshot {result.snapshot} under {where}:{result.into}: {', '.join(result.paths)}"
+        )
+    )
 
 
 def register(cli: click.Group) -> None:

@@ -1,0 +1,120 @@
+"""`vkbackup dump SNAPSHOT SOURCE PATH` / `--table T`: one file, one directory or
+one table out of a snapshot, on standard output or into `-o FILE`.
+
+A file comes out as its bytes, a directory as a tar (names as in the snapshot),
+a table as the SQL `pg_restore --data-only` writes. The bytes are not printed
+on a terminal (they may hold escape sequences, or be binary): redirect, pipe,
+or give -o. With -o the output goes to a temporary file beside FILE (mode
+0600) that is renamed to FILE only once everything was written and every
+object read was verified, so FILE is never a half-written or unverified copy.
+On standard output, an error after the first byte (exit 1) means: discard
+what was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from vkbackup.cli.context import AppContext, pass_app
+from vkbackup.cli.options import check_host, identity_option, passphrase_file
+from vkbackup.errors import UsageError
+
+
+def refuse_terminal(path: str | None) -> None:
+    """Raise UsageError if the output would be a terminal (no -o, stdout a TTY)."""
+    if path is None and sys.stdout.isatty():
+        raise UsageError(
+            "refusing to write a snapshot's bytes to a terminal: redirect them "
+            "(> FILE, | less) or give -o FILE"
+        )
+
+
+@contextlib.contextmanager
+def output(path: str | None) -> Iterator[Callable[[bytes], object]]:
+    """A writer to standard output, or to *path* through a temporary file that is
+    renamed over it only if the block ends without an error."""
+    if path is None:
+        refuse_terminal(path)
+        out: BinaryIO = sys.stdout.buffer
+        yield out.write
+        out.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f.write
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("dump")
+@click.argument("snapshot")
+@click.argument("source")
+@click.argument("path", required=False)
+@click.option(
+    "--table", metavar="T", help="A table of a postgres SOURCE ('schema.table' or 'table')."
+)
+@click.option(
+    "--output", "-o", "out", metavar="FILE", help="Write to FILE (complete or not at all)."
+)
+@click.option("--host", "host", metavar="NAME", help="Snapshots of this host (for 'latest').")
+@identity_option
+@passphrase_file
+@pass_app
+def dump_cmd(
+    app: AppContext,
+    snapshot: str,
+    source: str,
+    path: str | None,
+    table: str | None,
+    out: str | None,
+    host: str | None,
+    identity: str | None,
+    passphrase_file: str | None,
+) -> None:
+    """Write one PATH of SOURCE as it is in SNAPSHOT (a file's bytes; a directory
+    as a tar), or with --table one table's data as SQL (a local pg_restore of at
+    least the dump's major version does it).
+
+    \b
+    vkbackup dump latest caddy /etc/caddy/Caddyfile > Caddyfile
+    vkbackup dump 20240501T0300Z app-data uploads -o uploads.tar
+    vkbackup dump latest chatwoot-db --table public.contacts > contacts.sql
+    """
+    from vkbackup.actions.browse import dump_path, dump_table, load_tree, open_source
+    from vkbackup.catalog import resolve
+    from vkbackup.transport.local import LocalTransport
+
+    if (path is None) == (table is None):
+        raise UsageError("give one PATH, or --table T for a database source")
+    refuse_terminal(out)
+    storage = app.storage()
+    manifest = resolve(storage, snapshot, check_host(host))
+    ids = app.identities(identity, passphrase_file)
+    view = open_source(storage, manifest, ids, source)
+    if table is not None:
+        with output(out) as write:
+            dump_table(storage, view, ids, table, LocalTransport(), write)
+        return
+    assert path is not None
+    tree = load_tree(storage, view, ids)
+    with output(out) as write:
+        dump_path(storage, view, ids, tree, path, write)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(dump_cmd)
