@@ -132,7 +132,19 @@ def load_manifest(
     key = layout.manifest_key(host, snapshot_id)
     if layout.ID_RE.match(snapshot_id):
         _refuse_future(key, layout.snapshot_time(snapshot_id).isoformat(), now)
-    m = decode(read_small(storage, key), key)
+    return decode_manifest(read_small(storage, key), host, snapshot_id, now=now)
+
+
+def decode_manifest(
+    data: bytes, host: str, snapshot_id: str, *, now: datetime | None = None
+) -> Manifest:
+    """Given the bytes of the manifest of *host*'s *snapshot_id* (already read,
+    e.g. to copy them as they are), return it decoded, checked as load_manifest
+    checks it. Raise IntegrityError as load_manifest does."""
+    key = layout.manifest_key(host, snapshot_id)
+    if layout.ID_RE.match(snapshot_id):
+        _refuse_future(key, layout.snapshot_time(snapshot_id).isoformat(), now)
+    m = decode(data, key)
     if m.host != host or m.id != snapshot_id:
         raise IntegrityError(
             f"{key}: manifest says host {m.host!r} id {m.id!r}: it was moved or swapped"

@@ -68,6 +68,11 @@ def describe(info: LockInfo, now: datetime) -> str:
     )
 
 
+def holder(storage: Storage, host: str) -> LockInfo | None:
+    """Return what the host's lock says (None: nobody holds it)."""
+    return _read(storage, layout.lock_key(host))
+
+
 def _read(storage: Storage, key: str) -> LockInfo | None:
     try:
         doc = json.loads(read_small(storage, key, 65536))

@@ -120,6 +120,24 @@ class SignedStorage(StorageWrapper):
         sshsig.verify(signature, data, self.trust.trusted, key)
         return _Bytes(data)
 
+    def read_signed(self, key: str) -> tuple[bytes, bytes | None]:
+        """Given a record's key, return its bytes, checked as open() checks them,
+        and the bytes of the signature they were checked against: what a copy
+        writes elsewhere as it is (`vkbackup.actions.copy`). Without [signing],
+        the signature stored beside the record, unchecked, or None if there is
+        none. Raise as open() does."""
+        data = read_small(self, key, RECORD_LIMIT)  # checked, or warned about, by open()
+        sig_key = layout.signature_key(key)
+        try:
+            signature = read_small(self.inner, sig_key, SIGNATURE_LIMIT)
+        except ObjectNotFoundError:
+            if self.trust.configured:  # removed since open() checked it
+                raise IntegrityError(f"{key}: not signed ({sig_key} is missing): refused") from None
+            return data, None
+        if self.trust.configured:  # the one read here is the one checked
+            sshsig.verify(signature, data, self.trust.trusted, key)
+        return data, signature
+
     def delete(self, key: str) -> None:
         self.inner.delete(key)
         if layout.is_record(key):

@@ -9,6 +9,7 @@ import click
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import json_output
 from vkbackup.config import Config
+from vkbackup.config.model import StorageConfig
 
 
 @click.group("config")
@@ -36,6 +37,8 @@ def config_check(app: AppContext, as_json: bool) -> None:
         "found_by": found.found_by,
         "looked_in": found.lines(),
         "storage": cfg.storage.type,
+        "copies": {c.name: _where(c.storage) for c in cfg.copies},
+        "copy_after": cfg.snapshot.copy_after,
         "hosts": {
             name: {"address": h.address, "sources": [f"{s.type}:{s.name}" for s in h.sources]}
             for name, h in cfg.hosts.items()
@@ -49,10 +52,10 @@ def config_check(app: AppContext, as_json: bool) -> None:
     click.echo(f"config OK: {cfg.source_file}")
     before = "; ".join(found.lines()[:-1])
     click.echo(f"  found by: {found.found_by}" + (f" (before it: {before})" if before else ""))
-    if cfg.storage.type == "local":
-        click.echo(f"  storage: local directory {cfg.storage.path}")
-    else:
-        click.echo(f"  storage: s3 bucket {cfg.storage.bucket} prefix {cfg.storage.prefix!r}")
+    click.echo(f"  storage: {_where(cfg.storage)}")
+    for c in cfg.copies:
+        after = " (after each snapshot: snapshot.copy_after)" if cfg.snapshot.copy_after else ""
+        click.echo(f"  copy {c.name}: {_where(c.storage)}{after}")
     click.echo(f"  recipients: {len(cfg.encryption.recipients)}")
     if not sig["configured"]:
         click.echo("  signing: OFF (records are not signed; anyone who can write to the storage")
@@ -66,6 +69,13 @@ def config_check(app: AppContext, as_json: bool) -> None:
         click.echo(f"  host {name}: {h.user}@{h.address}:{h.port}, {len(h.sources)} sources")
         for s in h.sources:
             click.echo(f"    - {s.type} {s.name}")
+
+
+def _where(storage: StorageConfig) -> str:
+    """Where a [storage] or [[copies]] table points, in words."""
+    if storage.type == "local":
+        return f"local directory {storage.path}"
+    return f"s3 bucket {storage.bucket} prefix {storage.prefix!r}"
 
 
 def _signing(cfg: Config) -> dict[str, Any]:

@@ -11,7 +11,12 @@ keys, identities unlocked with the passphrase reader
 (--passphrase-file, else $VKBACKUP_PASSPHRASE, else the terminal), progress
 on standard error unless the command prints JSON or runs quietly, and the
 monitoring pings and textfile around each host's run of every job (snapshot,
-verify, prune, drill), with the hosts' freshness ages measured after it.
+verify, prune, drill, copy), with the hosts' freshness ages measured after it.
+
+The global --storage NAME points storage(), backend() and retention() at one
+of the config's [[copies]] instead of [storage], so list, show, verify,
+restore, drill, prune and check read (and act on) that copy; copy_backend()
+opens a copy as the destination of `vkbackup copy`.
 
 Heavy libraries (boto3, paramiko) are imported only when a command first
 asks for storage or a connection, so `--help` and `config check` stay quick.
@@ -26,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -35,11 +40,12 @@ from vkbackup.config.load import ConfigLookup, lookup_config_file
 from vkbackup.errors import ConfigError, UsageError, VkError
 
 if TYPE_CHECKING:
-    from vkbackup.config.model import HostConfig
+    from vkbackup.config.model import CopyConfig, HostConfig, RetentionConfig, StorageConfig
     from vkbackup.crypto import Identity
     from vkbackup.monitoring import HostAges, JobOutcome, RunResult
     from vkbackup.progress import Progress
     from vkbackup.storage.base import Storage
+    from vkbackup.streams import RateLimiter
     from vkbackup.transport.base import Transport
 
 R = TypeVar("R", bound="RunResult")
@@ -57,6 +63,8 @@ class AppContext:
     log_json: bool = False
     verbose: int = 0  # how many -v, before and after the command name
     quiet: bool = False  # -q, before or after the command name
+    #: --storage NAME: the [[copies]] table to use instead of [storage] (None: [storage])
+    storage_name: str | None = None
     #: where the identity came from ("PATH (--identity)"), once identities were loaded
     identity_origin: str | None = None
     _config: Config | None = field(default=None, repr=False)
@@ -65,6 +73,8 @@ class AppContext:
     _backend: Storage | None = field(default=None, repr=False)
     #: (--limit-upload, --limit-download) once a command asked for [transfer]'s limits
     _limits: tuple[int | None, int | None] | None = field(default=None, repr=False)
+    #: the upload pace of copy_backend() (False: none), made on first use
+    _upload: RateLimiter | Literal[False] | None = field(default=None, repr=False)
 
     def limit_transfer(self, upload_kib: int | None, download_kib: int | None) -> None:
         """Pace the storage this command opens by [transfer] (snapshot, restore and
@@ -173,8 +183,56 @@ class AppContext:
         if self._backend is None:
             from vkbackup.storage import open_storage
 
-            self._backend = open_storage(self.config().storage, create=create)
+            self._backend = open_storage(self.storage_config(), create=create)
         return self._backend
+
+    def storage_config(self) -> StorageConfig:
+        """[storage], or with --storage NAME the storage of that [[copies]] table.
+        Raise UsageError as copy_config() does."""
+        if self.storage_name is None:
+            return self.config().storage
+        return self.copy_config(self.storage_name).storage
+
+    def retention(self) -> RetentionConfig:
+        """[retention], or with --storage NAME that copy's own [copies.retention]
+        (which defaults to [retention])."""
+        if self.storage_name is None:
+            return self.config().retention
+        return self.copy_config(self.storage_name).retention
+
+    def copy_config(self, name: str) -> CopyConfig:
+        """The [[copies]] table named *name*. Raise UsageError listing the
+        configured copies if there is none."""
+        cfg = self.config()
+        found = cfg.copy_named(name)
+        if found is None:
+            known = ", ".join(c.name for c in cfg.copies) or "none"
+            raise UsageError(
+                f"no copy named {name!r} in the config {cfg.source_file} (its [[copies]]: {known})",
+                hint="--storage and --to take the name of a [[copies]] table",
+            )
+        return found
+
+    def copy_backend(self, name: str) -> Storage:
+        """The backend of the copy *name*, records unsigned (a copy writes the
+        signed bytes as they are), the destination of `vkbackup copy`; a local
+        directory is created by the first write, as snapshot creates [storage].
+        After limit_transfer(), the bytes put into it are paced by the upload
+        limit (one pace shared by every copy of the run)."""
+        from vkbackup.storage import open_storage
+
+        backend = open_storage(self.copy_config(name).storage, create=True)
+        if self._limits is None:
+            return backend
+        from vkbackup.storage.throttled import KIB, ThrottledStorage, effective_kib
+        from vkbackup.streams import RateLimiter
+
+        if self._upload is None:
+            up = effective_kib(self._limits[0], self.config().transfer.limit_upload_kib)
+            self._upload = RateLimiter(up * KIB) if up else False
+        if self._upload is False:
+            return backend
+        return ThrottledStorage(backend, upload=self._upload)
 
     def connect(self, host: HostConfig) -> Transport:
         """Open an authenticated, host-key-checked SSH connection to *host*."""

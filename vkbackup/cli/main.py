@@ -6,7 +6,7 @@ it: `vkbackup X` is `cli/X_cmd.py`. Each is thin: parse, get what the action
 needs from the composition root (`cli/context.py`), call an action in
 `vkbackup.actions`, print the result. A command is added by importing its
 module below and naming it in the registration loop; the global options
-(--config, -v, -q, --log-json) are then accepted after its name too
+(--config, -v, -q, --log-json, --storage) are then accepted after its name too
 (`_add_global_options`, run after the loop).
 """
 
@@ -24,12 +24,15 @@ from vkbackup import __version__
 from vkbackup.cli import (
     check_cmd,
     config_cmd,
+    copy_cmd,
     decrypt_cmd,
     drill_cmd,
+    dump_cmd,
     encrypt_cmd,
     init_cmd,
     keys_cmd,
     list_cmd,
+    ls_cmd,
     prune_cmd,
     restore_cmd,
     show_cmd,
@@ -62,15 +65,27 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
 @click.option("-v", "--verbose", count=True, help="More output (-vv: library debug too).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (for cron).")
 @click.option("--log-json", is_flag=True, help="Log as JSON lines on standard error.")
+@click.option(
+    "--storage",
+    "storage_name",
+    metavar="NAME",
+    help="Use the [[copies]] storage NAME instead of [storage] (list, show, verify, restore, "
+    "drill, prune, check; the source of copy).",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, config_path: str | None, verbose: int, quiet: bool, log_json: bool
+    ctx: click.Context,
+    config_path: str | None,
+    verbose: int,
+    quiet: bool,
+    log_json: bool,
+    storage_name: str | None,
 ) -> None:
     """vkbackup: snapshot a Docker host over SSH into encrypted storage, restore it
     onto a fresh host, and prove it works with drills.
 
     The options above are accepted after the command name too
-    (`vkbackup list prod -q --config PATH`).
+    (`vkbackup list prod -q --config PATH`, `vkbackup list --storage offsite`).
 
     Exit codes: 0 ok, 1 failed, 2 usage or config error (no config file found
     included), 3 partly failed, 10 storage missing or unreachable, 11 lock held
@@ -79,6 +94,8 @@ def cli(
     app = ctx.ensure_object(AppContext)
     if config_path:
         app.config_path = config_path
+    if storage_name:
+        app.storage_name = storage_name
     app.set_output(verbose=verbose, quiet=quiet, log_json=log_json)
 
 
@@ -97,6 +114,9 @@ for module in (
     prune_cmd,
     drill_cmd,
     check_cmd,
+    copy_cmd,
+    ls_cmd,
+    dump_cmd,
 ):
     module.register(cli)
 
@@ -114,6 +134,8 @@ def _late_global(ctx: click.Context, param: click.Parameter, value: object) -> N
         app.set_output(quiet=True)
     elif param.name == "late_log_json":
         app.set_output(log_json=True)
+    elif param.name == "late_storage":
+        app.storage_name = str(value)
 
 
 def _global_options() -> list[click.Option]:
@@ -142,6 +164,12 @@ def _global_options() -> list[click.Option]:
             ["--log-json", "late_log_json"],
             is_flag=True,
             help="Log as JSON lines on standard error.",
+            **common,
+        ),
+        click.Option(
+            ["--storage", "late_storage"],
+            metavar="NAME",
+            help="Use the [[copies]] storage NAME (as the global --storage).",
             **common,
         ),
     ]

@@ -1,4 +1,4 @@
-"""What verify, prune and drill tell monitoring: each host's outcome of a job, as
+"""What verify, prune, drill and copy tell monitoring: each host's outcome of a job, as
 a `monitoring.JobOutcome` (ok or not, a summary of ids, counts and sizes, and
 why it failed), built from the action's result for `AppContext.monitored_job`.
 No secrets: no paths, no file names, only keys, ids and numbers.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vkbackup.monitoring import JobOutcome
 
 if TYPE_CHECKING:
+    from vkbackup.actions.copy import CopyItem, CopyResult
     from vkbackup.actions.drill import DrillResult
     from vkbackup.actions.prune import PruneReport
     from vkbackup.actions.verify import SnapshotVerify
@@ -89,3 +90,26 @@ def drill_outcome(result: DrillResult) -> list[JobOutcome]:
     why = doc.get("error") or "see the report"
     reason = None if ok else f"drill of {result.host} failed: {why}"
     return [JobOutcome("drill", result.host, ok, summary, reason)]
+
+
+def copy_outcomes(result: CopyResult) -> list[JobOutcome]:
+    """Given a copy result, return one outcome per host: ok when every snapshot
+    of the host reached every copy asked for."""
+    by_host: dict[str, list[CopyItem]] = {}
+    for i in result.items:
+        by_host.setdefault(i.host, []).append(i)
+    out = []
+    for host, items in sorted(by_host.items()):
+        bad = [f"{i.copy}: {i.id}: {i.error}" for i in items if i.status == "failed"]
+        summary = {
+            "status": "ok" if not bad else "failed",
+            "copies": ",".join(sorted({i.copy for i in items})),
+            "snapshots": len({i.id for i in items}),
+            "objects_copied": sum(i.objects_copied for i in items),
+            "objects_skipped": sum(i.objects_skipped for i in items),
+            "bytes_copied": sum(i.bytes_copied for i in items),
+            "failed": len(bad),
+        }
+        reason = f"copy of {host}: {len(bad)} failed: {_clip(bad)}" if bad else None
+        out.append(JobOutcome("copy", host, not bad, summary, reason))
+    return out

@@ -2,7 +2,8 @@
 
 Never the newest complete snapshot of a host, never an object a kept
 snapshot uses, never one under Object Lock; every keep is explained, and
---dry-run shows the plan without deleting.
+--dry-run shows the plan without deleting. With the global --storage NAME it
+prunes that copy by its own [copies.retention] (else [retention]).
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ def prune_cmd(
     from vkbackup.actions.prune import format_prune, run_prune
     from vkbackup.cli.outcomes import prune_outcomes
 
-    cfg = app.config()
     storage = app.storage()
     names = [host] if host is not None and check_host(host) else None
     run = functools.partial(
-        run_prune, storage, cfg.retention, hosts=names, dry_run=dry_run, break_lock=break_lock
+        run_prune, storage, app.retention(), hosts=names, dry_run=dry_run, break_lock=break_lock
     )
     if dry_run:  # did nothing: nothing to report to monitoring
         report = run()

@@ -3,19 +3,26 @@ that says how it went (0 complete, 3 partial, 1 nothing saved).
 
 Hosts are snapshotted one after the other; each run is wrapped by the
 monitoring pings and textfile (`AppContext.monitored`), so a cron job needs
-nothing else to be watched.
+nothing else to be watched. With [snapshot] copy_after, each new snapshot is
+then copied to every [[copies]] storage (`copy_cmd.copy_snapshots`, reported
+as the job "copy"); a copy that fails makes the run partial (exit 3), naming
+the copy, and the snapshot stays.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import click
 
 from vkbackup.cli.context import AppContext, emit_json, pass_app
 from vkbackup.cli.options import dry_run, host_alias, json_output, limits, one_host
-from vkbackup.errors import ConfigError, PartialFailure, SnapshotError, UsageError
+from vkbackup.errors import ConfigError, PartialFailure, SnapshotError, UsageError, VkError
 from vkbackup.progress import human_bytes
+
+if TYPE_CHECKING:
+    from vkbackup.actions.copy import CopyResult
 
 
 @click.command("snapshot")
@@ -60,6 +67,11 @@ def snapshot_cmd(
             hint="set signing.key to the backup machine's signing key "
             "(vkbackup keys generate --signing --out PATH)",
         )
+    if app.storage_name is not None:
+        raise UsageError(
+            f"--storage {app.storage_name}: a snapshot is written to [storage]; "
+            "copies are filled by `vkbackup copy` (or [snapshot] copy_after)"
+        )
     app.limit_transfer(limit_upload, limit_download)
     storage = app.storage(create=True)  # the first snapshot creates a local directory
     if dry_run:
@@ -90,8 +102,17 @@ def snapshot_cmd(
             progress=app.progress(as_json),
         )
         results.append(app.monitored(name, run))
+    copied = None
+    if cfg.snapshot.copy_after and cfg.copies:
+        copied = _copy_after(app, [(r.host, r.id) for r in results if r.status != "failed"])
     if as_json:
-        emit_json([r.to_json() for r in results] if len(results) > 1 else results[0].to_json())
+        docs = [r.to_json() for r in results]
+        if copied is not None:
+            for d in docs:
+                d["copies"] = [
+                    i.to_json() for i in copied.items if (i.host, i.id) == (d["host"], d["id"])
+                ]
+        emit_json(docs if len(docs) > 1 else docs[0])
     elif app.verbosity >= 0:
         for r in results:
             click.echo(
@@ -109,6 +130,8 @@ def snapshot_cmd(
                     click.echo(f"         {sr.error}")
             for err in r.hook_errors:
                 click.echo(f"  hook failed: {err}")
+        for item in copied.items if copied is not None else ():
+            click.echo(item.summary())
     failed = [r for r in results if r.status == "failed"]
     # a --only snapshot is "partial" but succeeded: only failed sources and
     # failed after_snapshot hooks count here
@@ -119,13 +142,44 @@ def snapshot_cmd(
         raise SnapshotError(
             "; ".join(f"snapshot of {r.host} failed: no source could be saved" for r in failed)
         )
-    if failed or partial:
+    copy_failed = copied.failed if copied is not None else []
+    if failed or partial or copy_failed:
         what = [f"{r.host}/{s.name}" for r in results for s in r.sources if s.error]
         hooks = [e.splitlines()[0] for r in results for e in r.hook_errors]
         parts = [f"some sources failed: {', '.join(what)}"] if what else []
         if hooks:
             parts.append("after_snapshot hooks failed: " + "; ".join(hooks))
+        if copy_failed:
+            parts.append(
+                "copies failed (the snapshot stays): "
+                + "; ".join(f"copy {i.copy}: {i.host}/{i.id}: {i.error}" for i in copy_failed)
+            )
         raise PartialFailure("; ".join(parts))
+
+
+def _copy_after(app: AppContext, snapshots: list[tuple[str, str]]) -> CopyResult | None:
+    """[snapshot] copy_after: copy the new *snapshots* to every copy and return
+    the result (None when there is nothing to copy). A copy that cannot even
+    start (a storage that cannot be opened) is a failed item of the result, not
+    an error: the snapshot is taken either way."""
+    from vkbackup.actions.copy import CopyItem, CopyResult
+    from vkbackup.cli.copy_cmd import copy_snapshots
+    from vkbackup.logs import get_logger
+
+    if not snapshots:
+        return None
+    try:
+        return copy_snapshots(app, snapshots, ())
+    except VkError as e:
+        get_logger("copy").error("copy after the snapshot failed: %s", e)
+        result = CopyResult(app.storage().describe())
+        names = [c.name for c in app.config().copies]
+        result.items = [
+            CopyItem(n, h, sid, "failed", error=str(e), exc=e)
+            for n in names
+            for h, sid in snapshots
+        ]
+        return result
 
 
 def register(cli: click.Group) -> None:

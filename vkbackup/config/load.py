@@ -21,6 +21,7 @@ from vkbackup.config.model import (
     SOURCE_TYPES,
     CheckConfig,
     Config,
+    CopyConfig,
     DrillConfig,
     EncryptionConfig,
     HooksConfig,
@@ -526,6 +527,7 @@ def _snapshot(t: _Table | None) -> SnapshotConfig:
         full_every_days=t.get_int("full_every_days", 7, lo=0, hi=3650),
         max_chain=t.get_int("max_chain", 6, lo=0, hi=1000),
         compression=t.choice("compression", ("auto", "zstd", "gzip", "none"), "auto"),
+        copy_after=t.get_bool("copy_after", False),
     )
     t.finish()
     return s
@@ -590,6 +592,46 @@ def _check(t: _Table | None) -> CheckConfig:
     return c
 
 
+def _location(s: StorageConfig) -> tuple[object, ...]:
+    """What says where a storage is: two configs with the same one are one storage."""
+    if s.type == "local":
+        return ("local", s.path.joinpath(*s.prefix.split("/")) if s.prefix else s.path)
+    return ("s3", s.endpoint_url, s.bucket, s.prefix)
+
+
+def _copies(
+    top: _Table, storage: StorageConfig, retention: RetentionConfig
+) -> tuple[CopyConfig, ...]:
+    """[[copies]]: each a `name`, an optional [copies.retention] (else the main
+    [retention]) and the keys of [storage], parsed by _storage itself, so errors
+    name "copies[1].bucket". Names are unique; no copy may be the main storage
+    or another copy."""
+    top.used.add("copies")
+    raw = top.data.get("copies", [])
+    if not isinstance(raw, list):
+        raise top.error("must be an array of tables ([[copies]])", "copies")
+    out: list[CopyConfig] = []
+    where: dict[tuple[object, ...], str] = {_location(storage): "[storage]"}
+    for i, item in enumerate(raw):
+        t = _Table(item, f"copies[{i}]", top.source)
+        name = t.req_str("name")
+        if not NAME_RE.match(name):
+            raise t.error(
+                f"must be letters, digits, '.', '_' or '-' (at most 63), got {name!r}", "name"
+            )
+        if any(c.name == name for c in out):
+            raise t.error(f"duplicate copy name {name!r}", "name")
+        rt = t.table("retention")
+        own = _retention(rt) if rt is not None else retention
+        sc = _storage(t)  # marks the rest used, and finishes t: unknown keys are errors
+        loc = _location(sc)
+        if loc in where:
+            raise t.error(f"is the same storage as {where[loc]}: a copy must be elsewhere")
+        where[loc] = f"copies[{i}]"
+        out.append(CopyConfig(name=name, storage=sc, retention=own))
+    return tuple(out)
+
+
 def parse_config(data: Mapping[str, object], source: str) -> Config:
     """Given an already-parsed TOML document, return the validated Config (the
     pure part of load_config). Raise ConfigError naming *source* and the key
@@ -610,6 +652,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     monitoring = _monitoring(top.table("monitoring"))
     drill = _drill(top.table("drill"))
     check = _check(top.table("check"))
+    copies = _copies(top, storage, retention)
     top.finish()
     return Config(
         source_file=None,
@@ -623,11 +666,14 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         monitoring=monitoring,
         drill=drill,
         check=check,
+        copies=copies,
     )
 
 
 def holds_credential(cfg: Config) -> bool:
-    return cfg.storage.secret_access_key is not None
+    return any(
+        s.secret_access_key is not None for s in (cfg.storage, *(c.storage for c in cfg.copies))
+    )
 
 
 def check_file_permissions(path: Path, cfg: Config, mode: int | None = None) -> None:

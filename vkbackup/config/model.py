@@ -144,6 +144,8 @@ class SnapshotConfig:
     max_chain: int = 6  # incremental volumes: at most this many incrementals after a full
     # tars and images, compressed on the host: "auto" = zstd when the host has it, else gzip
     compression: str = "auto"
+    # after each snapshot, copy it to every [[copies]] storage (`vkbackup.actions.copy`)
+    copy_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,17 @@ class CheckConfig:
 
 
 @dataclass(frozen=True)
+class CopyConfig:
+    """One [[copies]] table: another storage that `vkbackup copy` fills with the
+    snapshots of the main one, byte for byte (3-2-1). *retention*: its own
+    [copies.retention], else the main [retention]."""
+
+    name: str
+    storage: StorageConfig
+    retention: RetentionConfig
+
+
+@dataclass(frozen=True)
 class Config:
     source_file: Path | None
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -193,3 +206,8 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    copies: tuple[CopyConfig, ...] = ()
+
+    def copy_named(self, name: str) -> CopyConfig | None:
+        """The [[copies]] table named *name*, or None."""
+        return next((c for c in self.copies if c.name == name), None)
