@@ -1,5 +1,7 @@
 """Issue 8 against the lab: verify --deep restores the dump into a throwaway PostgreSQL on a
-real host; a drill restores onto the fresh host and reports RTO and RPO; list shows it."""
+real host; a drill restores onto the fresh host and reports RTO and RPO; list shows it.
+Issue 17: `check` fails on the stale host before, and passes after snapshot, verify and
+drill."""
 
 from __future__ import annotations
 
@@ -59,6 +61,15 @@ def test_drill_reports_rto_and_rpo_and_tears_down(
     fresh_lab: Lab, cfg: Path, tmp_path: Path
 ) -> None:
     lab = fresh_lab
+    (tmp_path / "store").mkdir()  # an empty storage: nothing on record yet
+    stale = run(cfg, "check", "--host", "prod", "--json")
+    assert stale.returncode == 1, stale.stderr
+    doc = json.loads(stale.stdout)
+    assert not doc["ok"]
+    assert [(c["kind"], c["stale"]) for c in doc["hosts"][0]["checks"]] == [
+        ("snapshot", True), ("verify", True), ("drill", True),
+    ]  # fmt: skip
+    assert "host prod" in stale.stderr
     assert run(cfg, "snapshot", "prod").returncode == 0
     reports = tmp_path / "reports"
     cp = run(
@@ -90,3 +101,8 @@ def test_drill_reports_rto_and_rpo_and_tears_down(
     # the drill is recorded: a second drill does not warn about drill age
     listing = run(cfg, "list", "prod")
     assert listing.returncode == 0 and "complete" in listing.stdout
+    verified = run(cfg, "verify", "--latest", "--host", "prod")
+    assert verified.returncode == 0, verified.stderr
+    fresh = run(cfg, "check", "--host", "prod", "--json")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert json.loads(fresh.stdout)["stale"] == []
