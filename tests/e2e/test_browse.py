@@ -45,7 +45,7 @@ def vk_json(cfg: Path, *args: str) -> Any:
 
 @pytest.fixture
 def volume(lab: Lab) -> Iterator[str]:
-    lab.ssh("prod", f"docker volume create {VOLUME} >/dev/null")
+    lab.ssh("prod", f"docker volume create {VOLUME} >/dev/null; rm -rf {INTO}")
     try:
         yield VOLUME
     finally:

@@ -15,9 +15,17 @@ and memory stays the tree's metadata. Every object read, in either pass, is
 read to its end, so its size and sha256 (ciphertext and plaintext) are checked
 before the command reports success.
 
+`restore --into DIR` extracts on the target into a DIR that is new (made,
+mode 0700) or an empty real directory, checked before anything is written:
+`tar -x` follows symlinks already under DIR, so anything there could send the
+files elsewhere. There is no override. An error after the first byte leaves
+DIR with a partial copy, and says so.
+
 A database is not a tar: `dump --table` streams the pg_dump custom archive into
 a local `pg_restore --data-only` (argv built by `pg_restore_argv`, the table
-name checked by `vkbackup.names` first), whose SQL goes to the output.
+name checked by `vkbackup.names` first), whose SQL goes to the output. A bare
+table name is resolved to its schema from the snapshot's row counts first
+(`resolve_table`): pg_restore's --table alone takes it from every schema.
 
 Nothing here opens storage or connects: the command hands in the storage, the
 identities, and for `--into` the target's transport (`cli/context.py`).
@@ -36,7 +44,14 @@ from typing import Any
 
 from vkbackup import catalog, names
 from vkbackup.crypto import Identity
-from vkbackup.errors import IntegrityError, RestoreError, TransportError, UsageError
+from vkbackup.errors import (
+    IntegrityError,
+    RemoteCommandError,
+    RestoreError,
+    TransportError,
+    UsageError,
+    VkError,
+)
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord
 from vkbackup.restore.objects import PlainCheck, TarCheck, open_object
@@ -48,8 +63,10 @@ from vkbackup.restore.tartree import (
     Entry,
     IterReader,
     LevelTar,
+    OpenLevel,
     Tree,
     content,
+    content_size,
     norm,
     open_tar,
     tar_stream,
@@ -268,10 +285,35 @@ def dump_path(
 # -- restore --into ----------------------------------------------------------------
 
 
+#: the exit status of into_argv's script when it refuses DIR (tar -x exits 0, 1 or 2)
+INTO_REFUSED = 3
+
+
 def into_argv(into: str) -> list[str]:
     """The target's command: make DIR, extract the tar on stdin under it, modes and
-    numeric owners kept. DIR is a positional argument, never shell text."""
-    script = 'mkdir -p -- "$1" && tar -x -p --numeric-owner -C "$1" -f -'
+    numeric owners kept. DIR is a positional argument, never shell text.
+
+    DIR must be new or an empty real directory, checked before anything is
+    written: `tar -x` follows symlinks already under DIR (and the tar puts files
+    before the directories that hold them), so a DIR that holds anything, or is
+    itself a symlink, could send the files elsewhere or overwrite what is
+    there. A refusal exits INTO_REFUSED with its reason on stderr. A new DIR is
+    made mode 0700 (its parents as mkdir -p makes them)."""
+    script = (
+        "d=$1\n"
+        'refuse() { printf "refusing --into %s: %s\\n" "$d" "$1" >&2; '
+        f"exit {INTO_REFUSED}; }}\n"
+        'if [ -L "$d" ]; then refuse "it is a symlink; give a new directory"; fi\n'
+        'if [ -e "$d" ]; then\n'
+        '  [ -d "$d" ] || refuse "it exists and is not a directory; give a new directory"\n'
+        '  first=$(find "$d" -mindepth 1 -maxdepth 1 -print -quit)\n'
+        '  [ -z "$first" ] || refuse "it is not empty; give a new or an empty directory"\n'
+        "else\n"
+        '  err=$(mkdir -p -- "$(dirname -- "$d")" 2>&1) || refuse "cannot make its parent: $err"\n'
+        '  err=$(mkdir -m 700 -- "$d" 2>&1) || refuse "cannot make it: $err"\n'
+        "fi\n"
+        'tar -x -p --numeric-owner -C "$d" -f -'
+    )
     return [*pipeline_argv(script), "vkbackup-into", into]
 
 
@@ -310,23 +352,15 @@ def restore_into(
     t: Transport,
 ) -> IntoResult:
     """Put *paths* (each with everything below it) as the snapshot has them under
-    *into* on the target: one tar, built here, streamed into `tar -x` there
-    (into_argv), checked again by the tar guard on its way out. Nothing outside
-    *into* is written and nothing under it but those paths. Raise RestoreError
-    for a missing path (before anything is sent), RemoteCommandError if the
-    target's tar fails."""
+    *into* on the target (put_into). Raise RestoreError for a missing path (before
+    anything is sent) or a DIR the target refuses."""
     into = check_into(into)
     chosen: dict[str, Entry] = {}
     for p in paths:
         for e in select(view, tree, p):
             chosen[e.path] = e
     selected = [chosen[k] for k in sorted(chosen)]
-    stream = TarGuard(
-        IterReader(tar_stream(selected, _opener(storage, view, identities))),
-        f"{view.where}: the tar for --into",
-        absolute_symlinks=True,
-    )
-    t.feed(into_argv(into), stream)
+    put_into(t, into, selected, _opener(storage, view, identities), view.where)
     return IntoResult(
         snapshot=view.manifest.id,
         source=view.name,
@@ -334,7 +368,48 @@ def restore_into(
         into=into,
         paths=[view.shown(norm(p)) for p in paths],
         entries=len(selected),
-        bytes=sum(e.size for e in selected),
+        bytes=content_size(selected),
+    )
+
+
+def put_into(
+    t: Transport, into: str, selected: list[Entry], open_level: OpenLevel, where: str
+) -> None:
+    """Stream *selected* as one tar, built here (tar_stream), checked again by the
+    tar guard on its way out, into `tar -x` under *into* on the target
+    (into_argv). Nothing outside *into* is written and nothing under it but those
+    entries. Raise RestoreError, with nothing written, if the target refuses
+    *into* (a symlink, or not a new or empty directory). Any other failure may
+    leave a partial copy under *into*: its message says so, and the error keeps
+    its type (and so its exit status)."""
+    stream = TarGuard(
+        IterReader(tar_stream(selected, open_level)),
+        f"{where}: the tar for --into",
+        absolute_symlinks=True,
+    )
+    try:
+        t.feed(into_argv(into), stream)
+    except RemoteCommandError as e:
+        if e.exit_status == INTO_REFUSED:
+            lines = e.stderr_tail.strip().splitlines()
+            reason = lines[-1] if lines else f"refusing --into {into}"
+            raise RestoreError(
+                f"{t.name}: {printable(reason)}",
+                hint="nothing was extracted; --into wants a directory that does not "
+                "exist yet (it is made) or an empty one",
+            ) from None
+        _say_partial(e, t, into)
+        raise
+    except VkError as e:
+        _say_partial(e, t, into)
+        raise
+
+
+def _say_partial(e: VkError, t: Transport, into: str) -> None:
+    """Add to *e*'s message that *into* on the target may hold a partial copy."""
+    e.args = (
+        f"{e}\n  {printable(into)} on {t.name} may now hold a partial copy: delete it "
+        "before trying again (a DIR that is not empty is refused)",
     )
 
 
@@ -458,6 +533,45 @@ def restore_table(
         raise RestoreError(f"{shlex.join(argv)} failed (status {status}): {tail[-500:]}", hint=hint)
 
 
+def resolve_table(view: SourceView, table: str) -> str:
+    """Given --table ("schema.table" or "table"), return the "schema.table" of the
+    snapshot it names, from the tables the snapshot counted (its row_counts).
+    A bare name is looked up in every schema: pg_restore's --table alone would
+    take the table of that name from each of them. Raise UsageError for a name
+    PostgreSQL's rules refuse, a source that is not a database, a bare name
+    several schemas have (naming them), or a bare name when the snapshot
+    counted no tables; RestoreError for a table the snapshot does not have."""
+    schema, name = split_table(table)
+    if not isinstance(view.meta, postgres.Meta):
+        raise UsageError(f"{view.where} is a {view.type} source, not a database: no --table")
+    counted = view.meta.row_counts
+    if schema is not None:
+        if counted and table not in counted:
+            raise _no_table(view, table)
+        return table
+    if not counted:
+        raise UsageError(
+            f"{view.where}: the snapshot recorded no tables to find {printable(table)!r} in: "
+            "give it as 'schema.table'"
+        )
+    found = sorted(k for k in counted if k.partition(".")[2] == name)
+    if not found:
+        raise _no_table(view, table)
+    if len(found) > 1:
+        raise UsageError(
+            f"{view.where}: several schemas have a table {printable(table)!r}: "
+            f"{', '.join(printable(k) for k in found)}; give one as 'schema.table'"
+        )
+    return found[0]
+
+
+def _no_table(view: SourceView, table: str) -> RestoreError:
+    return RestoreError(
+        f"{view.where}: no table {printable(table)!r} in this snapshot",
+        hint=f"`vkbackup ls {view.manifest.id} {view.name}` lists its tables",
+    )
+
+
 def dump_table(
     storage: Storage,
     view: SourceView,
@@ -466,21 +580,13 @@ def dump_table(
     local: Transport,
     write: Write,
 ) -> None:
-    """Write *table*'s data as SQL, as the snapshot's dump has it (restore_table).
-    Raise UsageError for a table name PostgreSQL's rules refuse, RestoreError for
-    a table the snapshot did not count or a source that is not a database."""
-    split_table(table)
-    if not isinstance(view.meta, postgres.Meta):
-        raise UsageError(f"{view.where} is a {view.type} source, not a database: no --table")
-    counted = view.meta.row_counts
-    if counted and table not in counted and not any(k.endswith("." + table) for k in counted):
-        raise RestoreError(
-            f"{view.where}: no table {printable(table)!r} in this snapshot",
-            hint=f"`vkbackup ls {view.manifest.id} {view.name}` lists its tables",
-        )
+    """Write *table*'s data as SQL, as the snapshot's dump has it (restore_table),
+    the name resolved first (resolve_table)."""
+    table = resolve_table(view, table)
     obj = next((o for o in view.objects if o.role == "pg-dump"), None)
     if obj is None:
         raise RestoreError(f"{view.where}: no pg_dump archive in this snapshot")
+    assert isinstance(view.meta, postgres.Meta)  # resolve_table checked it
     with open_object(
         storage, obj, identities, decompress=True, expect=view.checks.get(obj.key)
     ) as stream:

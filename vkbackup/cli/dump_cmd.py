@@ -66,7 +66,9 @@ def output(path: str | None) -> Iterator[Callable[[bytes], object]]:
 @click.argument("source")
 @click.argument("path", required=False)
 @click.option(
-    "--table", metavar="T", help="A table of a postgres SOURCE ('schema.table' or 'table')."
+    "--table",
+    metavar="T",
+    help="A table of a postgres SOURCE ('schema.table', or 'table' if one schema has it).",
 )
 @click.option(
     "--output", "-o", "out", metavar="FILE", help="Write to FILE (complete or not at all)."

@@ -73,7 +73,9 @@ def print_report(report: RestoreReport) -> None:
     help="With --into and one --only SOURCE: only this path (and below) of the source.",
 )
 @click.option(
-    "--into", metavar="DIR", help="Put the --path selection under DIR on HOST (absolute, not /)."
+    "--into",
+    metavar="DIR",
+    help="Put the --path selection under DIR on HOST (absolute, not /; new or empty).",
 )
 @click.option(
     "--identity",
@@ -114,7 +116,8 @@ def restore_cmd(
 
     With --only SOURCE --path P [--path ...] --into DIR: only those paths of one
     files, docker-volume or host source, put under DIR on HOST as the snapshot
-    has them; nothing else is touched, so no --force is needed.
+    has them; nothing else is touched, so no --force is needed. DIR must not
+    exist yet (it is made) or be an empty directory, never a symlink.
     """
     from vkbackup.actions.restore import build_plan, restore_hooks, run_restore
     from vkbackup.common import parse_target

@@ -135,6 +135,41 @@ def test_files_source_ls_dump_and_into(files_env: Any, tmp_path: Path) -> None:
     assert not (into / rel / "current").exists() and not (into / "other.txt").exists()
 
 
+def test_a_hard_link_without_its_target_dumps_and_restores_as_a_file(tmp_path: Path) -> None:
+    tree = tmp_path / "srv"
+    (tree / "x").mkdir(parents=True)
+    (tree / "y").mkdir()
+    body = b"one content, two names\n" * 50
+    (tree / "x" / "f").write_bytes(body)
+    os.link(tree / "x" / "f", tree / "y" / "g")
+    ident = generate_identity()
+    cfg = config(tmp_path, str(ident.recipient()), {"type": "files", "name": "etc",
+                                                    "paths": [str(tree)]})  # fmt: skip
+    storage = LocalStorage(cfg.storage.path)
+    run_snapshot(cfg, "box", storage=storage, connect=local)
+    m = catalog.resolve(storage, "latest", "box")
+    view = open_source(storage, m, [ident], "etc")
+    t = load_tree(storage, view, [ident])
+    # whichever name the tar holds as the hard link: its directory without the other
+    link = next(e for e in t.entries.values() if e.type == "hardlink")
+    parent = "/" + link.path.rsplit("/", 1)[0]
+    data = dump(storage, ident, "latest", "etc", parent)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-tf", "-"], input=data, check=True, capture_output=True)
+    subprocess.run(["tar", "-xpf", "-"], input=data, cwd=out, check=True)
+    assert (out / link.path).read_bytes() == body
+    into = tmp_path / "into"
+    res = restore_into(storage, view, [ident], t, [parent], str(into), LocalTransport())
+    assert (into / link.path).read_bytes() == body and res.bytes == len(body)
+    res = restore_into(storage, view, [ident], t, [str(tree)], str(tmp_path / "all"),
+                       LocalTransport())  # fmt: skip
+    assert res.bytes == len(body)  # two names, one content
+    rel = str(tree).lstrip("/")
+    a, b = tmp_path / "all" / rel / "x" / "f", tmp_path / "all" / rel / "y" / "g"
+    assert a.read_bytes() == b.read_bytes() == body and a.stat().st_ino == b.stat().st_ino
+
+
 def test_into_refuses_root_and_relative(files_env: Any) -> None:
     tree, cfg, storage, ident = files_env
     run_snapshot(cfg, "box", storage=storage, connect=local)

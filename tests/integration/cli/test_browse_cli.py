@@ -132,6 +132,12 @@ def test_restore_into_over_ssh_puts_only_the_paths(
     assert (tree / "app.env").read_text() == "live\n"
     files = [p for p in into.rglob("*") if not p.is_dir()]
     assert files == [into / rel]
+    # the same DIR again: it is not empty now, so it is refused, and left as it was
+    r = vk(cfg, "restore", "latest", "--to", "box", "--only", "etc", "--path",
+           str(tree / "app.env"), "--into", str(into))  # fmt: skip
+    err = r.stderr.decode()
+    assert r.returncode == 1 and str(into) in err and "not empty" in err, err
+    assert (into / rel).read_text() == "TOKEN=one\n"
     # usage errors: --path without --into, no --only, "/" as DIR
     for args in (
         ["--only", "etc", "--path", "x"],

@@ -1,17 +1,31 @@
-"""`dump --table`: the pg_restore argv, the table name as data, and the local
-pg_restore's failures (missing, too old, non-zero exit), with a stand-in pg_restore
-on PATH that records its argv and its stdin (no PostgreSQL server here)."""
+"""`dump --table`: the pg_restore argv, the table name as data, which table a bare
+name means (from the snapshot's row counts), and the local pg_restore's failures
+(missing, too old, non-zero exit), with a stand-in pg_restore on PATH that
+records its argv and its stdin (no PostgreSQL server here)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from vkbackup.actions.browse import pg_restore_argv, restore_table, split_table
+from vkbackup.actions import browse
+from vkbackup.actions.browse import (
+    SourceView,
+    dump_table,
+    pg_restore_argv,
+    restore_table,
+    split_table,
+)
 from vkbackup.errors import RestoreError, UsageError
+from vkbackup.manifest import Manifest, ObjectRecord
+from vkbackup.sources import postgres
+from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
 from vkbackup.transport.local import LocalTransport
 
@@ -98,3 +112,60 @@ def test_pg_restore_failure_is_an_error_with_its_stderr(
         )
     assert "status 1" in str(e.value) and "unsupported version" in str(e.value)
     assert e.value.hint is not None and "postgresql-client" in e.value.hint
+
+
+# -- which table a name means -----------------------------------------------------------
+
+
+def db_view(counts: dict[str, int]) -> SourceView:
+    meta = postgres.Meta("db-1", "app", "postgres", 16, "postgres:16", counts)
+    manifest = cast("Manifest", SimpleNamespace(id="20240501T030000Z-1a2b", host="prod"))
+    dump = ObjectRecord("k/dump", "app-db", "dump.pgdump.age", "pg-dump", 1, "0" * 64)
+    return SourceView(manifest, "app-db", "postgres", meta, [dump])
+
+
+COUNTS = {"public.contacts": 3, "archive.contacts": 1, "public.users": 2}
+
+
+@pytest.fixture
+def restored(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """dump_table with the archive and pg_restore stood in for: the table names it
+    hands pg_restore."""
+    tables: list[str] = []
+    monkeypatch.setattr(
+        browse, "open_object", lambda *a, **k: contextlib.nullcontext(BytesReader(b""))
+    )
+    monkeypatch.setattr(browse, "restore_table", lambda _s, table, *a: tables.append(table))
+    return tables
+
+
+def run_dump(counts: dict[str, int], table: str) -> None:
+    dump_table(cast("Storage", None), db_view(counts), [], table, LocalTransport(), print)
+
+
+def test_a_bare_table_name_in_one_schema_is_that_schemas(restored: list[str]) -> None:
+    run_dump(COUNTS, "users")
+    assert restored == ["public.users"]
+    assert pg_restore_argv(restored[0])[2:4] == ["--schema=public", "--table=users"]
+    run_dump(COUNTS, "archive.contacts")
+    assert restored[-1] == "archive.contacts"
+
+
+def test_a_bare_table_name_in_several_schemas_is_refused_naming_them(
+    restored: list[str],
+) -> None:
+    with pytest.raises(UsageError) as e:
+        run_dump(COUNTS, "contacts")
+    assert "archive.contacts" in str(e.value) and "public.contacts" in str(e.value)
+    assert restored == []
+
+
+def test_a_table_the_snapshot_does_not_have_is_refused(restored: list[str]) -> None:
+    for missing in ("nope", "other.users"):
+        with pytest.raises(RestoreError) as e:
+            run_dump(COUNTS, missing)
+        assert missing in str(e.value)
+    with pytest.raises(UsageError):  # nothing counted: a bare name cannot be resolved
+        run_dump({}, "users")
+    run_dump({}, "public.users")
+    assert restored == ["public.users"]
