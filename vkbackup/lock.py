@@ -7,6 +7,13 @@ A second run finds it and refuses, naming the holder: LockHeldError (exit 11,
 is gone, or it is older than STALE_AFTER; a stale lock is reported with its
 age and taken over only with --break-lock. A stale lock is a LockError (exit
 1), not exit 11: waiting will not clear it, an operator must look.
+
+A lock is released only by the run that wrote it: release() deletes it only
+when it still says exactly what that run wrote (owner, machine, pid, time and
+snapshot id), so a run whose lock was broken and taken by another run, on this
+machine or another one with the same pid, leaves the new holder's lock alone.
+`process_gone` tells a lock whose process is proven gone (same machine, no such
+pid) from one merely old; `take_over` replaces one given lock and no other.
 """
 
 from __future__ import annotations
@@ -45,17 +52,26 @@ def _age(info: LockInfo, now: datetime) -> timedelta:
         return timedelta(0)
 
 
+def process_gone(info: LockInfo) -> bool:
+    """Given a lock, return True only when it was taken on this machine and its
+    process is proven gone (no process has its pid). A lock of another machine,
+    or whose pid is alive (or belongs to another user), is not."""
+    if info.machine != socket.gethostname() or info.pid <= 0:
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: a process of another user has that pid
+        return False
+    return False
+
+
 def is_stale(info: LockInfo, now: datetime) -> bool:
     """Given a lock, return True if its process on this machine is gone or it is
-    older than STALE_AFTER."""
-    if info.machine == socket.gethostname():
-        try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-    return _age(info, now) > STALE_AFTER
+    older than STALE_AFTER (its process may still be alive then: see
+    process_gone)."""
+    return process_gone(info) or _age(info, now) > STALE_AFTER
 
 
 def describe(info: LockInfo, now: datetime) -> str:
@@ -138,9 +154,35 @@ def acquire(
     raise LockError(f"host {host}: could not take the lock {key}")
 
 
+def take_over(
+    storage: Storage,
+    host: str,
+    snapshot_id: str,
+    expected: LockInfo,
+    *,
+    now: datetime | None = None,
+) -> LockInfo:
+    """Delete the host's lock if it still is *expected* (what the caller read and
+    judged), then take the lock as acquire() does, without --break-lock: when
+    another run took it over meanwhile, that run's lock is left alone and this
+    raises LockHeldError (or LockError) naming it."""
+    key = layout.lock_key(host)
+    if _read(storage, key) == expected:
+        storage.delete(key)
+    return acquire(storage, host, snapshot_id, now=now)
+
+
 def release(storage: Storage, host: str, info: LockInfo) -> None:
-    """Delete the host's lock only if it is still ours (same pid and snapshot id as *info*)."""
+    """Delete the host's lock only if it is still ours: exactly what *info* says
+    (owner, machine, pid, host, time, snapshot id), so a lock another run (of this
+    machine or another one, whatever its pid) took over is never deleted."""
     key = layout.lock_key(host)
     held = _read(storage, key)
-    if held is not None and held.pid == info.pid and held.snapshot_id == info.snapshot_id:
+    if held is not None and held == info:
         storage.delete(key)
+    elif held is not None:
+        log.warning(
+            "host %s: the lock is no longer ours (%s): left in place",
+            host,
+            describe(held, datetime.now(UTC)),
+        )

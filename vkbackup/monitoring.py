@@ -9,8 +9,10 @@ and/or a webhook that receives one JSON document per event. Every text sent
 goes through vkbackup.logs.redact, so a registered secret never leaves the
 machine, and the summary carries only ids, status, sizes and source names.
 
-Every job reports: snapshot, and verify, prune and drill (and later copy). A
-job's name replaces "{job}" in the URLs, and is the webhook document's "job".
+Every job reports: snapshot, and verify, prune, drill and copy. A job's name
+replaces "{job}" in the URLs, and is the webhook document's "job"; a job run
+on a copy (`--storage NAME`) is named "JOB-NAME" by the CLI
+(`AppContext.monitoring_job`), which writes no ages for it.
 A healthchecks URL without "{job}" is one check that the snapshot pings; the
 other jobs send it only their failures, never "start" or "success": their
 start with no success on the snapshot's schedule would raise false alarms, and

@@ -63,6 +63,7 @@ def cfg(lab: Lab, tmp_path: Path, primary: str) -> Path:
     """The lab's S3 config on the test's own bucket, with one copy: a local directory."""
     text = lab.s3_config_path.read_text()
     text = re.sub(r'(?m)^bucket = ".*"$', f'bucket = "{primary}"', text, count=1)
+    (tmp_path / "offsite").mkdir()
     text += f'\n[[copies]]\nname = "offsite"\ntype = "local"\npath = "{tmp_path / "offsite"}"\n'
     p = tmp_path / "vkbackup.toml"
     p.write_text(text)

@@ -8,6 +8,7 @@ tests/integration/lifecycle/test_monitoring.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,6 +252,7 @@ def app_with(tmp_path: Path, **monitoring_keys: str) -> AppContext:
     cfg = parse_config(
         {
             "storage": {"type": "local", "path": str(tmp_path / "store")},
+            "copies": [{"name": "offsite", "path": str(tmp_path / "offsite")}],
             "monitoring": monitoring_keys,
             "hosts": {"prod": {"address": "127.0.0.1"}},
         },
@@ -306,3 +308,70 @@ def test_freshness_reads_nothing_without_a_textfile(tmp_path: Path) -> None:
     app._storage = None  # would be opened on first use: it must not be
     assert app.freshness(["prod"]) == []
     assert app._storage is None
+
+
+def test_a_job_of_a_copy_pings_its_own_check_and_writes_no_ages(
+    posts: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    prom = tmp_path / "vkbackup.prom"
+    app = app_with(tmp_path, healthchecks_url="https://hc.test/{host}-{job}", textfile=str(prom))
+    builder = SnapshotBuilder(app.storage(), "prod", [generate_identity().recipient()])
+    builder.snapshot(datetime.now(UTC) - timedelta(hours=2), new={"db": b"dump"})
+    assert app.monitored_job("verify", ["prod"], lambda: 7, outcomes_of("verify")) == 7
+    primary = prom.read_text()
+    assert 'vkbackup_last_snapshot_age_seconds{host="prod"} 7' in primary
+    posts.clear()
+    # `vkbackup --storage offsite verify`: an empty copy, whose ages would be +Inf
+    (tmp_path / "offsite").mkdir()
+    app = app_with(tmp_path, healthchecks_url="https://hc.test/{host}-{job}", textfile=str(prom))
+    app.storage_name = "offsite"
+    assert app.monitoring_job("verify") == "verify-offsite"
+    assert app.monitored_job("verify", ["prod"], lambda: 1, outcomes_of("verify")) == 1
+    assert posts == [
+        ("https://hc.test/prod-verify-offsite/start", ""),
+        ("https://hc.test/prod-verify-offsite", "vkbackup verify-offsite prod: n=1"),
+    ]
+    assert prom.read_text() == primary  # the primary's ages stand
+    assert app.freshness(["prod"]) == []
+    # a failure of the copy's job is the copy's too, and leaves the textfile alone
+    posts.clear()
+
+    def run() -> int:
+        raise StorageError("offsite: unreachable")
+
+    with pytest.raises(StorageError):
+        app.monitored_job("drill", ["prod"], run, lambda _: [])
+    assert [u for u, _ in posts] == [
+        "https://hc.test/prod-drill-offsite/start",
+        "https://hc.test/prod-drill-offsite/fail",
+    ]
+    assert prom.read_text() == primary
+
+
+def test_a_shared_check_hears_a_copys_failures_named_as_the_copys(
+    posts: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    app = app_with(
+        tmp_path, healthchecks_url=f"https://hc.test/{UUID}", webhook_url="https://hook.test/"
+    )
+    app.storage_name = "offsite"
+    app.monitored_job("verify", ["prod"], lambda: 0, outcomes_of("verify", ok=False))
+    pings = [(u, b) for u, b in posts if u.startswith("https://hc.test/")]
+    assert pings == [
+        (f"https://hc.test/{UUID}/fail", "verify of prod failed (in the copy offsite, --storage)")
+    ]
+    hooks = [json.loads(b) for u, b in posts if u == "https://hook.test/"]
+    assert [(d["event"], d["job"]) for d in hooks] == [
+        ("start", "verify-offsite"),
+        ("failure", "verify-offsite"),
+    ]
+    posts.clear()
+    app.monitored_job("verify", ["prod"], lambda: 0, outcomes_of("verify"))
+    assert [u for u, _ in posts] == ["https://hook.test/"] * 2  # no hc start or success
+
+
+def outcomes_of(job: str, ok: bool = True) -> Callable[[int], list[JobOutcome]]:
+    """What the CLI's outcome builders give: the job's plain name, whatever the storage."""
+    return lambda n: [
+        JobOutcome(job, "prod", ok, {"n": n}, None if ok else f"{job} of prod failed")
+    ]

@@ -255,7 +255,10 @@ def _reach(run: _Runner, store: Storage, s3: S3Storage | None) -> None:
         else:
             root = getattr(store, "root", None)
             if root is not None:
-                root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if getattr(store, "create", True):
+                    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                else:  # a copy's directory is never created: a missing one is reported
+                    store.head(f"{PROBE_PREFIX}/reach")  # StorageUnreachableError naming it
                 if not os.access(root, os.W_OK | os.X_OK):
                     raise PermissionError(13, "not writable", str(root))
             slot.set("ok", f"directory {store.describe()} is there")

@@ -3,7 +3,8 @@ verify and successful drill are recent enough, 1 naming what is stale
 (`vkbackup.actions.check` decides). Reads storage only: no identity, no host.
 
 With monitoring.textfile configured, the ages it measured are written there
-too, so a cron'd check keeps the Prometheus ages current between runs.
+too, so a cron'd check keeps the Prometheus ages current between runs; not
+those of a copy (--storage NAME): the textfile's ages are [storage]'s.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def check_cmd(
             hint="name a host with --host, or configure [hosts.NAME]",
         )
     report = check_hosts(storage, hosts, limits)
-    if cfg.monitoring.textfile is not None:
+    if cfg.monitoring.textfile is not None and app.storage_name is None:
+        # a copy's ages (--storage NAME) must not replace [storage]'s in the textfile
         monitoring.write_textfile(cfg.monitoring.textfile, [], report.hosts)
     if as_json:
         emit_json(report.to_json())

@@ -24,7 +24,10 @@ def config_check(app: AppContext, as_json: bool) -> None:
     """Find the config file (--config, $VKBACKUP_CONFIG, ./vkbackup.toml,
     ~/.config/vkbackup/config.toml, /etc/vkbackup/vkbackup.toml), say which one
     and why, load and validate it; name every problem. Exit 2 on an error, and
-    when no config file is found (it lists every place it looked in)."""
+    when no config file is found (it lists every place it looked in). With the
+    global --storage NAME, also say which storage the other commands would
+    use (exit 2 when no [[copies]] has that name). Warnings (exit 0): what is
+    set but does nothing, such as snapshot.copy_after without [[copies]]."""
     found = app.lookup()
     if found.path is None:
         if as_json:
@@ -32,6 +35,13 @@ def config_check(app: AppContext, as_json: bool) -> None:
         raise app.no_config_error(needed=False)
     cfg = app.config()
     sig = _signing(cfg)  # reads the key file: once
+    selected = None
+    if app.storage_name is not None:
+        selected = {
+            "name": app.storage_name,
+            "where": _where(app.copy_config(app.storage_name).storage),
+        }
+    warnings = config_warnings(cfg)
     summary = {
         "file": str(cfg.source_file) if cfg.source_file else None,
         "found_by": found.found_by,
@@ -39,6 +49,8 @@ def config_check(app: AppContext, as_json: bool) -> None:
         "storage": cfg.storage.type,
         "copies": {c.name: _where(c.storage) for c in cfg.copies},
         "copy_after": cfg.snapshot.copy_after,
+        "selected_storage": selected,
+        "warnings": warnings,
         "hosts": {
             name: {"address": h.address, "sources": [f"{s.type}:{s.name}" for s in h.sources]}
             for name, h in cfg.hosts.items()
@@ -56,6 +68,11 @@ def config_check(app: AppContext, as_json: bool) -> None:
     for c in cfg.copies:
         after = " (after each snapshot: snapshot.copy_after)" if cfg.snapshot.copy_after else ""
         click.echo(f"  copy {c.name}: {_where(c.storage)}{after}")
+    if selected is not None:
+        click.echo(
+            f"  selected by --storage {selected['name']}: the copy {selected['name']}, "
+            f"{selected['where']} (instead of [storage])"
+        )
     click.echo(f"  recipients: {len(cfg.encryption.recipients)}")
     if not sig["configured"]:
         click.echo("  signing: OFF (records are not signed; anyone who can write to the storage")
@@ -69,6 +86,19 @@ def config_check(app: AppContext, as_json: bool) -> None:
         click.echo(f"  host {name}: {h.user}@{h.address}:{h.port}, {len(h.sources)} sources")
         for s in h.sources:
             click.echo(f"    - {s.type} {s.name}")
+    for w in warnings:
+        click.echo(f"  warning: {w}")
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """What the config sets that has no effect, one sentence each."""
+    out = []
+    if cfg.snapshot.copy_after and not cfg.copies:
+        out.append(
+            "snapshot.copy_after = true, but no [[copies]] is configured: "
+            "nothing is copied after a snapshot"
+        )
+    return out
 
 
 def _where(storage: StorageConfig) -> str:

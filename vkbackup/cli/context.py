@@ -15,8 +15,11 @@ verify, prune, drill, copy), with the hosts' freshness ages measured after it.
 
 The global --storage NAME points storage(), backend() and retention() at one
 of the config's [[copies]] instead of [storage], so list, show, verify,
-restore, drill, prune and check read (and act on) that copy; copy_backend()
-opens a copy as the destination of `vkbackup copy`.
+restore, drill, prune, check and storage check read (and act on) that copy;
+its jobs are reported to monitoring as "JOB-NAME", and write no ages into the
+textfile (they are [storage]'s). Commands that read no snapshot refuse it
+(refuse_storage()). copy_backend() opens a copy as the destination of
+`vkbackup copy`. A copy's local directory is never created: it must exist.
 
 Heavy libraries (boto3, paramiko) are imported only when a command first
 asks for storage or a connection, so `--help` and `config check` stay quick.
@@ -24,6 +27,7 @@ asks for storage or a connection, so `--help` and `config check` stay quick.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -179,11 +183,16 @@ class AppContext:
 
     def backend(self, create: bool = False) -> Storage:
         """The configured storage backend itself, records unsigned: for `storage
-        check`, which probes the backend, never records. *create* as storage()."""
+        check`, which probes the backend, never records. *create* as storage(),
+        for [storage] only: the directory of a copy (--storage NAME) is never
+        created (see copy_backend())."""
         if self._backend is None:
             from vkbackup.storage import open_storage
 
-            self._backend = open_storage(self.storage_config(), create=create)
+            name = self.storage_name
+            self._backend = open_storage(
+                self.storage_config(), create=create and name is None, copy_name=name
+            )
         return self._backend
 
     def storage_config(self) -> StorageConfig:
@@ -200,6 +209,18 @@ class AppContext:
             return self.config().retention
         return self.copy_config(self.storage_name).retention
 
+    def refuse_storage(self, command: str) -> None:
+        """Raise UsageError (exit 2) if --storage NAME was given to *command*,
+        one that reads no snapshot (init, keys, encrypt, decrypt): ignoring it
+        silently would let a user believe it acted on the copy."""
+        if self.storage_name is not None:
+            raise UsageError(
+                f"--storage {self.storage_name}: --storage names a copy to read; "
+                f"`vkbackup {command}` does not read snapshots",
+                hint="drop --storage (it is for list, show, verify, restore, drill, prune, "
+                "check, storage check, and the source of copy)",
+            )
+
     def copy_config(self, name: str) -> CopyConfig:
         """The [[copies]] table named *name*. Raise UsageError listing the
         configured copies if there is none."""
@@ -215,13 +236,16 @@ class AppContext:
 
     def copy_backend(self, name: str) -> Storage:
         """The backend of the copy *name*, records unsigned (a copy writes the
-        signed bytes as they are), the destination of `vkbackup copy`; a local
-        directory is created by the first write, as snapshot creates [storage].
-        After limit_transfer(), the bytes put into it are paced by the upload
-        limit (one pace shared by every copy of the run)."""
+        signed bytes as they are), the destination of `vkbackup copy`. A local
+        directory must exist: it is never created (a USB disk that is not
+        mounted must not be filled in its mount point on /), and every use of a
+        missing one raises StorageUnreachableError (exit 10) naming it; the
+        other copies of the run go on. After limit_transfer(), the bytes put
+        into it are paced by the upload limit (one pace shared by every copy of
+        the run)."""
         from vkbackup.storage import open_storage
 
-        backend = open_storage(self.copy_config(name).storage, create=True)
+        backend = open_storage(self.copy_config(name).storage, create=False, copy_name=name)
         if self._limits is None:
             return backend
         from vkbackup.storage.throttled import KIB, ThrottledStorage, effective_kib
@@ -328,13 +352,16 @@ class AppContext:
         run: Callable[[], T],
         outcomes: Callable[[T], Sequence[JobOutcome]],
     ) -> T:
-        """Run a *job* other than snapshot (verify, prune, drill) of *hosts*
+        """Run a *job* other than snapshot (verify, prune, drill, copy) of *hosts*
         between a "start" ping per host and the report of each host's outcome
         (*outcomes* of the result: pings, then the ages in the textfile), or of
-        the error it raised, for every host. Monitoring problems are warnings;
-        the job's own error propagates unchanged."""
+        the error it raised, for every host. Under --storage NAME the job is
+        reported as "JOB-NAME" (monitoring_job()) and no ages are written
+        (freshness()). Monitoring problems are warnings; the job's own error
+        propagates unchanged."""
         from vkbackup import monitoring
 
+        job = self.monitoring_job(job)
         cfg = self.config().monitoring
         for h in hosts:
             monitoring.notify(cfg, "start", host=h, job=job)
@@ -347,16 +374,38 @@ class AppContext:
                 mine = [a for a in ages if a.host == h]
                 monitoring.report_error(cfg, h, e, time.monotonic() - t0, job=job, ages=mine)
             raise
-        done = outcomes(result)
+        done = [self._as_reported(o, job) for o in outcomes(result)]
         monitoring.report_job(cfg, done, self.freshness([o.host for o in done]))
         return result
+
+    def _as_reported(self, outcome: JobOutcome, job: str) -> JobOutcome:
+        """*outcome* as monitoring gets it: named *job*, and under --storage NAME
+        its reason saying it is the copy's (a healthchecks URL without "{job}"
+        gets only the failure, its body the reason)."""
+        reason = outcome.reason
+        if reason and self.storage_name is not None:
+            reason = f"{reason} (in the copy {self.storage_name}, --storage)"
+        return dataclasses.replace(outcome, job=job, reason=reason)
+
+    def monitoring_job(self, job: str) -> str:
+        """The name monitoring knows *job* by: itself on [storage]; "JOB-NAME"
+        under --storage NAME ("verify-offsite"), so a copy's verify or drill
+        pings a check of its own ("{job}" in the URLs) and never stands in for
+        the primary's. A copy's name is letters, digits, "." "_" "-": safe in a
+        URL path; healthchecks.io slugs take lowercase letters, digits, "-" and
+        "_" only."""
+        return job if self.storage_name is None else f"{job}-{self.storage_name}"
 
     def freshness(self, hosts: Sequence[str]) -> Sequence[HostAges]:
         """The ages of each host's newest complete snapshot, passing verify and
         successful drill, read from storage, for the textfile: none when no
-        textfile is configured (nothing is read then), and none, with a warning,
-        when they cannot be read (monitoring never fails a run)."""
+        textfile is configured (nothing is read then), none under --storage NAME
+        (the textfile's ages are [storage]'s: a copy's would hide the primary's),
+        and none, with a warning, when they cannot be read (monitoring never
+        fails a run)."""
         if self.config().monitoring.textfile is None or not hosts:
+            return []
+        if self.storage_name is not None:
             return []
         from vkbackup.actions.check import Limits, check_hosts
         from vkbackup.logs import get_logger, redact

@@ -2,9 +2,11 @@
 
 The source is the storage the global --storage selects ([storage] by
 default); the destinations are the copies named by --to, else every copy but
-the source. Nothing is decrypted, so no identity is needed. Each run is
-reported to monitoring as the job "copy". `copy_snapshots` is also what
-`snapshot` runs after each snapshot when [snapshot] copy_after is set.
+the source (each must exist: a copy's local directory is never created).
+Nothing is decrypted, so no identity is needed. Each run is reported to
+monitoring as the job "copy" ("copy-NAME" when the source is --storage NAME).
+`copy_snapshots` is also what `snapshot` runs after each snapshot when
+[snapshot] copy_after is set.
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ def copy_snapshots(
     *,
     dry_run: bool = False,
     break_lock: bool = False,
+    check_existing: bool = False,
     as_json: bool = False,
 ) -> CopyResult:
     """Copy *snapshots* ((host, id), oldest first) from app.storage() to the
-    copies *to* (none: every copy) and return the result; a real run is
-    reported to monitoring as the job "copy"."""
+    copies *to* (none: every copy) and return the result (*check_existing*:
+    read back what is already there, `actions.copy.copy_snapshot`); a real run
+    is reported to monitoring as the job "copy" ("copy-NAME" from the copy
+    --storage NAME)."""
     from vkbackup.actions.copy import run_copy
     from vkbackup.cli.outcomes import copy_outcomes
     from vkbackup.signed_storage import SignedStorage
@@ -75,6 +80,7 @@ def copy_snapshots(
         snapshots,
         dry_run=dry_run,
         break_lock=break_lock,
+        check_existing=check_existing,
         progress=app.progress(as_json),
     )
     if dry_run:  # did nothing: nothing to report to monitoring
@@ -95,6 +101,12 @@ def copy_snapshots(
 )
 @host_option
 @click.option("--break-lock", is_flag=True, help="Take over a stale lock of the host in a copy.")
+@click.option(
+    "--check-existing",
+    is_flag=True,
+    help="Read back and hash every object already in a copy (of already copied snapshots "
+    "too) and copy again one that does not match, instead of trusting its size.",
+)
 @limits
 @dry_run
 @json_output
@@ -106,6 +118,7 @@ def copy_cmd(
     to: tuple[str, ...],
     host: str | None,
     break_lock: bool,
+    check_existing: bool,
     limit_upload: int | None,
     limit_download: int | None,
     dry_run: bool,
@@ -115,12 +128,17 @@ def copy_cmd(
     storages, as stored: no private key needed, nothing decrypted.
 
     Every object's size and sha256 is checked against the manifest on the way
-    (a bad one never becomes visible in the copy); objects already there are
-    skipped (their Object Lock retention extended); the signed manifest is
-    written last, byte for byte, so a killed run is completed by running it
-    again. The source is [storage], or the copy the global --storage names.
-    --limit-upload paces the writes into the copies, --limit-download the
-    reads from the source.
+    (a bad one never becomes visible in the copy); objects already there with
+    the right size are skipped (their Object Lock retention extended), and
+    snapshots already copied are left alone: what a previous copy wrote was
+    checked on the way in. --check-existing reads back and hashes what is
+    already there too, and copies again what does not match (`vkbackup
+    --storage NAME verify` checks a copy without writing). The signed manifest
+    is written last, byte for byte, once every object is there, so a killed
+    run is completed by running it again. The source is [storage], or the
+    copy the global --storage names. --limit-upload paces the writes into the
+    copies, --limit-download the reads from the source. A copy's local
+    directory must exist (it is never created).
 
     Exit codes: 0 all copied, 1 failed, 3 some copies failed, 10 a storage is
     unreachable, 11 a copy's host lock is held.
@@ -131,7 +149,13 @@ def copy_cmd(
     app.limit_transfer(limit_upload, limit_download)
     snapshots = select(app.storage(), snapshot, host=check_host(host), all_=all_)
     result = copy_snapshots(
-        app, snapshots, names, dry_run=dry_run, break_lock=break_lock, as_json=as_json
+        app,
+        snapshots,
+        names,
+        dry_run=dry_run,
+        break_lock=break_lock,
+        check_existing=check_existing,
+        as_json=as_json,
     )
     if as_json:
         emit_json(result.to_json())

@@ -39,6 +39,7 @@ def decrypt_cmd(app: AppContext, identities: tuple[str, ...], passphrase_file: s
     truncated, the command stops with an error and a non-zero exit status;
     what was written before is authentic but incomplete.
     """
+    app.refuse_storage("decrypt")
     keys = app.identity_files(identities, passphrase_file)
     stdout = sys.stdout.buffer
     reader = DecryptingReader(sys.stdin.buffer, keys, name="<stdin>")

@@ -42,6 +42,7 @@ def encrypt_cmd(
 
     The output opens with stock `age -d -i IDENTITY_FILE` (or `age -d` for -p).
     """
+    app.refuse_storage("encrypt")
     use_passphrase = passphrase or passphrase_file is not None
     if use_passphrase and recipients:
         raise UsageError("give either -r RECIPIENT or --passphrase, not both")

@@ -149,6 +149,7 @@ def init_cmd(
     from vkbackup.common import parse_target
     from vkbackup.config.model import HostConfig
 
+    app.refuse_storage("init")
     cfg = app.config(required=False)  # the current config, if any: init writes one
     if out and Path(out).exists():
         raise UsageError(f"{out}: already exists; refusing to overwrite it")

@@ -77,6 +77,7 @@ def keys_generate(
     (ssh-ed25519 AAAA...). Put the path in [signing] key on the backup machine,
     and the public line in [signing] trusted on every machine that restores.
     """
+    app.refuse_storage("keys generate")
     if signing:
         if pq or passphrase or passphrase_file is not None:
             raise UsageError("--signing takes no --pq, --passphrase or --passphrase-file")

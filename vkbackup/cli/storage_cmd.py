@@ -1,4 +1,6 @@
-"""`storage check [--json]`: probe the configured storage, print a table.
+"""`storage check [--json]`: probe the configured storage (or, with the global
+--storage NAME, that copy's, judged by its own [[copies]] settings), print a
+table.
 
 Exit status 0 when every required capability works, 1 (a StorageError raised
 to the CLI entry point) when one fails, 10 when the storage cannot be reached
@@ -30,13 +32,15 @@ def storage_group() -> None:
 @json_output
 @pass_app
 def storage_check(app: AppContext, as_json: bool) -> None:
-    """Probe the storage: write, read back, list, delete, multipart, checksums,
-    versioning and Object Lock. Exit 1 if a required capability fails, 10 if
-    the storage cannot be reached at all (a local directory is created, as the
-    first snapshot would)."""
+    """Probe the storage ([storage], or the copy the global --storage names):
+    write, read back, list, delete, multipart, checksums, versioning and
+    Object Lock (judged against that storage's own settings). Exit 1 if a
+    required capability fails, 10 if the storage cannot be reached at all (a
+    local directory of [storage] is created, as the first snapshot would; a
+    copy's must exist)."""
     from vkbackup.actions.storage_check import run_storage_check
 
-    report = run_storage_check(app.config().storage, app.backend(create=True))
+    report = run_storage_check(app.storage_config(), app.backend(create=True))
     if as_json:
         emit_json(report.to_json())
     else:

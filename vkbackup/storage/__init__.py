@@ -19,17 +19,20 @@ if TYPE_CHECKING:
 __all__ = ["LocalStorage", "ObjectInfo", "ReadStream", "S3Storage", "Storage", "open_storage"]
 
 
-def open_storage(cfg: StorageConfig, *, create: bool = True) -> Storage:
+def open_storage(
+    cfg: StorageConfig, *, create: bool = True, copy_name: str | None = None
+) -> Storage:
     """Given the storage config, return the backend it describes: type "local" a
     LocalStorage at cfg.path / cfg.prefix (its directory created on first write
-    only if *create*, else it must exist), type "s3" S3Storage.from_config(cfg)
-    (no request is made yet; a bucket is never created). Raise ConfigError for
-    any other type."""
+    only if *create*, else it must exist; *copy_name*, the [[copies]] table it
+    comes from, words the error when it is missing), type "s3"
+    S3Storage.from_config(cfg) (no request is made yet; a bucket is never
+    created). Raise ConfigError for any other type."""
     if cfg.type == "local":
         from vkbackup.storage.local import LocalStorage
 
         root = cfg.path.joinpath(*cfg.prefix.split("/")) if cfg.prefix else cfg.path
-        return LocalStorage(root, create=create)
+        return LocalStorage(root, create=create, copy_name=copy_name)
     if cfg.type == "s3":
         from vkbackup.storage.s3 import S3Storage
 

@@ -17,9 +17,11 @@ S3 incomplete multipart uploads.
 Directories are created 0700. delete() removes empty parent directories up to
 the root. The root itself is created only by a store opened with
 ``create=True`` (the default here; the CLI opens its storage so for `snapshot`
-and `storage check` only): opened with ``create=False``, every operation on a
-root that does not exist raises StorageUnreachableError naming it (exit 10), so
-a reader never takes a missing or unmounted backup directory for an empty one.
+and `storage check` of [storage] only, never a [[copies]] directory): opened
+with ``create=False``, every operation on a root that does not exist raises
+StorageUnreachableError naming it (exit 10), so a reader never takes a missing
+or unmounted backup directory for an empty one, and a copy never fills the
+mount point of an unmounted disk.
 There is no Object Lock here: retention_until() is None for every object
 (ObjectNotFoundError for a missing key, as in S3).
 """
@@ -71,11 +73,14 @@ def _hint_for(err: OSError) -> str | None:
 
 class LocalStorage:
     """`vkbackup.storage.base.Storage` in the directory *root*; with *create*
-    False, *root* must exist (see the module docstring)."""
+    False, *root* must exist (see the module docstring). *copy_name*: the
+    [[copies]] table whose directory this is (None: [storage]), for the
+    error when it is missing."""
 
-    def __init__(self, root: Path, *, create: bool = True) -> None:
+    def __init__(self, root: Path, *, create: bool = True, copy_name: str | None = None) -> None:
         self.root = Path(root)
         self.create = create
+        self.copy_name = copy_name
         self._root_seen = False
 
     # -- helpers -------------------------------------------------------------
@@ -88,6 +93,14 @@ class LocalStorage:
             self._root_seen = True
             return
         what = "is not a directory" if self.root.exists() else "does not exist"
+        if self.copy_name is not None:
+            raise StorageUnreachableError(
+                f"{self.root}: the directory of the copy {self.copy_name!r} {what} "
+                "(its path in [[copies]])",
+                hint="mount the disk that holds it, or fix the path; a new copy's directory "
+                f"is made by hand (mkdir -m 700 {self.root}): vkbackup never creates it, so "
+                "an unmounted disk's mount point is not filled instead",
+            )
         raise StorageUnreachableError(
             f"{self.root}: the storage directory {what} (storage.path)",
             hint="mount the disk that holds it, or fix storage.path; only a snapshot "

@@ -26,9 +26,10 @@ def with_copies(cfg: Path, tmp: Path, *, copy_after: bool = False, broken: bool 
     text = cfg.read_text()
     if copy_after:
         text += "\n[snapshot]\ncopy_after = true\n"
+    (tmp / "usb").mkdir()  # a copy's directory is made by hand: vkbackup never creates it
     text += f'\n[[copies]]\nname = "usb"\npath = "{tmp / "usb"}"\n'
     text += "[copies.retention]\nkeep_last = 1\n"
-    if broken:  # a path under a regular file: it can never be created
+    if broken:  # a path under a regular file: it can never exist
         (tmp / "afile").write_text("x")
         text += f'\n[[copies]]\nname = "dead"\npath = "{tmp / "afile" / "copy"}"\n'
     cfg.write_text(text)

@@ -91,3 +91,27 @@ def test_damaged_source_object_leaves_nothing_in_the_copy(
     assert dest.head(layout.manifest_key("box", m.id)) is None
     assert dest.list_incomplete_uploads() == []
     assert [i.key for i in dest.list("data/")] == []
+
+
+def test_check_existing_recopies_a_damaged_object_into_the_object_lock_bucket(
+    s3_server: S3Server, s3_bucket: str, s3_lock_bucket: str, s3_config: Cfg
+) -> None:
+    e = setup(s3_bucket, s3_lock_bucket, s3_config)
+    b = SnapshotBuilder(e["source"], "box", [generate_identity().recipient()])
+    m = b.snapshot(T0, new={"img": os.urandom(64 * 1024), "db": b"dump"})
+    assert run_copy(e["source"], {"offsite": e["dest"]}, [("box", m.id)]).failure() is None
+    img = next(o for o in m.objects if o.source == "img")
+    dest: Storage = e["dest"]
+    damaged = bytearray(body(dest, img.key))
+    damaged[10] ^= 0x01  # same size: a copy that trusts sizes keeps it
+    s3_server.client().put_object(Bucket=s3_lock_bucket, Key=img.key, Body=bytes(damaged))
+    assert body(dest, img.key) == bytes(damaged)
+    trusted = run_copy(e["source"], {"offsite": dest}, [("box", m.id)])
+    assert trusted.items[0].status == "already"
+    checked = run_copy(e["source"], {"offsite": dest}, [("box", m.id)], check_existing=True)
+    assert checked.failure() is None, checked.to_json()
+    item = checked.items[0]
+    assert (item.status, item.objects_copied, item.objects_checked) == ("repaired", 1, 2)
+    assert body(dest, img.key) == body(e["raw"], img.key)
+    until = dest.retention_until(img.key)
+    assert until is not None and until > datetime.now(UTC) + timedelta(days=1)

@@ -5,17 +5,20 @@ directory by `vkbackup.actions.copy`, byte for byte and checked on the way."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.unit.actions.builders import SnapshotBuilder
-from vkbackup import catalog, layout
+from vkbackup import catalog, layout, lock
 from vkbackup.actions.copy import CopyItem, CopyResult, copy_snapshot, run_copy, select
 from vkbackup.crypto import generate_identity
 from vkbackup.errors import (
@@ -329,3 +332,216 @@ def test_a_killed_copys_stale_lock_is_taken_over_others_are_not(env: Env) -> Non
     put_lock(env.dest, "copy", dead_pid())  # a killed copy: taken over
     assert env.copy(m1).items[0].status == "copied"
     assert env.dest.head(layout.lock_key("box")) is None
+
+
+# -- review fixes: --check-existing, objects there before the manifest, the signature,
+# -- the lock of a killed copy ------------------------------------------------------------
+
+
+@pytest.fixture
+def caplog_vk(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Any:
+    """caplog, hearing vkbackup's warnings (its logger does not propagate)."""
+    monkeypatch.setattr(logging.getLogger("vkbackup"), "propagate", True)
+    caplog.set_level(logging.WARNING, logger="vkbackup")
+    return caplog
+
+
+def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def flip_a_byte(store: LocalStorage, key: str) -> None:
+    """Same size, other bytes: only a sha256 tells."""
+    path = store.root.joinpath(*key.split("/"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_object_of_a_copied_snapshot_is_trusted_unless_check_existing(
+    env: Env, caplog_vk: pytest.LogCaptureFixture
+) -> None:
+    m1, m2 = env.chain()
+    assert env.copy(m1, m2).failure() is None
+    img = next(o for o in m1.objects if o.source == "img")  # m2 reuses it
+    flip_a_byte(env.dest, img.key)
+    # the nightly path trusts what a previous copy wrote: nothing is read back
+    again = env.copy(m1, m2)
+    assert [(i.status, i.objects_checked) for i in again.items] == [("already", 0)] * 2
+    assert raw_bytes(env.dest, img.key) != raw_bytes(env.raw, img.key)
+    # --check-existing reads every object back and copies the damaged one again, once
+    checked = env.copy(m1, m2, check_existing=True)
+    assert checked.failure() is None
+    first, second = checked.items
+    assert (first.status, first.objects_copied, first.objects_checked) == ("repaired", 1, 2)
+    # the image it reuses was read back (and copied again) for the first: not read twice
+    assert (second.status, second.objects_copied, second.objects_checked) == ("already", 0, 1)
+    assert second.objects_skipped == 2
+    assert raw_bytes(env.dest, img.key) == raw_bytes(env.raw, img.key)
+    warned = warnings_in(caplog_vk)
+    assert any(img.key in w and "copied again" in w for w in warned), warned
+    assert "1 objects copied" in first.summary() and "2 read back" in first.summary()
+    assert checked.to_json()["snapshots"][0]["objects_checked"] == 2
+    # and a clean copy checked again changes nothing
+    before = {f: (env.dest.root / f).stat().st_mtime_ns for f in files(env.dest)}
+    assert [i.status for i in env.copy(m1, m2, check_existing=True).items] == ["already"] * 2
+    assert {f: (env.dest.root / f).stat().st_mtime_ns for f in files(env.dest)} == before
+
+
+def test_check_existing_recopies_a_wrong_object_left_before_the_manifest(env: Env) -> None:
+    (m1,) = env.chain()[:1]
+    db = next(o for o in m1.objects if o.source == "db")
+    env.dest.put(db.key, BytesReader(raw_bytes(env.raw, db.key)))
+    flip_a_byte(env.dest, db.key)
+    item = env.copy(m1, check_existing=True).items[0]
+    assert (item.status, item.objects_copied, item.objects_skipped) == ("copied", 2, 0)
+    assert raw_bytes(env.dest, db.key) == raw_bytes(env.raw, db.key)
+    assert env.dest.extended == []  # re-copied, not skipped: it carries a new retention
+
+
+def test_dry_run_with_check_existing_reads_but_writes_nothing(env: Env) -> None:
+    (m1,) = env.chain()[:1]
+    env.copy(m1)
+    db = next(o for o in m1.objects if o.source == "db")
+    flip_a_byte(env.dest, db.key)
+    damaged = raw_bytes(env.dest, db.key)
+    item = env.copy(m1, check_existing=True, dry_run=True).items[0]
+    assert (item.status, item.objects_copied, item.objects_checked) == ("would copy", 1, 2)
+    assert raw_bytes(env.dest, db.key) == damaged
+
+
+class LosesPut(StorageWrapper):
+    """Puts of *key* report success and store nothing (something deletes it at once)."""
+
+    def __init__(self, inner: LocalStorage, key: str) -> None:
+        super().__init__(inner)
+        self.key = key
+
+    def put(
+        self, key: str, src: Readable, *, size_hint: int | None = None, if_absent: bool = False
+    ) -> ObjectInfo:
+        info = self.inner.put(key, src, size_hint=size_hint, if_absent=if_absent)
+        if key == self.key:
+            self.inner.delete(key)
+        return info
+
+
+def test_manifest_is_not_written_when_an_object_is_gone_from_the_copy(env: Env) -> None:
+    (m1,) = env.chain()[:1]
+    db = next(o for o in m1.objects if o.source == "db")
+    item = env.copy(m1, dest=LosesPut(env.dest, db.key)).items[0]
+    assert item.status == "failed" and isinstance(item.exc, IntegrityError)
+    assert db.key in str(item.error) and "is missing" in str(item.error)
+    key = layout.manifest_key("box", m1.id)
+    assert env.dest.head(key) is None
+    assert env.dest.head(layout.signature_key(key)) is None
+    # the next run, where nothing deletes it, completes the copy
+    assert env.copy(m1).items[0].status == "copied"
+
+
+class AnotherRunWrites(StorageWrapper):
+    """Before the first put of a data object, another manifest (and its
+    signature) under the same key appears: a run this one raced with."""
+
+    def __init__(self, inner: LocalStorage, key: str, manifest: bytes, sig: bytes) -> None:
+        super().__init__(inner)
+        self.key, self.manifest, self.sig = key, manifest, sig
+        self.done = False
+
+    def put(
+        self, key: str, src: Readable, *, size_hint: int | None = None, if_absent: bool = False
+    ) -> ObjectInfo:
+        if not self.done and key.startswith("data/"):
+            self.done = True
+            self.inner.put(layout.signature_key(self.key), BytesReader(self.sig))
+            self.inner.put(self.key, BytesReader(self.manifest))
+        return self.inner.put(key, src, size_hint=size_hint, if_absent=if_absent)
+
+
+def test_the_signature_of_a_manifest_already_there_is_never_replaced(env: Env) -> None:
+    (m1,) = env.chain()[:1]
+    key = layout.manifest_key("box", m1.id)
+    theirs, their_sig = b'{"another": "manifest"}', b"their signature"
+    dest = AnotherRunWrites(env.dest, key, theirs, their_sig)
+    item = env.copy(m1, dest=dest).items[0]
+    assert item.status == "failed" and isinstance(item.exc, IntegrityError)
+    assert key in str(item.error)
+    assert raw_bytes(env.dest, key) == theirs
+    assert raw_bytes(env.dest, layout.signature_key(key)) == their_sig
+
+
+def test_a_signature_left_without_its_manifest_is_kept_only_if_identical(env: Env) -> None:
+    m1, m2 = env.chain()
+    # a copy killed between the signature and the manifest: the same bytes, completed
+    k1 = layout.manifest_key("box", m1.id)
+    env.dest.put(
+        layout.signature_key(k1), BytesReader(raw_bytes(env.raw, layout.signature_key(k1)))
+    )
+    assert env.copy(m1).items[0].status == "copied"
+    assert raw_bytes(env.dest, k1) == raw_bytes(env.raw, k1)
+    # another signature there: refused, left as it is, and no manifest next to it
+    k2 = layout.manifest_key("box", m2.id)
+    env.dest.put(layout.signature_key(k2), BytesReader(b"another signature"))
+    item = env.copy(m2).items[0]
+    assert item.status == "failed" and isinstance(item.exc, IntegrityError)
+    assert layout.signature_key(k2) in str(item.error)
+    assert raw_bytes(env.dest, layout.signature_key(k2)) == b"another signature"
+    assert env.dest.head(k2) is None
+
+
+def put_lock_info(
+    store: LocalStorage, owner_id: str, pid: int, machine: str, age: timedelta
+) -> None:
+    info = {
+        "owner": f"root@{machine}",
+        "machine": machine,
+        "pid": pid,
+        "host": "box",
+        "time": (datetime.now(UTC) - age).isoformat(),
+        "snapshot_id": owner_id,
+    }
+    store.put(layout.lock_key("box"), BytesReader(json.dumps(info).encode()))
+
+
+def test_an_old_copy_lock_is_not_taken_over_while_its_process_may_live(env: Env) -> None:
+    (m1,) = env.chain()[:1]
+    here = socket.gethostname()
+    old = lock.STALE_AFTER + timedelta(hours=1)
+    for pid, machine in (
+        (os.getpid(), here),  # alive on this machine, only old
+        (dead_pid(), "another-machine"),  # its pid says nothing here
+    ):
+        put_lock_info(env.dest, "copy", pid, machine, old)
+        before = raw_bytes(env.dest, layout.lock_key("box"))
+        item = env.copy(m1).items[0]
+        assert item.status == "failed" and isinstance(item.exc, LockError), machine
+        assert not isinstance(item.exc, LockHeldError)
+        assert "--break-lock" in (item.exc.hint or "")
+        assert raw_bytes(env.dest, layout.lock_key("box")) == before
+        assert env.dest.head(layout.manifest_key("box", m1.id)) is None
+    # --break-lock takes it over
+    assert env.copy(m1, break_lock=True).items[0].status == "copied"
+    assert env.dest.head(layout.lock_key("box")) is None
+
+
+def test_release_leaves_a_lock_of_another_machine_with_the_same_pid(env: Env) -> None:
+    held = lock.acquire(env.dest, "box", "copy")
+    # broken meanwhile, and taken by a copy on another machine that has the same pid
+    theirs = {**asdict(held), "machine": "other", "owner": "root@other"}
+    env.dest.put(layout.lock_key("box"), BytesReader(json.dumps(theirs).encode()))
+    lock.release(env.dest, "box", held)
+    assert lock.holder(env.dest, "box") == lock.LockInfo(**theirs)
+    env.dest.delete(layout.lock_key("box"))
+    held = lock.acquire(env.dest, "box", "copy")
+    lock.release(env.dest, "box", held)
+    assert lock.holder(env.dest, "box") is None
+
+
+def test_take_over_replaces_only_the_lock_it_was_given(env: Env) -> None:
+    put_lock_info(env.dest, "copy", dead_pid(), socket.gethostname(), timedelta(0))
+    judged = lock.holder(env.dest, "box")
+    assert judged is not None and lock.process_gone(judged)
+    put_lock_info(env.dest, "copy", os.getpid(), socket.gethostname(), timedelta(0))
+    with pytest.raises(LockHeldError):  # another copy took it over meanwhile
+        lock.take_over(env.dest, "box", "copy", judged)
+    assert lock.holder(env.dest, "box") != judged
