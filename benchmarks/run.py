@@ -561,6 +561,10 @@ class Bench:
             bytes_new=doc["bytes_new"],
             sources={s["name"]: s["seconds"] for s in doc["sources"]},
             downtime={s["name"]: s["downtime_seconds"] for s in doc["sources"]},
+            # per container (issue 18): {source: {container: seconds held still}}
+            downtime_containers={
+                s["name"]: s["downtime"] for s in doc["sources"] if s.get("downtime")
+            },
             config=str(config),
         )
         m.extra["stored"] = self.s3_bytes(where) if s3 else tree_bytes(Path(where))
@@ -989,6 +993,7 @@ def print_size(doc: dict[str, Any]) -> None:
     if vk:
         print(f"  vk-local per source (s, parallel): {vk['extra'].get('sources')}")
         print(f"  vk-local downtime (s): {vk['extra'].get('downtime')}")
+        print(f"  vk-local downtime per container (s): {vk['extra'].get('downtime_containers')}")
     rs = doc["runs"].get("vk-restore")
     if rs:
         print(f"  restore steps (s): {rs['extra'].get('steps')}")
@@ -1058,7 +1063,13 @@ def markdown(doc: dict[str, Any]) -> str:
             down = ", ".join(
                 f"{k} {v:.1f}" for k, v in vk["extra"].get("downtime", {}).items() if v is not None
             )
-            lines += ["", f"vk-local downtime of the stopped containers per volume (s): {down}."]
+            lines += ["", f"vk-local downtime of the held containers per volume (s): {down}."]
+            each = ", ".join(
+                f"{c} {v:.1f}"
+                for per in vk["extra"].get("downtime_containers", {}).values()
+                for c, v in per.items()
+            )
+            lines += ["", f"vk-local downtime per container (s): {each or 'none'}."]
         rs = size["runs"].get("vk-restore")
         if rs and rs["extra"].get("steps"):
             steps = ", ".join(f"{k} {v:.1f}" for k, v in rs["extra"]["steps"].items() if v >= 0.5)

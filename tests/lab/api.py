@@ -234,8 +234,9 @@ class Lab:
         return prod.parse_health(cp.stdout)
 
     def running_containers(self, host: str) -> list[str]:
-        """Names of the running containers of *host*'s Docker Engine."""
-        out = self.ssh(host, "docker ps --format '{{.Names}}'").stdout
+        """Names of the running containers of *host*'s Docker Engine (a paused one
+        is not running: `docker ps` alone would list it)."""
+        out = self.ssh(host, "docker ps --filter status=running --format '{{.Names}}'").stdout
         return sorted(out.split())
 
     def reset_fresh(self) -> float:

@@ -57,8 +57,11 @@ SOURCES: list[dict[str, object]] = [
         "type": "docker-volume",
         "name": "redis-data",
         "volume": "chatwoot_redis_data",
-        # a stopped redis has written its dump: the copy is consistent
+        # a stopped redis has written its dump: the copy is consistent (paused, it
+        # would hold its last background save: README, "quiesce")
         "stop": ["chatwoot-redis-1"],
+        "quiesce": "stop",
+        "stop_timeout": 30,
     },
     {"type": "docker-image", "name": "images", "images": list(IMAGES)},
     # the server itself: packages, units, /etc, users, firewall, Caddy's certificates

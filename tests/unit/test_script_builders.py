@@ -157,6 +157,8 @@ def plain_for(name: str, annotation: str, work: Path) -> Any:
         return "gzip"
     if name == "kind":
         return "nftables"
+    if name == "quiesce":  # every mode: tests/unit/sources/test_docker_volume_quiesce.py
+        return "pause"
     if name == "body":
         return "true"
     if name == "script":
@@ -185,7 +187,7 @@ def plain_for(name: str, annotation: str, work: Path) -> Any:
 def hostile_for(name: str, annotation: str, h: str, plain: Any) -> Any:
     """The hostile version of one parameter, or None when it takes no names (a key of
     a fixed table, a number, a flag, the body of code the caller writes)."""
-    if name in ("compression", "compressor", "kind", "body", "script", "compose"):
+    if name in ("compression", "compressor", "kind", "quiesce", "body", "script", "compose"):
         return None
     if name == "labels_json":
         return json.dumps({h: h, "plain": h})

@@ -432,7 +432,7 @@ def render_config(
                 f"stop = {_toml_list(users)}",
             ],
             f"volume {vol}, used by {', '.join(users) or 'no container'} "
-            "(stopped while it is copied)",
+            "(paused while it is copied)",
         )
     images = d.local_images + d.registry_images
     if images:

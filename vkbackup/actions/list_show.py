@@ -240,6 +240,7 @@ def _source_summary(doc: dict[str, Any]) -> dict[str, Any]:
         out["error"] = doc["error"]
     if doc.get("downtime_seconds") is not None:
         out["downtime_seconds"] = doc["downtime_seconds"]
+        out["downtime"] = dict(doc.get("downtime") or {})  # per container; older: absent
     if typ == "files":
         files = [f for f in meta.get("files") or [] if isinstance(f, dict)]
         out["files"] = [str(f.get("path")) for f in files]
@@ -264,6 +265,7 @@ def _source_summary(doc: dict[str, Any]) -> dict[str, Any]:
             volume_bytes=meta.get("size"),
             used_by=list(meta.get("used_by") or []),
             stopped=list(meta.get("stopped") or []),
+            quiesce=str(meta.get("quiesce") or "stop"),  # snapshots before it: stop
         )
     elif typ == "docker-image":
         out["images"] = [
@@ -306,7 +308,12 @@ def _private_lines(summary: dict[str, Any]) -> list[str]:
         if s.get("error"):
             out.append(f"      error: {s['error']}")
         if s.get("downtime_seconds") is not None:
-            out.append(f"      containers stopped for {s['downtime_seconds']:.1f}s")
+            held = "paused" if s.get("quiesce") == "pause" else "stopped"
+            each = ", ".join(f"{c} {v:.1f}s" for c, v in sorted(s.get("downtime", {}).items()))
+            out.append(
+                f"      containers {held} for {s['downtime_seconds']:.1f}s"
+                + (f" ({each})" if each else "")
+            )
         if s["type"] == "files":
             files = s["files"]
             secret = ", secret" if s["secret"] else ""
@@ -333,7 +340,8 @@ def _private_lines(summary: dict[str, Any]) -> list[str]:
                 f"      volume {s['volume']}"
                 + (f", {human_bytes(int(size))}" if size is not None else "")
                 + f"; used by {', '.join(s['used_by']) or 'no container'}; "
-                f"stopped {', '.join(s['stopped']) or 'nothing'}"
+                f"{'paused' if s.get('quiesce') == 'pause' else 'stopped'} "
+                f"{', '.join(s['stopped']) or 'nothing'}"
             )
         elif s["type"] == "docker-image":
             for i in s["images"]:

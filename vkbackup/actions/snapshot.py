@@ -4,6 +4,10 @@
                             |                               |
                             +---- sizes, sha256, facts ---> manifest (written LAST)
 
+Tars and images are compressed on the host (snapshot.compression); a host
+without zstd sends them uncompressed and they are compressed with zstd here,
+before encryption (`vkbackup.zstd_compress`), recorded as any zstd object.
+
 A run takes the host's lock, gathers host facts, runs the sources (in
 parallel, cfg.snapshot.parallel at a time, each on its own SSH connection; a
 connection a source finished well on is reused by the next), and commits the
@@ -64,10 +68,16 @@ from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord, SourceRecord, encode, recipient_set_tag
 from vkbackup.progress import CountingReader, Progress
 from vkbackup.sources import PlanContext, SourcePlan, StreamPlan, make_source
-from vkbackup.sources.base import choose_compressor, fingerprint_tag
+from vkbackup.sources.base import (
+    ZSTD_HERE,
+    choose_compressor,
+    fingerprint_tag,
+    stored_compression,
+)
 from vkbackup.storage.base import Storage
-from vkbackup.streams import BytesReader, HashingReader
+from vkbackup.streams import BytesReader, HashingReader, Readable
 from vkbackup.transport.base import Process, Transport
+from vkbackup.zstd_compress import ZstdCompressingReader
 
 log = get_logger("snapshot")
 
@@ -84,6 +94,8 @@ class SourceResult:
     bytes_reused: int = 0
     seconds: float = 0.0
     downtime_seconds: float | None = None
+    downtime: dict[str, float] = field(default_factory=dict)  # container -> seconds held
+    compressed_on: str | None = None  # "host" | "here": where its new tars were compressed
     objects: list[ObjectRecord] = field(default_factory=list)
     private_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +146,8 @@ class SnapshotResult:
                     "bytes_reused": s.bytes_reused,
                     "seconds": round(s.seconds, 3),
                     "downtime_seconds": s.downtime_seconds,
+                    "downtime": s.downtime,
+                    "compressed_on": s.compressed_on,
                 }
                 for s in self.sources
             ],
@@ -255,7 +269,10 @@ class _Run:
         proc = t.start(stream.argv)
         with self.uploaded_lock:
             self.active.add(proc)
-        plain = HashingReader(CountingReader(proc.stdout, counter))
+        out: Readable = CountingReader(proc.stdout, counter)
+        if stream.compression == ZSTD_HERE:  # the host lacks zstd: compressed here
+            out = ZstdCompressingReader(out)
+        plain = HashingReader(out)
         cipher = HashingReader(EncryptingReader(plain, self.recipients))
         hint = int(stream.size_hint * 1.01) + 65536 if stream.size_hint else None
         with self.uploaded_lock:
@@ -279,12 +296,14 @@ class _Run:
             role=stream.role,
             size=cipher.size,
             sha256=cipher.sha256_hex(),
-            compression=stream.compression,
+            compression=stored_compression(stream.compression),
             chain=stream.chain,
             fingerprint=fingerprint_tag(stream.fingerprint) if stream.fingerprint else "",
             recipient_set=self.recipient_set,
         )
         private = {"plain_size": plain.size, "plain_sha256": plain.sha256_hex(), **stream.meta}
+        if stream.compression != "none":
+            private["compressed_on"] = "here" if stream.compression == ZSTD_HERE else "host"
         return rec, private, proc.stderr_tail()
 
     def keep_locked(self, rec: ObjectRecord) -> None:
@@ -350,9 +369,11 @@ class _Run:
                 source.after_stream(t, stream, plan, tail)
                 res.objects.append(rec)
                 res.private_objects[rec.key] = private
+                res.compressed_on = private.get("compressed_on", res.compressed_on)
                 res.bytes_new += rec.size
             res.meta = plan.meta
             res.downtime_seconds = plan.meta.get("downtime_seconds")
+            res.downtime = dict(plan.meta.get("downtime") or {})
             healthy = True
         except VkError as e:
             res.status = "failed"
@@ -391,7 +412,7 @@ def run_snapshot(
     """Take one snapshot of *host_name* (see the module docstring) and return its
     result; a failed or partial snapshot is a result, not an exception. Raise
     LockError if another snapshot of the host runs, UsageError as plan_snapshot,
-    SnapshotError if the configured compressor is missing on the host, HookError
+    SnapshotError if compression = "gzip" and the host has no gzip, HookError
     if a before_snapshot hook fails. The host's on_failure hooks run for every
     run that does not end ok, raised errors included."""
     sources = plan_snapshot(cfg, host_name, only)
@@ -461,6 +482,12 @@ def _take(
                 'or set snapshot.compression = "auto"',
             )
         run.compressor = compressor
+        if compressor == ZSTD_HERE:
+            log.info(
+                "%s has no zstd: tars cross the link uncompressed and are compressed "
+                "with zstd here (install zstd there to compress on the host)",
+                host_name,
+            )
         run.previous = previous_objects(storage, host_name)
         log.info(
             "snapshot %s of %s: %d sources -> %s",
@@ -530,6 +557,7 @@ def _take(
                             "meta": r.meta,
                             "error": r.error,
                             "downtime_seconds": r.downtime_seconds,
+                            "downtime": r.downtime,
                             "config": _source_config_doc(
                                 next(s for s in sources if s.name == r.name)
                             ),
@@ -576,7 +604,7 @@ def _take(
 CONFIG_KEYS = {
     "postgres": ("container", "database", "user", "compress_level", "globals"),
     "files": ("paths", "secret"),
-    "docker-volume": ("volume", "stop"),
+    "docker-volume": ("volume", "stop", "quiesce", "stop_timeout"),
     "docker-image": ("images",),
     "host": ("paths", "data_dirs", "restart"),
 }

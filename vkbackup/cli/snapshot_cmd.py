@@ -105,6 +105,12 @@ def snapshot_cmd(
     copied = None
     if cfg.snapshot.copy_after and cfg.copies:
         copied = _copy_after(app, [(r.host, r.id) for r in results if r.status != "failed"])
+    elif cfg.snapshot.copy_after:
+        from vkbackup.cli.config_cmd import config_warnings
+        from vkbackup.logs import get_logger
+
+        for w in config_warnings(cfg):
+            get_logger("copy").warning("%s", w)
     if as_json:
         docs = [r.to_json() for r in results]
         if copied is not None:
@@ -121,7 +127,10 @@ def snapshot_cmd(
             )
             for sr in r.sources:
                 down = sr.downtime_seconds
-                extra = f", containers down {down:.1f}s" if down else ""
+                held = "paused" if sr.meta.get("quiesce") == "pause" else "down"
+                each = ", ".join(f"{c} {s:.1f}s" for c, s in sorted(sr.downtime.items()))
+                extra = f", containers {held} {down:.1f}s" if down else ""
+                extra += f" ({each})" if down and each else ""
                 line = f"  {sr.status:6} {sr.type:13} {sr.name:24} "
                 line += f"{human_bytes(sr.bytes_new):>10} new {human_bytes(sr.bytes_reused):>10} "
                 line += f"reused {sr.seconds:6.1f}s{extra}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vkbackup.config.model import (
+    QUIESCE_MODES,
     SOURCE_TYPES,
     CheckConfig,
     Config,
@@ -398,6 +399,14 @@ def _source(t: _Table) -> SourceConfig:
         for i, c in enumerate(stop or ()):
             check_container(c, f"{at('stop')}[{i}]")
         kw["stop"] = stop
+        kw["quiesce"] = t.choice("quiesce", QUIESCE_MODES, "pause")
+        kw["stop_timeout"] = t.get_int("stop_timeout", 10, lo=0, hi=3600)
+        if "stop_timeout" in t.data and kw["quiesce"] != "stop":
+            raise t.error(
+                f'only applies with quiesce = "stop" (here {kw["quiesce"]!r})', "stop_timeout"
+            )
+        if stop and kw["quiesce"] == "none":
+            raise t.error('lists containers to hold still, but quiesce = "none" holds none', "stop")
     elif typ == "docker-image":
         images = t.str_list("images", required=True) or ()
         if not images:
@@ -420,6 +429,9 @@ def _source(t: _Table) -> SourceConfig:
                 if not UNIT_RE.match(u):
                     raise t.error(f"[{i}] must be a systemd unit name, got {u!r}", "restart")
             kw["restart"] = restart
+    for key in ("quiesce", "stop_timeout"):
+        if typ != "docker-volume" and key in t.data:
+            raise t.error(f"only applies to docker-volume sources (this one is {typ!r})", key)
     t.finish()
     return SourceConfig(type=typ, name=name, where=t.where, **kw)  # type: ignore[arg-type]
 

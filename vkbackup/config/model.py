@@ -14,6 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 
 SOURCE_TYPES = ("postgres", "files", "docker-volume", "docker-image", "host")
+#: docker-volume `quiesce`: how the volume's containers are held still during the copy
+#: (vkbackup.sources.docker_volume says what each does and why "pause" is the default)
+QUIESCE_MODES = ("pause", "stop", "none")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class SourceConfig:
     # docker-volume
     volume: str | None = None
     stop: tuple[str, ...] | None = None  # None: the containers that use the volume
+    quiesce: str = "pause"  # QUIESCE_MODES
+    stop_timeout: int = 10  # seconds, `docker stop -t` (quiesce = "stop")
     # docker-image
     images: tuple[str, ...] = ()
     # host: directories taken whole (Caddy's certificates), units restarted on restore
@@ -142,7 +147,8 @@ class SnapshotConfig:
     parallel: int = 2
     full_every_days: int = 7  # incremental volumes: a full tar at least this often
     max_chain: int = 6  # incremental volumes: at most this many incrementals after a full
-    # tars and images, compressed on the host: "auto" = zstd when the host has it, else gzip
+    # tars and images: "auto"/"zstd" = zstd, by the host's zstd, else here (zstd_compress);
+    # "gzip" = gzip -1 on the host; "none"
     compression: str = "auto"
     # after each snapshot, copy it to every [[copies]] storage (`vkbackup.actions.copy`)
     copy_after: bool = False

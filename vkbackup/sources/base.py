@@ -20,9 +20,15 @@ from vkbackup.config.model import SourceConfig
 from vkbackup.manifest import ObjectRecord
 from vkbackup.transport.base import Transport
 
+#: The compressor kind of a stream compressed with zstd on the backup machine (the
+#: host lacks zstd): the host's pipeline has no compress stage, the snapshot
+#: compresses it here (`vkbackup.zstd_compress`, level 3 like the host's) and records
+#: it as "zstd" (`stored_compression`), named ".zst": the same object either way.
+ZSTD_HERE = "zstd-here"
 COMPRESSORS: dict[str, list[str]] = {
     "gzip": ["gzip", "-1", "-c"],
     "zstd": ["zstd", "-q", "-T0", "-3", "-c"],
+    ZSTD_HERE: [],
     "none": [],
 }
 DECOMPRESSORS: dict[str, list[str]] = {
@@ -30,19 +36,27 @@ DECOMPRESSORS: dict[str, list[str]] = {
     "zstd": ["zstd", "-q", "-d", "-c"],
     "none": [],
 }
-SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+SUFFIX = {"gzip": ".gz", "zstd": ".zst", ZSTD_HERE: ".zst", "none": ""}
 
 
 def choose_compressor(setting: str, host_tools: list[str]) -> str | None:
     """Given snapshot.compression ("auto", "zstd", "gzip", "none") and the tools found
-    on the host, return the compressor to use; None when the setting names a tool the
-    host lacks. "auto" is zstd when the host has it (about half the host CPU of
-    gzip -1 for a smaller output: docs/benchmarks.md), else gzip."""
-    if setting == "auto":
-        return "zstd" if "zstd" in host_tools else "gzip"
-    if setting in ("zstd", "gzip") and setting not in host_tools:
+    on the host, return the compressor kind to use; None when the setting is "gzip"
+    and the host lacks gzip. "auto" and "zstd" mean zstd objects: compressed by the
+    host's zstd when it has one (about half the host CPU of gzip -1 for a smaller
+    output: docs/benchmarks.md), else ZSTD_HERE (on the backup machine: gzip -1 on
+    the host was the bottleneck, issue 18). "gzip" is always gzip on the host."""
+    if setting in ("auto", "zstd"):
+        return "zstd" if "zstd" in host_tools else ZSTD_HERE
+    if setting == "gzip" and "gzip" not in host_tools:
         return None
     return setting
+
+
+def stored_compression(kind: str) -> str:
+    """The compression an object of compressor *kind* is recorded with ("zstd" for
+    ZSTD_HERE: restore reads it like any zstd object)."""
+    return "zstd" if kind == ZSTD_HERE else kind
 
 
 def compress_stage(kind: str) -> str:
@@ -56,7 +70,7 @@ class StreamPlan:
     name: str  # object name without ".age", e.g. "dump.pgdump"
     role: str  # "pg-dump", "pg-globals", "tar", "image"
     argv: list[str]
-    compression: str = "none"
+    compression: str = "none"  # a COMPRESSORS kind (ZSTD_HERE: compressed by the snapshot)
     fingerprint: str | None = None  # content identity for reuse; None = always upload
     size_hint: int | None = None  # expected plaintext size, for multipart part sizing
     chain: int = 0  # position in an incremental chain (0 = full)

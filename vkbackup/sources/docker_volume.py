@@ -1,15 +1,46 @@
 """`docker-volume` source: a named volume's tree as a GNU tar stream, consistent.
 
-The containers that use the volume (or the configured `stop` list) are
-stopped for the duration of the tar and ALWAYS started again:
+The containers that use the volume (or the configured `stop` list) are held
+still for the duration of the tar, as `quiesce` says:
+- "pause" (the default): `docker pause` (the cgroup freezer: no signal, no
+  restart), then `docker unpause`. Only containers running and not paused are
+  paused; one somebody else paused is already still, and stays paused.
+- "stop": `docker stop -t <stop_timeout>` (default 10 s, Docker's own), then
+  `docker start`. Only containers running and not paused are stopped.
+- "none": nothing is held still: for volumes whose writers are known to be
+  quiet at that hour. A file that changes while tar reads it makes GNU tar
+  exit 1 ("file changed as we read it"), and the source fails.
+Whatever we paused or stopped is ALWAYS unpaused or started again, and only
+that:
 - on success and on error, by the script's EXIT trap;
 - on Ctrl-C, SIGTERM or a lost SSH connection (the pipe breaks, the script
   dies), by the same trap;
 - if the script itself is killed outright (SIGKILL), by a guard process it
   started first with `setsid`, which waits for the script's PID to vanish
-  and then starts the containers.
-Only containers that were running are stopped, and only those are started.
-The downtime is printed on stderr as `VKBACKUP-DOWNTIME-MS <milliseconds>` and recorded.
+  and then unpauses or starts the containers. Once the trap has undone
+  everything it ends the guard, so the guard never touches a container
+  after a clean end (another run may have paused it meanwhile).
+Each container's downtime (from the pause or stop command to its own unpause
+or start) is printed on stderr as `VKBACKUP-DOWNTIME-CONTAINER-MS <ms> <name>`,
+and the whole span as `VKBACKUP-DOWNTIME-MS <ms>`; both are recorded.
+
+Why "pause" is the default. tar reads the tree through the kernel's page
+cache, so a copy of a frozen tree holds every write() the processes made
+before the freeze, fsynced or not; only what a process still keeps in its own
+memory is missing. That is the state after `kill -9`, better than after a
+power cut, and every program that survives `kill -9` (PostgreSQL, SQLite,
+Redis's RDB and AOF files, anything that writes a temporary file and renames
+it) starts from that copy as from a crash. "stop" gives a cleaner copy only
+for a program that finishes its work on SIGTERM: Redis writes a fresh dump on
+shutdown (paused, the copy holds its last background save), some apps flush
+buffers. A program that ignores SIGTERM (PID 1 without a handler) gets SIGKILL
+after stop_timeout: the same state as a pause, stop_timeout seconds later. And
+pause costs milliseconds where stop costs up to stop_timeout plus a restart:
+no start-up that rewrites the volume (which made the next night's copy a new
+one), no restart that may fail, open connections kept. So: "pause", and
+"stop" where the state you want is written on shutdown (Redis without a
+`SAVE` hook, apps that flush on SIGTERM). A paused container answers nothing
+while it is frozen: its clients wait (or time out) instead of being refused.
 
 The tar is made on the host from the volume's mountpoint with GNU tar
 (`--numeric-owner -S -p`, so owners, modes, sparse files, hard links,
@@ -19,7 +50,10 @@ Incremental chains (GNU tar's `--listed-incremental` format, so a break-glass
 restore is "the full, then each incremental, with stock tar"):
 - a volume whose tree is unchanged (same fingerprint: every entry's type, mode,
   owner, size, mtime, ctime, inode, link count and link target) references the
-  previous chain as it is: nothing is stopped, nothing is uploaded;
+  previous chain as it is: the fingerprint is taken in `plan`, before anything
+  is held still, so nothing is paused or stopped, nothing is uploaded (with
+  "stop", an app that writes on start changes the tree by its restart, so the
+  next night copies it again; "pause" restarts nothing);
 - else a level-N incremental (`volume-N.tar.gz`) on top of the previous chain,
   while the chain has at most `snapshot.max_chain` incrementals, its full is
   younger than `snapshot.full_every_days`, and the host still has the tar
@@ -58,6 +92,10 @@ from vkbackup.sources.base import (
 from vkbackup.transport.base import Transport, pipeline_argv
 
 DOWNTIME_RE = re.compile(r"^VKBACKUP-DOWNTIME-MS (\d+)$", re.M)
+# a container name as Docker allows it (the line comes from the host: data, not text)
+CONTAINER_DOWNTIME_RE = re.compile(
+    r"^VKBACKUP-DOWNTIME-CONTAINER-MS (\d+) ([A-Za-z0-9][A-Za-z0-9_.-]*)$", re.M
+)
 TAR_CREATE = ["tar", "-cf", "-", "--numeric-owner", "-S", "-p", "--no-check-device"]
 SNAR_DIR = "/var/lib/vkbackup/snar"
 CHAIN_ROLES = ("tar", "tar-incremental")
@@ -69,33 +107,58 @@ TREE_FP = (
 )
 
 
-def stop_start_script(containers: list[str], body: str) -> str:
-    """Wrap *body* so that *containers* (those running) are stopped around it and
-    always started again (trap + setsid guard; see the module docstring)."""
+# quiesce mode -> (the docker command holding a container still, the one undoing it,
+# the `docker inspect` template and the answer that selects a container to hold)
+QUIESCE: dict[str, tuple[str, str, str, str]] = {
+    "pause": ("pause", "unpause", "{{.State.Status}}", "running"),
+    "stop": ("stop", "start", "{{.State.Running}} {{.State.Paused}}", "true false"),
+}
+
+
+def quiesce_script(
+    containers: list[str], body: str, quiesce: str = "pause", stop_timeout: int = 10
+) -> str:
+    """Wrap *body* so that *containers* (those running, not paused) are paused or
+    stopped around it, as *quiesce* says, and always unpaused or started again
+    (trap + setsid guard; see the module docstring). "none": *body* alone."""
+    if quiesce == "none":
+        return body
+    if quiesce not in QUIESCE:
+        raise ValueError(f"unknown quiesce mode {quiesce!r}")
+    hold, undo, template, selected = QUIESCE[quiesce]
+    hold_argv = ["docker", hold] + (["-t", str(int(stop_timeout))] if hold == "stop" else [])
     names = " ".join(shlex.quote(c) for c in containers)
-    return f"""
-running=()
+    return rf"""
+held=()
 for c in {names}; do
-  if [ "$(docker inspect -f '{{{{.State.Running}}}}' "$c" 2>/dev/null || true)" = true ]; then
-    running+=("$c")
-  fi
+  state=$(docker inspect -f {shlex.quote(template)} "$c" 2>/dev/null || true)
+  if [ "$state" = {shlex.quote(selected)} ]; then held+=("$c"); fi
 done
-t0=$(date +%s%N)
-restart() {{
+undo() {{
   rc=$?
-  if [ ${{#running[@]}} -gt 0 ]; then
-    docker start "${{running[@]}}" >/dev/null || rc=1
-    echo "VKBACKUP-DOWNTIME-MS $(( ($(date +%s%N) - t0) / 1000000 ))" >&2
-  fi
+  trap '' INT TERM HUP PIPE
+  undone=1
+  for c in "${{held[@]}}"; do
+    if docker {undo} "$c" >/dev/null; then
+      ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+      printf 'VKBACKUP-DOWNTIME-CONTAINER-MS %s %q\n' "$ms" "$c" >&2 || true
+    else
+      undone=0 rc=1
+    fi
+  done
+  echo "VKBACKUP-DOWNTIME-MS $(( ($(date +%s%N) - t0) / 1000000 ))" >&2 || true
+  if [ $undone = 1 ]; then kill "$guard" 2>/dev/null || true; fi
   exit $rc
 }}
-if [ ${{#running[@]}} -gt 0 ]; then
-  setsid bash -c 'p=$1; shift; while kill -0 "$p" 2>/dev/null; do sleep 1; done; \
-docker start "$@" >/dev/null 2>&1' vkbackup-guard $$ "${{running[@]}}" \
+if [ ${{#held[@]}} -gt 0 ]; then
+  t0=$(date +%s%N)
+  setsid bash -c 'p=$1; a=$2; shift 2; while kill -0 "$p" 2>/dev/null; do sleep 1; done
+docker "$a" "$@" >/dev/null 2>&1' vkbackup-guard $$ {undo} "${{held[@]}}" \
     </dev/null >/dev/null 2>&1 &
-  trap restart EXIT
+  guard=$!
+  trap undo EXIT
   trap 'exit 130' INT TERM HUP PIPE
-  docker stop -t 60 "${{running[@]}}" >/dev/null
+  {shlex.join(hold_argv)} "${{held[@]}}" >/dev/null
 fi
 {body}
 """
@@ -111,9 +174,12 @@ def volume_tar_script(
     compressor: str,
     snapshot_id: str,
     base_snapshot: str | None = None,
+    quiesce: str = "pause",
+    stop_timeout: int = 10,
 ) -> str:
     """Bash streaming the volume as a GNU incremental tar: level 0 when *base_snapshot*
-    is None, else on top of that snapshot's .snar (see the module docstring)."""
+    is None, else on top of that snapshot's .snar, with the containers *stop* held
+    still as *quiesce* says (see the module docstring)."""
     q = shlex.quote
     new = snar_path(volume, snapshot_id)
     start = (
@@ -133,7 +199,7 @@ def volume_tar_script(
         + f"\nmv {q(new + '.tmp')} {q(new)}\n"
         f"find {q(SNAR_DIR + '/' + volume)} -name '*.snar' {keep} -delete\n"
     )
-    return stop_start_script(stop, body)
+    return quiesce_script(stop, body, quiesce, stop_timeout)
 
 
 def chain_of(previous: tuple[Any, ...]) -> list[Any]:
@@ -158,8 +224,15 @@ def choose_level(ctx: PlanContext, chain: list[Any], snar_on_host: bool) -> int:
 
 
 def parse_downtime(stderr: str) -> float | None:
+    """The whole span the containers were held still (seconds), None if none was."""
     found = DOWNTIME_RE.findall(stderr)
     return int(found[-1]) / 1000.0 if found else None
+
+
+def parse_container_downtime(stderr: str) -> dict[str, float]:
+    """Each held container's downtime (seconds): from the pause or stop to its own
+    unpause or start."""
+    return {name: int(ms) / 1000.0 for ms, name in CONTAINER_DOWNTIME_RE.findall(stderr)}
 
 
 class DockerVolumeSource:
@@ -194,13 +267,16 @@ class DockerVolumeSource:
         size = int(res.stdout.decode().strip() or 0)
         users = self.users(t)
         stop = list(self.cfg.stop) if self.cfg.stop is not None else users
+        if self.cfg.quiesce == "none":
+            stop = []
         labels = t.run(
             ["docker", "volume", "inspect", "-f", "{{json .Labels}}", self.volume], check=False
         ).stdout.decode()
         meta: dict[str, Any] = {
             "volume": self.volume,
             "used_by": users,
-            "stopped": stop,
+            "stopped": stop,  # the containers held still (paused or stopped), as before
+            "quiesce": self.cfg.quiesce,
             "size": size,
             "labels": labels.strip(),
         }
@@ -220,7 +296,13 @@ class DockerVolumeSource:
             role="tar" if level == 0 else "tar-incremental",
             argv=pipeline_argv(
                 volume_tar_script(
-                    self.volume, stop, ctx.compressor, ctx.snapshot_id, base if level else None
+                    self.volume,
+                    stop,
+                    ctx.compressor,
+                    ctx.snapshot_id,
+                    base if level else None,
+                    self.cfg.quiesce,
+                    self.cfg.stop_timeout,
                 )
             ),
             compression=ctx.compressor,
@@ -235,6 +317,7 @@ class DockerVolumeSource:
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
     ) -> None:
         plan.meta["downtime_seconds"] = parse_downtime(stderr_tail)
+        plan.meta["downtime"] = parse_container_downtime(stderr_tail)
 
 
 # -- restore --------------------------------------------------------------------

@@ -180,16 +180,23 @@ def test_after_hooks_run_when_the_source_failed(tmp_path: Path) -> None:
     assert "source app" in env["VKBACKUP_ERROR"] and "VKBACKUP_SNAPSHOT" not in env
 
 
-def test_after_hooks_run_when_the_run_raises(tmp_path: Path) -> None:
-    cfg = make_cfg(tmp_path, {"after_snapshot": ["maintenance off"]}, compression="zstd")
+def test_after_hooks_run_when_the_run_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def gather(t: Transport) -> dict[str, Any]:
+        t.run(["facts"])
+        return {"tools": ["tar"]}  # no gzip: compression = "gzip" cannot run
+
+    monkeypatch.setattr(facts, "gather", gather)
+    cfg = make_cfg(tmp_path, {"after_snapshot": ["maintenance off"]}, compression="gzip")
     host = Host(streams=stream_ok)
     storage = LocalStorage(cfg.storage.path)
-    with pytest.raises(SnapshotError, match="zstd is not installed"):
+    with pytest.raises(SnapshotError, match="gzip is not installed"):
         run_snapshot(cfg, "prod", storage=storage, connect=host.connect)
     assert host.seen == ["run: facts", "hook: maintenance off"]
     assert storage.head(layout.lock_key("prod")) is None
     env = failure_env(tmp_path)
-    assert env is not None and "zstd is not installed" in env["VKBACKUP_ERROR"]
+    assert env is not None and "gzip is not installed" in env["VKBACKUP_ERROR"]
 
 
 def test_no_hooks_change_nothing(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ def test_example_config_is_valid() -> None:
     assert prod.sources[1].secret is True
     assert prod.sources[3].stop == ("chatwoot-chatwoot-1", "chatwoot-chatwoot-sidekiq-1")
     assert prod.sources[3].where == "hosts.prod.sources[3]"
+    assert (prod.sources[3].quiesce, prod.sources[4].quiesce) == ("pause", "stop")
+    assert prod.sources[4].stop_timeout == 30
     assert cfg.retention.keep_daily == 7
     server = prod.sources[6]
     assert server.data_dirs == ("/var/lib/caddy",) and server.restart == ("caddy",)
