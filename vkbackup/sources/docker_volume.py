@@ -44,7 +44,8 @@ while it is frozen: its clients wait (or time out) instead of being refused.
 
 The tar is made on the host from the volume's mountpoint with GNU tar
 (`--numeric-owner -S -p`, so owners, modes, sparse files, hard links,
-symlinks and odd names survive), then compressed on the host.
+symlinks and odd names survive), then compressed on the host (or, on a host
+without zstd, on the backup machine: `vkbackup.zstd_compress`).
 
 Incremental chains (GNU tar's `--listed-incremental` format, so a break-glass
 restore is "the full, then each incremental, with stock tar"):
