@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import sys
 
+from vkbackup.errors import SnapshotError
 from vkbackup.streams import CHUNK, Readable
 
 if sys.version_info >= (3, 14):  # pragma: no cover - the standard library from 3.14 on
@@ -74,7 +75,7 @@ def max_workers() -> int:
     return int(zstd.CompressionParameter.nb_workers.bounds()[1])
 
 
-class SourceFailed(Exception):
+class SourceFailed(SnapshotError):
     """read() after the source raised: the frame was never finished."""
 
 
@@ -104,7 +105,9 @@ class ZstdCompressingReader:
             raise SourceFailed(
                 f"the stream being compressed failed earlier: {self._failed}"
             ) from self._failed
-        limit = n if n and n > 0 else CHUNK
+        if n == 0:
+            return b""
+        limit = n if n > 0 else CHUNK
         while self._pos >= len(self._out):
             if self._done:
                 return b""

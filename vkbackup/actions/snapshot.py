@@ -43,9 +43,10 @@ that did not end ok.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,7 @@ from vkbackup.sources.base import (
 )
 from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader, HashingReader, Readable
-from vkbackup.transport.base import Process, Transport
+from vkbackup.transport.base import CheckedStdout, Process, Transport
 from vkbackup.zstd_compress import ZstdCompressingReader
 
 log = get_logger("snapshot")
@@ -200,6 +201,40 @@ def previous_objects(
     return out
 
 
+class HoldLocks:
+    """One lock per container name, for the sources of one run.
+
+    Sources run in parallel (snapshot.parallel), and two docker-volume sources
+    can hold the same container (one with two volumes: `init` writes a source
+    per volume, each holding every container that uses it). Run together, one
+    would find the container already paused by the other and copy its volume
+    while the other unpauses it, or undo the other's pause. So a source takes
+    the locks of every container it holds, in sorted order (no two sources wait
+    on each other), before its streams start, and gives them back when they
+    end: sources that share a container stream one after the other."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._cancel = cancel
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def holding(self, names: Sequence[str]) -> Iterator[None]:
+        with self._guard:
+            locks = [self._locks.setdefault(n, threading.Lock()) for n in sorted(set(names))]
+        taken: list[threading.Lock] = []
+        try:
+            for lk in locks:
+                while not lk.acquire(timeout=0.2):
+                    if self._cancel.is_set():
+                        raise SnapshotError("cancelled")
+                taken.append(lk)
+            yield
+        finally:
+            for lk in reversed(taken):
+                lk.release()
+
+
 class _Run:
     """State of one snapshot run (shared by the source workers)."""
 
@@ -224,6 +259,7 @@ class _Run:
         self.uploaded: list[str] = []
         self.uploaded_lock = threading.Lock()
         self.cancel = threading.Event()
+        self.holds = HoldLocks(self.cancel)
         self.previous: dict[str, list[ObjectRecord]] = {}
         self.active: set[Process] = set()
         self.compressor = "gzip"
@@ -269,7 +305,8 @@ class _Run:
         proc = t.start(stream.argv)
         with self.uploaded_lock:
             self.active.add(proc)
-        out: Readable = CountingReader(proc.stdout, counter)
+        checked = CheckedStdout(proc)  # EOF only after exit 0: a failed command stores nothing
+        out: Readable = CountingReader(checked, counter)
         if stream.compression == ZSTD_HERE:  # the host lacks zstd: compressed here
             out = ZstdCompressingReader(out)
         plain = HashingReader(out)
@@ -288,7 +325,8 @@ class _Run:
             counter.done = True
             with self.uploaded_lock:
                 self.active.discard(proc)
-        proc.wait(check=True)
+        if checked.status is None:  # the storage stopped reading before EOF
+            proc.wait(check=True)
         rec = ObjectRecord(
             key=key,
             source=src.name,
@@ -354,23 +392,24 @@ class _Run:
                 res.objects.append(rec)
                 res.bytes_reused += rec.size
                 res.private_objects[rec.key] = {"reused": True}
-            for stream in plan.streams:
-                tag = fingerprint_tag(stream.fingerprint) if stream.fingerprint else None
-                prev = by_tag.get(tag) if tag else None
-                if prev is not None:
-                    rec = ObjectRecord(**{**prev.__dict__, "source": src.name})
-                    self.keep_locked(rec)
+            with self.holds.holding(plan.holds if plan.streams else ()):
+                for stream in plan.streams:
+                    tag = fingerprint_tag(stream.fingerprint) if stream.fingerprint else None
+                    prev = by_tag.get(tag) if tag else None
+                    if prev is not None:
+                        rec = ObjectRecord(**{**prev.__dict__, "source": src.name})
+                        self.keep_locked(rec)
+                        res.objects.append(rec)
+                        res.bytes_reused += rec.size
+                        res.private_objects[rec.key] = {"reused": True, **stream.meta}
+                        log.debug("%s/%s unchanged: reusing %s", src.name, stream.name, rec.key)
+                        continue
+                    rec, private, tail = self.upload(t, src, stream, mine)
+                    source.after_stream(t, stream, plan, tail)
                     res.objects.append(rec)
-                    res.bytes_reused += rec.size
-                    res.private_objects[rec.key] = {"reused": True, **stream.meta}
-                    log.debug("%s/%s unchanged: reusing %s", src.name, stream.name, rec.key)
-                    continue
-                rec, private, tail = self.upload(t, src, stream, mine)
-                source.after_stream(t, stream, plan, tail)
-                res.objects.append(rec)
-                res.private_objects[rec.key] = private
-                res.compressed_on = private.get("compressed_on", res.compressed_on)
-                res.bytes_new += rec.size
+                    res.private_objects[rec.key] = private
+                    res.compressed_on = private.get("compressed_on", res.compressed_on)
+                    res.bytes_new += rec.size
             res.meta = plan.meta
             res.downtime_seconds = plan.meta.get("downtime_seconds")
             res.downtime = dict(plan.meta.get("downtime") or {})
@@ -483,7 +522,9 @@ def _take(
             )
         run.compressor = compressor
         if compressor == ZSTD_HERE:
-            log.info(
+            # "zstd" set on purpose (a slow or metered link?) deserves a warning: the
+            # link now carries the uncompressed tar, 1.4-3x the bytes
+            (log.warning if cfg.snapshot.compression == "zstd" else log.info)(
                 "%s has no zstd: tars cross the link uncompressed and are compressed "
                 "with zstd here (install zstd there to compress on the host)",
                 host_name,

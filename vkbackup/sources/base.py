@@ -84,6 +84,9 @@ class SourcePlan:
     # objects of earlier snapshots this snapshot references as they are (e.g. the
     # earlier links of an incremental chain), listed before the new streams' objects
     reuse: list[ObjectRecord] = field(default_factory=list)
+    # the containers its streams hold still (pause or stop) while they run: two
+    # sources that share one never stream at the same time (`actions.snapshot`)
+    holds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,11 @@ here; one records the mode, owner, size, mtime and sha256 of every selected
 path and leaves the exact list, root-only, in /var/lib/vkbackup/host; the
 stream is GNU tar of exactly that list (no recursion, so what the manifest
 lists is what the tar holds), with user and group names and numeric ids both,
-compressed on the host (without zstd there: on the backup machine). Everything read from the host is data: it reaches a
-shell only through quoting or as a positional argument. The fingerprint is a
-sha256 over every member's path, type, mode, owner, size, mtime and content
-digest plus the recorded lists, so an unchanged host references its previous
-tar instead of uploading it again.
+compressed on the host (without zstd there: on the backup machine). Everything
+read from the host is data: it reaches a shell only through quoting or as a
+positional argument. The fingerprint is a sha256 over every member's path,
+type, mode, owner, size, mtime and content digest plus the recorded lists, so
+an unchanged host references its previous tar instead of uploading it again.
 
 Restore. Five steps, all resumable: host-packages brings back the apt sources
 and keys first, then installs every recorded package that is missing or at

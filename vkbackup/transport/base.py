@@ -98,6 +98,33 @@ class Process(Protocol):
     def kill(self) -> None: ...
 
 
+class CheckedStdout:
+    """A started command's stdout whose end is reported only once the command
+    exited 0: the read that would return EOF first waits for the exit status,
+    and raises instead (RemoteCommandError with the stderr tail, TransportError
+    for a lost connection) when it is not 0.
+
+    Why: a consumer that commits at EOF (a storage put renames its temp file or
+    completes its multipart upload there) must never commit the output of a
+    command that failed. A tar killed midway, or an SSH channel that dropped
+    (paramiko reports a plain EOF), leaves a stream that merely ends early; a
+    compressor downstream would close its frame around it and the truncated
+    archive would be stored as a whole one. Checked here, the put aborts.
+    ``status`` is the exit status once waited for (None before)."""
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+        self.status: int | None = None
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self.status is not None:
+            return b""  # ended (wait() may have closed the stream under it)
+        data = self._proc.stdout.read(n)
+        if not data and n != 0:
+            self.status = self._proc.wait(check=True)
+        return data
+
+
 class Transport(Protocol):
     @property
     def name(self) -> str:
