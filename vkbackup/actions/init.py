@@ -91,6 +91,7 @@ class Discovery:
     caddyfile: str | None = None
     caddy_data_dir: str | None = None
     volumes: dict[str, list[str]] = field(default_factory=dict)  # volume -> containers using it
+    images: dict[str, str] = field(default_factory=dict)  # container -> its image reference
     pg_data_volumes: set[str] = field(default_factory=set)
     databases: list[Database] = field(default_factory=list)
     local_images: list[str] = field(default_factory=list)
@@ -222,6 +223,7 @@ def discover(t: Transport) -> Discovery:
             unstoppable |= {str(m.get("name")) for m in c.get("mounts") or [] if m.get("name")}
             continue
         image = str(c.get("image") or "")
+        d.images[c["name"]] = image
         env_keys = _lines(
             t,
             "docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "
@@ -319,6 +321,14 @@ def toml_comment(text: str) -> str:
 
 def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(toml_str(i) for i in items) + "]"
+
+
+def _image_name(ref: str) -> str:
+    """An image reference without its tag and digest (`docker.io/bitnami/redis:7`:
+    `docker.io/bitnami/redis`), so a tag such as `app:redis-fix` names no Redis."""
+    ref = ref.split("@", 1)[0]
+    head, _, last = ref.rpartition("/")
+    return (head + "/" if head else "") + last.split(":", 1)[0]
 
 
 def _safe_name(s: str) -> str:
@@ -424,15 +434,29 @@ def render_config(
                 ]
             )
             continue
+        redis = [u for u in users if "redis" in _image_name(d.images.get(u, "")).lower()]
+        if redis:
+            quiesce = 'quiesce = "stop"'
+            why = (
+                f"stopped while it is copied: {', '.join(redis)} runs Redis, which writes "
+                "a fresh dump on shutdown (paused, the copy holds its last background save)"
+            )
+        else:
+            quiesce = 'quiesce = "pause"'
+            why = (
+                'paused while it is copied (frozen, not restarted); use quiesce = "stop" '
+                "if a program in it writes its state only on shutdown"
+            )
         source(
             [
                 'type = "docker-volume"',
                 f"name = {toml_str(uniq(vol))}",
                 f"volume = {toml_str(vol)}",
                 f"stop = {_toml_list(users)}",
+                quiesce,
             ],
-            f"volume {vol}, used by {', '.join(users) or 'no container'} "
-            "(paused while it is copied)",
+            f"volume {vol}, used by {', '.join(users) or 'no container'}:",
+            why,
         )
     images = d.local_images + d.registry_images
     if images:

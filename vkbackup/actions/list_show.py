@@ -340,8 +340,12 @@ def _private_lines(summary: dict[str, Any]) -> list[str]:
                 f"      volume {s['volume']}"
                 + (f", {human_bytes(int(size))}" if size is not None else "")
                 + f"; used by {', '.join(s['used_by']) or 'no container'}; "
-                f"{'paused' if s.get('quiesce') == 'pause' else 'stopped'} "
-                f"{', '.join(s['stopped']) or 'nothing'}"
+                + (
+                    "held nothing (quiesce = none)"
+                    if s.get("quiesce") == "none"
+                    else f"{'paused' if s.get('quiesce') == 'pause' else 'stopped'} "
+                    f"{', '.join(s['stopped']) or 'nothing'}"
+                )
             )
         elif s["type"] == "docker-image":
             for i in s["images"]:

@@ -400,7 +400,8 @@ def _source(t: _Table) -> SourceConfig:
             check_container(c, f"{at('stop')}[{i}]")
         kw["stop"] = stop
         kw["quiesce"] = t.choice("quiesce", QUIESCE_MODES, "pause")
-        kw["stop_timeout"] = t.get_int("stop_timeout", 10, lo=0, hi=3600)
+        if "stop_timeout" in t.data:  # else None: each container's own stop timeout
+            kw["stop_timeout"] = t.get_int("stop_timeout", 0, lo=0, hi=3600)
         if "stop_timeout" in t.data and kw["quiesce"] != "stop":
             raise t.error(
                 f'only applies with quiesce = "stop" (here {kw["quiesce"]!r})', "stop_timeout"

@@ -83,7 +83,9 @@ class SourceConfig:
     volume: str | None = None
     stop: tuple[str, ...] | None = None  # None: the containers that use the volume
     quiesce: str = "pause"  # QUIESCE_MODES
-    stop_timeout: int = 10  # seconds, `docker stop -t` (quiesce = "stop")
+    # seconds, `docker stop -t` (quiesce = "stop"); None: no -t, each container's own
+    # stop timeout (its --stop-timeout / compose stop_grace_period, else Docker's 10 s)
+    stop_timeout: int | None = None
     # docker-image
     images: tuple[str, ...] = ()
     # host: directories taken whole (Caddy's certificates), units restarted on restore

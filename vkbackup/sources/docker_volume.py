@@ -5,22 +5,39 @@ still for the duration of the tar, as `quiesce` says:
 - "pause" (the default): `docker pause` (the cgroup freezer: no signal, no
   restart), then `docker unpause`. Only containers running and not paused are
   paused; one somebody else paused is already still, and stays paused.
-- "stop": `docker stop -t <stop_timeout>` (default 10 s, Docker's own), then
-  `docker start`. Only containers running and not paused are stopped.
+- "stop": `docker stop`, then `docker start`. Only containers running and not
+  paused are stopped. With `stop_timeout` set, `docker stop -t <stop_timeout>`;
+  unset, no `-t`: each container's own stop timeout (its `--stop-timeout` or
+  compose `stop_grace_period`, else Docker's default 10 s).
 - "none": nothing is held still: for volumes whose writers are known to be
   quiet at that hour. A file that changes while tar reads it makes GNU tar
   exit 1 ("file changed as we read it"), and the source fails.
-Whatever we paused or stopped is ALWAYS unpaused or started again, and only
-that:
+Containers are held one at a time, in order (with "stop", each waits its own
+timeout: the first is down while the next stop), and each is recorded as ours
+only once its own hold succeeded, in a state file in a private directory
+(`mktemp -d`, mode 0700) that the guard below reads too. A hold that fails
+because somebody else paused or stopped the container between our inspect and
+our hold leaves it to them (it is still, the copy goes on); any other failed
+hold ends the script (exit 1) and undoes what it holds. Whatever we paused or
+stopped is ALWAYS unpaused or started again, and only that:
 - on success and on error, by the script's EXIT trap;
 - on Ctrl-C, SIGTERM or a lost SSH connection (the pipe breaks, the script
-  dies), by the same trap;
+  dies), by the same trap; a signal arriving during a hold waits until that
+  hold is recorded;
 - if the script itself is killed outright (SIGKILL), by a guard process it
   started first with `setsid`, which waits for the script's PID to vanish
-  and then unpauses or starts the containers. Once the trap has undone
-  everything it ends the guard, so the guard never touches a container
-  after a clean end (another run may have paused it meanwhile).
-Each container's downtime (from the pause or stop command to its own unpause
+  and then unpauses or starts exactly the containers the state file still
+  lists (and the one whose hold command was cut short, if Docker says it is
+  held: the one case where a pause somebody else made in that same instant
+  would be undone).
+The trap undoes each container it holds and removes it from the file once that
+succeeded, or once Docker (`docker inspect`) says it is no longer paused or
+stopped (somebody released it, or it was recreated). When nothing is left it
+ends the guard, so the guard never touches a container after a clean end
+(another run may have paused it meanwhile); if an undo really failed, the
+script exits 1 and the guard retries exactly the names left, once, after the
+script has ended.
+Each container's downtime (from its pause or stop command to its own unpause
 or start) is printed on stderr as `VKBACKUP-DOWNTIME-CONTAINER-MS <ms> <name>`,
 and the whole span as `VKBACKUP-DOWNTIME-MS <ms>`; both are recorded.
 
@@ -30,17 +47,38 @@ before the freeze, fsynced or not; only what a process still keeps in its own
 memory is missing. That is the state after `kill -9`, better than after a
 power cut, and every program that survives `kill -9` (PostgreSQL, SQLite,
 Redis's RDB and AOF files, anything that writes a temporary file and renames
-it) starts from that copy as from a crash. "stop" gives a cleaner copy only
-for a program that finishes its work on SIGTERM: Redis writes a fresh dump on
-shutdown (paused, the copy holds its last background save), some apps flush
-buffers. A program that ignores SIGTERM (PID 1 without a handler) gets SIGKILL
-after stop_timeout: the same state as a pause, stop_timeout seconds later. And
-pause costs milliseconds where stop costs up to stop_timeout plus a restart:
-no start-up that rewrites the volume (which made the next night's copy a new
-one), no restart that may fail, open connections kept. So: "pause", and
-"stop" where the state you want is written on shutdown (Redis without a
-`SAVE` hook, apps that flush on SIGTERM). A paused container answers nothing
-while it is frozen: its clients wait (or time out) instead of being refused.
+it) starts from that copy as from a crash. That holds for ONE volume, with
+EVERY writer of it held, and no further:
+- files that must agree across volumes (PostgreSQL's data and a separate WAL
+  or tablespace volume, a database and its uploads volume) are not copied at
+  one instant: each docker-volume source holds its containers and copies its
+  volume on its own, so the volumes are from different moments. For a
+  database use a `postgres` source (pg_dump from one snapshot), or keep all
+  it needs on one volume, copied by one source with quiesce = "stop" (a
+  clean shutdown);
+- a `stop` list narrower than the volume's writers (a sidecar, a second app
+  mounting it), or a process on the host writing into the mountpoint, keeps
+  writing during the copy: the copy is as torn as with "none";
+- a frozen process answers nothing: a lease, lock or heartbeat it holds with
+  peers that are not paused (a cluster member, a lock in another database, a
+  queue's visibility timeout) may expire meanwhile, and it finds that out when
+  it is thawed.
+"stop" gives a cleaner copy only for a program that finishes its work on
+SIGTERM: Redis writes a fresh dump on shutdown (paused, the copy holds its
+last background save), some apps flush buffers. A program that ignores
+SIGTERM (PID 1 without a handler) gets SIGKILL after its stop timeout: the
+same state as a pause, that many seconds later. And pause costs milliseconds
+where stop costs up to the stop timeout plus a restart: no start-up that
+rewrites the volume (which made the next night's copy a new one), no restart
+that may fail, open connections kept. So: "pause", and "stop" where the state
+you want is written on shutdown (Redis without a `SAVE` hook, apps that flush
+on SIGTERM). A paused container answers nothing while it is frozen: its
+clients wait (or time out) instead of being refused.
+
+Upgrading: before "quiesce" existed every volume's containers were stopped
+(`docker stop -t 60`); the default is now "pause". A volume that relies on
+what its program writes at shutdown (Redis's dump on stop) needs
+quiesce = "stop" in its source.
 
 The tar is made on the host from the volume's mountpoint with GNU tar
 (`--numeric-owner -S -p`, so owners, modes, sparse files, hard links,
@@ -109,60 +147,147 @@ TREE_FP = (
 
 
 # quiesce mode -> (the docker command holding a container still, the one undoing it,
-# the `docker inspect` template and the answer that selects a container to hold)
-QUIESCE: dict[str, tuple[str, str, str, str]] = {
-    "pause": ("pause", "unpause", "{{.State.Status}}", "running"),
-    "stop": ("stop", "start", "{{.State.Running}} {{.State.Paused}}", "true false"),
+# the `docker inspect` template and the answer that selects a container to hold, the
+# template and the answer that say a container is (still) held)
+QUIESCE: dict[str, tuple[str, str, str, str, str, str]] = {
+    "pause": ("pause", "unpause", "{{.State.Status}}", "running", "{{.State.Status}}", "paused"),
+    "stop": (
+        "stop", "start", "{{.State.Running}} {{.State.Paused}}", "true false",
+        "{{.State.Running}}", "false",
+    ),
+}  # fmt: skip
+
+# The guard: `setsid bash -c GUARD vkbackup-guard PID DIR UNDO TEMPLATE HELD`. Once PID
+# is gone it undoes what DIR/held still lists, and DIR/pending if that one is still held
+# (the script died inside its hold command), then removes DIR.
+GUARD = r"""p=$1 q=$2 undo=$3 tmpl=$4 held=$5
+while kill -0 "$p" 2>/dev/null; do sleep 1; done
+while IFS= read -r -d "" c; do docker "$undo" "$c"; done <"$q/held"
+if IFS= read -r -d "" c <"$q/pending" && [ "$(docker inspect -f "$tmpl" "$c")" = "$held" ]
+then docker "$undo" "$c"; fi
+rm -rf "$q"
+"""
+
+QUIESCE_SCRIPT = r"""
+sel=()
+for c in @NAMES@; do
+  state=$(docker inspect -f @SELECT_T@ "$c" 2>/dev/null || true)
+  if [ "$state" = @SELECTED@ ]; then sel+=("$c"); fi
+done
+# released C: Docker answers that C is not (or no longer) held: nothing left to undo
+released() {
+  local s
+  s=$(docker inspect -f @HELD_T@ "$1" 2>/dev/null) && [ "$s" != @HELD@ ]
 }
+undo() {
+  rc=$?
+  trap '' INT TERM HUP PIPE
+  set +e
+  local i c left=()
+  for i in "${!held[@]}"; do
+    c=${held[$i]}
+    if docker @UNDO@ "$c" >/dev/null; then
+      printf 'VKBACKUP-DOWNTIME-CONTAINER-MS %s %q\n' \
+        "$(( ($(date +%s%N) - ${since[$i]}) / 1000000 ))" "$c" >&2
+    elif ! released "$c"; then
+      left+=("$c") rc=1
+    fi
+    # the file lists what is still ours to undo: the guard reads it if we die now
+    for c in "${left[@]}" "${held[@]:i+1}"; do printf '%s\0' "$c"; done >"$qdir/held.new"
+    mv -f "$qdir/held.new" "$qdir/held"
+  done
+  if IFS= read -r -d '' c <"$qdir/pending"; then  # we died inside its hold command
+    c_pending=$c
+    if released "$c"; then
+      : >"$qdir/pending"
+    elif docker @UNDO@ "$c" >/dev/null; then
+      : >"$qdir/pending"
+      printf 'VKBACKUP-DOWNTIME-CONTAINER-MS %s %q\n' \
+        "$(( ($(date +%s%N) - t_hold) / 1000000 ))" "$c" >&2
+    else
+      left+=("$c") rc=1
+    fi
+  fi
+  if [ ${#held[@]} -gt 0 ] || [ -n "${c_pending:-}" ]; then  # we held something
+    echo "VKBACKUP-DOWNTIME-MS $(( ($(date +%s%N) - t0) / 1000000 ))" >&2
+  fi
+  if [ ${#left[@]} = 0 ]; then
+    kill "$guard" 2>/dev/null
+    rm -rf "$qdir"
+  else
+    printf 'vkbackup: could not @UNDO@ %s; retried once this script has ended\n' \
+      "$(printf '%q ' "${left[@]}")" >&2
+  fi
+  exit $rc
+}
+if [ ${#sel[@]} -gt 0 ]; then
+  qdir=$(mktemp -d -t vkbackup-quiesce.XXXXXXXX)
+  chmod 700 "$qdir"
+  : >"$qdir/held"
+  : >"$qdir/pending"
+  setsid bash -c @GUARD@ vkbackup-guard $$ "$qdir" @UNDO@ @HELD_T@ @HELD@ \
+    </dev/null >/dev/null 2>&1 &
+  guard=$!
+  held=() since=() sig=
+  t0=$(date +%s%N)
+  trap undo EXIT
+  for c in "${sel[@]}"; do
+    # a signal waits until C is held and recorded, or known not to be ours
+    trap 'sig=1' INT TERM HUP PIPE
+    printf '%s\0' "$c" >"$qdir/pending"
+    t_hold=$(date +%s%N)
+    if @HOLD@ "$c" >/dev/null; then
+      held+=("$c") since+=("$t_hold")
+      printf '%s\0' "$c" >>"$qdir/held"
+      : >"$qdir/pending"
+    else
+      r=$?
+      if [ $r -gt 128 ]; then exit 1; fi  # the command was killed: undone if it held C
+      : >"$qdir/pending"
+      # not ours: somebody else held it between our inspect and our hold; it stays so
+      if released "$c"; then
+        printf 'vkbackup: could not @HOLD_WORD@ %q\n' "$c" >&2
+        exit 1
+      fi
+    fi
+    trap 'exit 130' INT TERM HUP PIPE
+    if [ -n "$sig" ]; then exit 130; fi
+  done
+fi
+@BODY@
+"""
 
 
 def quiesce_script(
-    containers: list[str], body: str, quiesce: str = "pause", stop_timeout: int = 10
+    containers: list[str], body: str, quiesce: str = "pause", stop_timeout: int | None = None
 ) -> str:
     """Wrap *body* so that *containers* (those running, not paused) are paused or
-    stopped around it, as *quiesce* says, and always unpaused or started again
-    (trap + setsid guard; see the module docstring). "none": *body* alone."""
+    stopped around it, one at a time, as *quiesce* says, and always unpaused or
+    started again, exactly those we held (trap + setsid guard reading a private
+    state file; see the module docstring). *stop_timeout* None: each container's
+    own stop timeout. "none": *body* alone."""
     if quiesce == "none":
         return body
     if quiesce not in QUIESCE:
         raise ValueError(f"unknown quiesce mode {quiesce!r}")
-    hold, undo, template, selected = QUIESCE[quiesce]
-    hold_argv = ["docker", hold] + (["-t", str(int(stop_timeout))] if hold == "stop" else [])
-    names = " ".join(shlex.quote(c) for c in containers)
-    return rf"""
-held=()
-for c in {names}; do
-  state=$(docker inspect -f {shlex.quote(template)} "$c" 2>/dev/null || true)
-  if [ "$state" = {shlex.quote(selected)} ]; then held+=("$c"); fi
-done
-undo() {{
-  rc=$?
-  trap '' INT TERM HUP PIPE
-  undone=1
-  for c in "${{held[@]}}"; do
-    if docker {undo} "$c" >/dev/null; then
-      ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      printf 'VKBACKUP-DOWNTIME-CONTAINER-MS %s %q\n' "$ms" "$c" >&2 || true
-    else
-      undone=0 rc=1
-    fi
-  done
-  echo "VKBACKUP-DOWNTIME-MS $(( ($(date +%s%N) - t0) / 1000000 ))" >&2 || true
-  if [ $undone = 1 ]; then kill "$guard" 2>/dev/null || true; fi
-  exit $rc
-}}
-if [ ${{#held[@]}} -gt 0 ]; then
-  t0=$(date +%s%N)
-  setsid bash -c 'p=$1; a=$2; shift 2; while kill -0 "$p" 2>/dev/null; do sleep 1; done
-docker "$a" "$@" >/dev/null 2>&1' vkbackup-guard $$ {undo} "${{held[@]}}" \
-    </dev/null >/dev/null 2>&1 &
-  guard=$!
-  trap undo EXIT
-  trap 'exit 130' INT TERM HUP PIPE
-  {shlex.join(hold_argv)} "${{held[@]}}" >/dev/null
-fi
-{body}
-"""
+    hold, undo, select_t, selected, held_t, held = QUIESCE[quiesce]
+    timeout = ["-t", str(int(stop_timeout))] if hold == "stop" and stop_timeout is not None else []
+    q = shlex.quote
+    subst = {
+        "@NAMES@": " ".join(q(c) for c in containers),
+        "@SELECT_T@": q(select_t),
+        "@SELECTED@": q(selected),
+        "@HELD_T@": q(held_t),
+        "@HELD@": q(held),
+        "@UNDO@": undo,
+        "@HOLD_WORD@": hold,
+        "@HOLD@": shlex.join(["docker", hold, *timeout]),
+        "@GUARD@": q(GUARD),
+    }
+    script = QUIESCE_SCRIPT
+    for key, value in subst.items():
+        script = script.replace(key, value)
+    return script.replace("@BODY@", body)
 
 
 def snar_path(volume: str, snapshot_id: str) -> str:
@@ -176,7 +301,7 @@ def volume_tar_script(
     snapshot_id: str,
     base_snapshot: str | None = None,
     quiesce: str = "pause",
-    stop_timeout: int = 10,
+    stop_timeout: int | None = None,
 ) -> str:
     """Bash streaming the volume as a GNU incremental tar: level 0 when *base_snapshot*
     is None, else on top of that snapshot's .snar, with the containers *stop* held
@@ -312,7 +437,7 @@ class DockerVolumeSource:
             fingerprint=tree_fp,
         )
         meta["chain"] = {"level": level, "base": base if level else None}
-        return SourcePlan(streams=[stream], meta=meta, reuse=chain[:level])
+        return SourcePlan(streams=[stream], meta=meta, reuse=chain[:level], holds=tuple(stop))
 
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str

@@ -7,7 +7,10 @@ volume on every start, as the issue's app does.
   holds nothing; the restore of the volume is identical.
 - "stop" with stop_timeout = 2: down for the timeout (SIGKILL after it) plus the
   copy; its restart rewrites the volume, so the next snapshot copies it again.
+- "stop" without stop_timeout: no `-t`, the container's own stop timeout (1 s here).
 - "none": nothing is held.
+- a container somebody else unpaused during the copy counts as released: the guard
+  is ended and a pause made afterwards stays.
 - a container somebody else paused stays paused; a SIGKILLed script's containers
   are unpaused by the guard.
 The image is made here from this machine's bash and sleep (no registry needed).
@@ -89,8 +92,7 @@ def image() -> Iterator[str]:
     docker("rmi", "-f", tag, check=False)
 
 
-@pytest.fixture
-def app(image: str) -> Iterator[tuple[str, str]]:
+def _app(image: str, *run_args: str) -> Iterator[tuple[str, str]]:
     """(container, volume): the app running on a volume with 8 MB of data."""
     tag = uuid.uuid4().hex[:8]
     name, volume = f"vkbackup-test-app-{tag}", f"vkbackup-test-vol-{tag}"
@@ -100,12 +102,23 @@ def app(image: str) -> Iterator[tuple[str, str]]:
         (root / f"blob-{i}.bin").write_bytes(os.urandom(1 << 20))
     os.symlink("blob-0.bin", root / "link")
     docker("run", "-d", "--name", name, "--network", "none", "-v", f"{volume}:/data",
-           image, "/bin/bash", "-c", APP)  # fmt: skip
+           *run_args, image, "/bin/bash", "-c", APP)  # fmt: skip
     wait_status(name, "running")
     yield name, volume
     docker("rm", "-f", name, check=False)
     docker("volume", "rm", "-f", volume, f"{volume}-restored", check=False)
     shutil.rmtree(f"/var/lib/vkbackup/snar/{volume}", ignore_errors=True)
+
+
+@pytest.fixture
+def app(image: str) -> Iterator[tuple[str, str]]:
+    yield from _app(image)
+
+
+@pytest.fixture
+def quick_app(image: str) -> Iterator[tuple[str, str]]:
+    """The app, created with its own stop timeout of 1 s (compose: stop_grace_period)."""
+    yield from _app(image, "--stop-timeout", "1")
 
 
 def status(name: str) -> str:
@@ -265,3 +278,37 @@ def test_a_killed_script_is_undone_by_the_guard(app: tuple[str, str]) -> None:
         if pid_file.exists():
             subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
             pid_file.unlink()
+
+
+def test_stop_without_stop_timeout_uses_the_containers_own(
+    tmp_path: Path, quick_app: tuple[str, str]
+) -> None:
+    """No `-t`: Docker waits the container's own 1 s, not 10 s, before SIGKILL."""
+    name, volume = quick_app
+    ident = generate_identity()
+    cfg = config(tmp_path, str(ident.recipient()), volume, quiesce="stop")
+    assert cfg.hosts["box"].sources[0].stop_timeout is None
+    born = started_at(name)
+    _, doc = snapshot(cfg)
+    down = doc["downtime"][name]
+    assert 1 <= down < 9, doc  # 10 s and more if `docker stop -t 10` had been run
+    assert status(name) == "running" and started_at(name) != born
+
+
+def test_a_container_somebody_else_released_meanwhile_is_left_alone(
+    app: tuple[str, str],
+) -> None:
+    """Our unpause fails ("not paused"); Docker says it runs, so that counts as done:
+    the script ends 0, the guard is ended, and a pause made afterwards stays."""
+    name, _ = app
+    script = quiesce_script([name], f"docker unpause {name} >/dev/null\n", "pause")
+    cp = subprocess.run(pipeline_argv(script), capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert "VKBACKUP-DOWNTIME-CONTAINER-MS" not in cp.stderr
+    assert status(name) == "running"
+    docker("pause", name)  # another run, right after
+    try:
+        time.sleep(2.5)  # longer than the guard's poll
+        assert status(name) == "paused"
+    finally:
+        docker("unpause", name)

@@ -60,7 +60,5 @@ def test_a_cancelled_run_stops_waiting() -> None:
         t.join(10)
     assert not t.is_alive()
     assert [str(e) for e in errors] == ["cancelled"]
-    with pytest.raises(SnapshotError):  # and no new wait starts once cancelled
-        with holds.holding(["app"]):
-            with holds.holding(["app"]):
-                pass
+    with pytest.raises(SnapshotError), holds.holding(["app"]), holds.holding(["app"]):
+        pass  # and no new wait starts once cancelled

@@ -137,6 +137,9 @@ def test_good_names_are_discovered(found: tuple[Any, FakeHost, list[str]]) -> No
         "chatwoot_storage_data": ["chatwoot-chatwoot-1"],
     }
     assert d.pg_data_volumes == {"chatwoot_postgres_data"}
+    # each named container's image, for quiesce = "stop" on a Redis volume
+    assert d.images["chatwoot-redis-1"] == "redis:7"
+    assert BAD_CONTAINER not in d.images
     assert [(db.container, db.user, db.databases) for db in d.databases] == [
         ("chatwoot-postgres-1", "postgres", ["chatwoot_production"])
     ]

@@ -18,6 +18,7 @@ from vkbackup.actions.init import (
     toml_key,
     toml_str,
 )
+from vkbackup.config import parse_config
 from vkbackup.config.model import HostConfig
 
 INJECT = "\nretention.keep_last = 1\n"
@@ -78,7 +79,7 @@ def test_discovered_names_cannot_add_keys(h: str) -> None:
     want_keys = {
         "postgres": {"type", "name", "container", "database", "user"},
         "files": {"type", "name", "paths", "secret"},
-        "docker-volume": {"type", "name", "volume", "stop"},
+        "docker-volume": {"type", "name", "volume", "stop", "quiesce"},
         "docker-image": {"type", "name", "images"},
     }
     for s in sources:
@@ -99,3 +100,29 @@ def test_discovered_names_cannot_add_keys(h: str) -> None:
     # every line a comment or a piece of TOML: nothing of a name begins a line
     for line in text.splitlines():
         assert not line.startswith(("retention", "webhook_url", "[hosts.evil]", "address = '"))
+
+
+def test_a_volume_redis_uses_is_stopped_the_others_paused() -> None:
+    """Redis writes a fresh dump on shutdown: its volume gets quiesce = "stop"; every
+    other volume an explicit quiesce = "pause", each with a comment saying why."""
+    d = Discovery(
+        facts={},
+        volumes={"cache": ["redis-1", "web"], "uploads": ["web"], "tagged": ["app"]},
+        images={
+            "redis-1": "docker.io/bitnami/redis:7.2@sha256:" + "a" * 64,
+            "web": "nginx:1.27",
+            "app": "app:redis-fix",  # a tag names no Redis
+        },
+    )
+    host = HostConfig(name="prod", address="203.0.113.7")
+    text = render_config("prod", host, d, STORAGE, ENCRYPTION)
+    vols = {s["volume"]: s for s in tomllib.loads(text)["hosts"]["prod"]["sources"]}
+    assert {v: s["quiesce"] for v, s in vols.items()} == {
+        "cache": "stop",
+        "uploads": "pause",
+        "tagged": "pause",
+    }
+    assert "# stopped while it is copied: redis-1 runs Redis" in text
+    assert text.count("# paused while it is copied") == 2
+    cfg = parse_config(tomllib.loads(text), "init.toml")  # and the loader takes it
+    assert [s.quiesce for s in cfg.hosts["prod"].sources] == ["stop", "pause", "pause"]

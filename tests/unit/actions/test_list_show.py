@@ -195,3 +195,23 @@ def test_private_summary_of_every_source_type() -> None:
     assert "... and 5 more" in text and "/etc/f39" in text and "/etc/f40" not in text
     assert "error: no file matches /srv/x*" in text
     assert "compose projects: chatwoot, visualkit" in text
+    assert "used by app; stopped app" in text  # a snapshot from before quiesce: stopped
+
+
+@pytest.mark.parametrize(
+    ("quiesce", "held"),
+    [("pause", "paused app"), ("stop", "stopped app"), ("none", "held nothing (quiesce = none)")],
+)
+def test_a_volume_says_what_was_held_as_its_quiesce_says(quiesce: str, held: str) -> None:
+    from vkbackup.actions.list_show import _private_lines
+
+    meta = {
+        "volume": "uploads",
+        "used_by": ["app"],
+        "stopped": [] if quiesce == "none" else ["app"],
+        "quiesce": quiesce,
+        "size": 2048,
+    }
+    private = {"sources": {"uploads": {"type": "docker-volume", "meta": meta, "error": None}}}
+    text = "\n".join(_private_lines(summarize_private(private)))
+    assert f"volume uploads, 2.0 KiB; used by app; {held}" in text

@@ -6,6 +6,9 @@ the module docstring is exercised without a Docker Engine: only running,
 unpaused containers are held; exactly those are undone on success, on error,
 on SIGTERM and (by the setsid guard) on SIGKILL; a container somebody else
 paused stays paused; the guard never acts after a clean end; names stay data.
+Partial failures (a hold or an undo failing for one container, a container held by
+somebody else between our inspect and our hold, a SIGKILL inside a hold command)
+leave every container that is not ours alone, now and after the script's end.
 An unchanged tree is referenced in `plan`, before anything is held.
 """
 
@@ -56,6 +59,7 @@ case $cmd in
     st=$(cat "$f")
     case $2 in
       *State.Status*) echo "$st";;
+      '{{.State.Running}}') [ "$st" = exited ] && echo false || echo true;;
       *) r=true p=false
          [ "$st" = exited ] && r=false
          [ "$st" = paused ] && p=true
@@ -64,7 +68,17 @@ case $cmd in
   pause|unpause|start|stop)
     [ "$cmd" = stop ] && [ "$1" = -t ] && shift 2
     for c in "$@"; do
-      f=$DOCKER_STATE/$(key "$c")
+      k=$(key "$c")
+      f=$DOCKER_STATE/$k
+      # injected: somebody else holds C just before this command (race-CMD-KEY holds
+      # the state they leave), it fails (fail-CMD-KEY; "once": only the first time),
+      # or it takes a while after acting (slow-CMD-KEY holds the seconds)
+      race=$DOCKER_STATE/race-$cmd-$k fail=$DOCKER_STATE/fail-$cmd-$k
+      if [ -f "$race" ]; then cat "$race" >"$f"; rm -f "$race"; fi
+      if [ -f "$fail" ]; then
+        [ "$(cat "$fail")" = once ] && rm -f "$fail"
+        echo "Error: $cmd $c failed" >&2; rc=1; continue
+      fi
       st=$(cat "$f" 2>/dev/null || echo missing)
       case $cmd:$st in
         pause:running) echo paused >"$f";;
@@ -73,6 +87,7 @@ case $cmd in
         stop:running|stop:paused) echo exited >"$f";;
         *) echo "Error: cannot $cmd $c: it is $st" >&2; rc=1;;
       esac
+      [ -f "$DOCKER_STATE/slow-$cmd-$k" ] && sleep "$(cat "$DOCKER_STATE/slow-$cmd-$k")"
     done;;
 esac
 exit $rc
@@ -99,6 +114,10 @@ class Host:
     def set(self, name: str, state: str) -> None:
         self._file(name).write_text(state + "\n")
 
+    def inject(self, kind: str, cmd: str, name: str, value: str = "") -> None:
+        """race / fail / slow: see FAKE_DOCKER."""
+        (self.root / "state" / f"{kind}-{cmd}-{self._file(name).name}").write_text(value)
+
     def state(self, name: str) -> str:
         return self._file(name).read_text().strip()
 
@@ -106,7 +125,9 @@ class Host:
         return (self.root / "docker.log").read_text().splitlines()
 
     def env(self) -> dict[str, str]:
+        (self.root / "tmp").mkdir(exist_ok=True)
         return {
+            "TMPDIR": str(self.root / "tmp"),
             "PATH": f"{self.root / 'bin'}:/usr/bin:/bin",
             "DOCKER_STATE": str(self.root / "state"),
             "DOCKER_LOG": str(self.root / "docker.log"),
@@ -261,6 +282,136 @@ def test_hostile_container_names_stay_data_while_held(host: Host, mode: str) -> 
         assert set(parse_container_downtime(cp.stderr)) <= {"app"}
 
 
+# -- partial failures: only what is ours, only while it is ours ----------------------
+
+
+def holds(h: Host, cmd: str) -> list[str]:
+    return [line for line in h.log() if line.startswith(f"docker {cmd} ")]
+
+
+def three(h: Host) -> list[str]:
+    for c in ("a", "b", "c"):
+        h.set(c, "running")
+    return ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("mode", ["pause", "stop"])
+def test_a_failed_hold_undoes_what_was_held_and_the_guard_stays_away(host: Host, mode: str) -> None:
+    names = three(host)
+    host.inject("fail", mode, "b")
+    cp = host.run(quiesce_script(names, f"touch {host.root}/copied", mode))
+    assert cp.returncode == 1 and f"could not {mode} b" in cp.stderr
+    assert not (host.root / "copied").exists()  # no copy of a tree b may be writing
+    assert [host.state(c) for c in names] == ["running"] * 3
+    assert [line.split()[-1] for line in holds(host, mode)] == ["a", "b"]  # c: never
+    assert holds(host, UNDO[mode]) == [f"docker {UNDO[mode]} a"]
+    assert set(parse_container_downtime(cp.stderr)) == {"a"}
+    host.set("a", HOLD[mode])  # another run holds a right after
+    time.sleep(2.5)  # longer than the guard's poll
+    assert host.state("a") == HOLD[mode] and len(holds(host, UNDO[mode])) == 1
+
+
+@pytest.mark.parametrize("mode", ["pause", "stop"])
+def test_a_container_somebody_else_holds_just_before_our_hold_stays_theirs(
+    host: Host, mode: str
+) -> None:
+    names = three(host)
+    host.inject("race", mode, "b", HOLD[mode])  # they pause b between inspect and pause
+    body = f"cat $DOCKER_STATE/* >{host.root}/during 2>/dev/null || true"
+    cp = host.run(quiesce_script(names, body, mode))
+    assert cp.returncode == 0, cp.stderr
+    assert [host.state(c) for c in names] == ["running", HOLD[mode], "running"]
+    assert [line.split()[-1] for line in holds(host, UNDO[mode])] == ["a", "c"]
+    assert set(parse_container_downtime(cp.stderr)) == {"a", "c"}
+    time.sleep(2.5)
+    assert host.state("b") == HOLD[mode] and len(holds(host, UNDO[mode])) == 2
+
+
+def test_no_downtime_when_every_hold_found_the_container_held_already(host: Host) -> None:
+    names = three(host)
+    for c in names:
+        host.inject("race", "pause", c, "paused")
+    cp = host.run(quiesce_script(names, "true", "pause"))
+    assert cp.returncode == 0, cp.stderr
+    assert [host.state(c) for c in names] == ["paused"] * 3 and holds(host, "unpause") == []
+    assert parse_downtime(cp.stderr) is None and parse_container_downtime(cp.stderr) == {}
+
+
+@pytest.mark.parametrize("mode", ["pause", "stop"])
+def test_a_failed_undo_is_retried_by_the_guard_for_that_container_alone(
+    host: Host, mode: str
+) -> None:
+    names = three(host)
+    host.inject("fail", UNDO[mode], "b", "once")
+    cp = host.run(quiesce_script(names, "true", mode))
+    assert cp.returncode == 1 and f"could not {UNDO[mode]} b" in cp.stderr
+    assert [host.state(c) for c in names] == ["running", HOLD[mode], "running"]
+    assert set(parse_container_downtime(cp.stderr)) == {"a", "c"}
+    host.set("a", HOLD[mode])  # another run holds a meanwhile: not ours to undo
+    host.wait_for("b", "running", timeout=10)  # the guard, after the script's end
+    time.sleep(0.5)
+    assert host.state("a") == HOLD[mode]
+    assert [line.split()[-1] for line in holds(host, UNDO[mode])] == ["a", "b", "c", "b"]
+    assert list((host.root / "tmp").iterdir()) == []  # the guard removed the state dir
+
+
+@pytest.mark.parametrize("mode", ["pause", "stop"])
+def test_an_undo_somebody_else_already_did_counts_as_done(host: Host, mode: str) -> None:
+    names = three(host)
+    # somebody releases b during the copy: our undo fails, Docker says it is released
+    body = f"echo running >$DOCKER_STATE/{hashlib.md5(b'b').hexdigest()}"
+    cp = host.run(quiesce_script(names, body, mode))
+    assert cp.returncode == 0, cp.stderr
+    assert [host.state(c) for c in names] == ["running"] * 3
+    # (`docker start` of a running container succeeds: nothing to tell apart)
+    done = {"a", "c"} if mode == "pause" else {"a", "b", "c"}
+    assert set(parse_container_downtime(cp.stderr)) == done
+    host.set("b", HOLD[mode])  # another run holds b: the guard was ended, stays away
+    time.sleep(2.5)
+    assert host.state("b") == HOLD[mode] and len(holds(host, UNDO[mode])) == 3
+    assert list((host.root / "tmp").iterdir()) == []
+
+
+def test_the_state_is_kept_in_a_private_directory_removed_at_the_end(host: Host) -> None:
+    body = (
+        f'stat -c %a "$qdir" >{host.root}/mode; '
+        f'tr "\\0" "\\n" <"$qdir/held" >{host.root}/held; ls "$qdir" >{host.root}/files'
+    )
+    cp = host.run(quiesce_script(["app", "held-by-someone"], body, "pause"))
+    assert cp.returncode == 0, cp.stderr
+    assert (host.root / "mode").read_text().strip() == "700"
+    assert (host.root / "held").read_text().split() == ["app"]  # ours only
+    assert list((host.root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["pause", "stop"])
+def test_sigkill_during_a_hold_command_is_undone_by_the_guard(host: Host, mode: str) -> None:
+    names = three(host)
+    host.inject("slow", mode, "b", "2")  # b is held, its command has not returned yet
+    proc = host.start(quiesce_script(names, long_body(host), mode))
+    host.wait_for("b", HOLD[mode])
+    proc.kill()
+    proc.wait(timeout=10)
+    host.wait_for("a", "running", timeout=10)
+    host.wait_for("b", "running", timeout=10)
+    assert host.state("c") == "running"  # never held
+    assert [line.split()[-1] for line in holds(host, UNDO[mode])] == ["a", "b"]
+
+
+def test_a_signal_during_a_hold_waits_until_it_is_recorded(host: Host) -> None:
+    names = three(host)
+    host.inject("slow", "pause", "b", "1")
+    proc = host.start(quiesce_script(names, long_body(host), "pause"))
+    host.wait_for("b", "paused")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    assert [host.state(c) for c in names] == ["running"] * 3
+    assert [line.split()[-1] for line in holds(host, "pause")] == ["a", "b"]
+    assert [line.split()[-1] for line in holds(host, "unpause")] == ["a", "b"]
+    out = (host.root / "out").read_text()
+    assert set(parse_container_downtime(out)) == {"a", "b"}
+
+
 # -- the script text --------------------------------------------------------------
 
 
@@ -268,12 +419,17 @@ def test_script_text_of_each_mode() -> None:
     pause = volume_tar_script("vol", ["app"], "zstd", "20261130T030000Z-aaaa")
     assert "docker pause" in pause and "unpause" in pause and "docker stop" not in pause
     stop = volume_tar_script("vol", ["app"], "zstd", "20261130T030000Z-aaaa", quiesce="stop")
-    assert "docker stop -t 10 " in stop and 'docker start "$c"' in stop
-    assert "vkbackup-guard $$ start" in stop and "-t 60" not in stop
+    # no stop_timeout: no -t, so Docker uses the container's own stop timeout
+    assert 'docker stop "$c"' in stop and "docker start" in stop and "docker stop -t" not in stop
+    assert 'vkbackup-guard $$ "$qdir" start' in stop and "-t 60" not in stop
+    ten = volume_tar_script(
+        "vol", ["app"], "zstd", "20261130T030000Z-aaaa", quiesce="stop", stop_timeout=10
+    )
+    assert 'docker stop -t 10 "$c"' in ten
     quick = volume_tar_script(
         "vol", ["app"], "zstd", "20261130T030000Z-aaaa", quiesce="stop", stop_timeout=0
     )
-    assert "docker stop -t 0 " in quick
+    assert 'docker stop -t 0 "$c"' in quick
     none = volume_tar_script("vol", ["app"], "zstd", "20261130T030000Z-aaaa", quiesce="none")
     assert "docker pause" not in none and "docker stop" not in none and "trap" not in none
     assert "tar -cf -" in none
@@ -370,6 +526,7 @@ def test_an_unchanged_tree_is_referenced_before_anything_is_held(mode: str) -> N
     kw: dict[str, Any] = {"quiesce": mode}
     plan = plan_of(volume_cfg(**kw), t, "f" * 64)
     assert plan.streams == [] and plan.meta["chain"]["unchanged"] is True
+    assert plan.holds == ()  # nothing streams, nothing is held: no other source waits
     assert [o.chain for o in plan.reuse] == [0]
     for argv in t.calls:  # the only commands that ran: queries
         assert not any(w in HOLDING for w in argv[:2]), argv
@@ -379,13 +536,14 @@ def test_an_unchanged_tree_is_referenced_before_anything_is_held(mode: str) -> N
 @pytest.mark.parametrize(
     ("mode", "timeout", "expect", "absent"),
     [
-        ("pause", 10, "docker pause ", "docker stop"),
-        ("stop", 3, "docker stop -t 3 ", "docker pause"),
-        ("none", 10, "tar -cf -", "trap undo"),
+        ("pause", None, "docker pause ", "docker stop"),
+        ("stop", 3, 'docker stop -t 3 "$c"', "docker pause"),
+        ("stop", None, 'docker stop "$c"', "docker stop -t"),
+        ("none", None, "tar -cf -", "trap undo"),
     ],
 )
 def test_a_changed_tree_is_copied_as_quiesce_says(
-    mode: str, timeout: int, expect: str, absent: str
+    mode: str, timeout: int | None, expect: str, absent: str
 ) -> None:
     t = FakeTransport(tree="e" * 64)
     plan = plan_of(volume_cfg(quiesce=mode, stop_timeout=timeout), t, "f" * 64)
@@ -395,6 +553,8 @@ def test_a_changed_tree_is_copied_as_quiesce_says(
     assert stream.fingerprint == "volume-tree:vol:" + "e" * 64
     assert plan.meta["quiesce"] == mode
     assert plan.meta["stopped"] == ([] if mode == "none" else ["app"])
+    # what the run serializes on (actions.snapshot.HoldLocks): the containers it holds
+    assert plan.holds == (() if mode == "none" else ("app",))
 
 
 def test_after_stream_records_the_total_and_each_container() -> None:
@@ -425,9 +585,11 @@ def source_of(**source: Any) -> SourceConfig:
     return parse_config(config_with(**source), "t.toml").hosts["prod"].sources[0]
 
 
-def test_quiesce_defaults_to_pause_and_stop_timeout_to_dockers_10() -> None:
+def test_quiesce_defaults_to_pause_and_stop_timeout_to_the_containers_own() -> None:
     s = source_of()
-    assert (s.quiesce, s.stop_timeout) == ("pause", 10)
+    assert (s.quiesce, s.stop_timeout) == ("pause", None)
+    assert source_of(quiesce="stop").stop_timeout is None
+    assert source_of(quiesce="stop", stop_timeout=10).stop_timeout == 10
     s = source_of(quiesce="stop", stop_timeout=2)
     assert (s.quiesce, s.stop_timeout) == ("stop", 2)
     assert source_of(quiesce="none").quiesce == "none"
