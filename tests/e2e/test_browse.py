@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import treesig
+from tests.e2e.labconfig import drop_volume, own_config, volume_source
 from tests.lab.api import Lab
 
 VOLUME = "vk_browse"
@@ -49,23 +49,16 @@ def volume(lab: Lab) -> Iterator[str]:
     try:
         yield VOLUME
     finally:
-        lab.ssh("prod", f"docker volume rm -f {VOLUME}; rm -rf /var/lib/vkbackup/snar/{VOLUME}")
+        drop_volume(lab, VOLUME)
         lab.ssh("prod", f"rm -rf {INTO}")
 
 
 @pytest.fixture
 def cfg(lab: Lab, tmp_path: Path, volume: str) -> Path:
     """The lab config with its own local storage and the test volume as a source."""
-    text = lab.config_path.read_text()
-    text = re.sub(r'(?m)^path = ".*"$', f'path = "{tmp_path / "store"}"', text, count=1)
-    text += (
-        f'\n[[hosts.prod.sources]]\ntype = "docker-volume"\nname = "{SOURCE}"\n'
-        f'volume = "{volume}"\nstop = []\n'
+    return own_config(
+        lab, tmp_path / "vkbackup.toml", tmp_path / "store", volume_source(SOURCE, volume)
     )
-    p = tmp_path / "vkbackup.toml"
-    p.write_text(text)
-    p.chmod(0o600)
-    return p
 
 
 def snapshot(cfg: Path, source: str = SOURCE) -> str:

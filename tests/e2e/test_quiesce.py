@@ -19,7 +19,6 @@ measured in benchmarks/, not asserted here.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.labconfig import drop_volume, own_config, volume_source
 from tests.lab.api import Lab
 
 VOLUME = "vk_quiesce"
@@ -65,25 +65,16 @@ def app(lab: Lab) -> Iterator[str]:
     try:
         yield CONTAINER
     finally:
-        lab.ssh(
-            "prod",
-            f"docker rm -f {CONTAINER} >/dev/null; docker volume rm -f {VOLUME}; "
-            f"rm -rf /var/lib/vkbackup/snar/{VOLUME}",
-        )
+        lab.ssh("prod", f"docker rm -f {CONTAINER} >/dev/null")
+        drop_volume(lab, VOLUME)
 
 
 def config(lab: Lab, tmp_path: Path, quiesce: str) -> Path:
-    text = lab.config_path.read_text()
-    text = re.sub(r'(?m)^path = ".*"$', f'path = "{tmp_path / quiesce}"', text, count=1)
-    text += (
-        f'\n[[hosts.prod.sources]]\ntype = "docker-volume"\nname = "quiesce"\n'
-        f'volume = "{VOLUME}"\nstop = ["{CONTAINER}"]\nquiesce = "{quiesce}"\n'
-        + ("stop_timeout = 3\n" if quiesce == "stop" else "")
-    )
-    p = tmp_path / f"{quiesce}.toml"
-    p.write_text(text)
-    p.chmod(0o600)
-    return p
+    keys: dict[str, Any] = {"stop": [CONTAINER], "quiesce": quiesce}
+    if quiesce == "stop":
+        keys["stop_timeout"] = 3
+    src = volume_source("quiesce", VOLUME, **keys)
+    return own_config(lab, tmp_path / f"{quiesce}.toml", tmp_path / quiesce, src)
 
 
 def source(doc: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ computed here are at most the real ones.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.labconfig import drop_volume, own_config, volume_source
 from tests.lab.api import Lab
 
 VOLUME = "vk_ratelimit"
@@ -52,22 +52,15 @@ def volume(lab: Lab) -> Iterator[str]:
     try:
         yield VOLUME
     finally:
-        lab.ssh("prod", f"docker volume rm -f {VOLUME}; rm -rf /var/lib/vkbackup/snar/{VOLUME}")
+        drop_volume(lab, VOLUME)
 
 
 @pytest.fixture
 def cfg(lab: Lab, tmp_path: Path, volume: str) -> Path:
     """The lab config with its own local storage and the volume as one more source."""
-    text = lab.config_path.read_text()
-    text = re.sub(r'(?m)^path = ".*"$', f'path = "{tmp_path / "store"}"', text, count=1)
-    text += (
-        f'\n[[hosts.prod.sources]]\ntype = "docker-volume"\nname = "{SOURCE}"\n'
-        f'volume = "{volume}"\nstop = []\n'
+    return own_config(
+        lab, tmp_path / "vkbackup.toml", tmp_path / "store", volume_source(SOURCE, volume)
     )
-    p = tmp_path / "vkbackup.toml"
-    p.write_text(text)
-    p.chmod(0o600)
-    return p
 
 
 def test_upload_and_download_never_exceed_4_mib_per_s_on_a_64_mib_volume(
