@@ -90,8 +90,10 @@ def test_drill_reports_rto_and_rpo_and_tears_down(
     # the drill rebuilt the whole server, and its report lists every host step with
     # its time: the RTO includes installing Docker, Caddy and UFW on the bare host
     host_steps = [s for s in doc["restore"]["steps"] if s["kind"].startswith("host-")]
-    assert [s["kind"] for s in host_steps] == [
-        "host-packages", "host-users", "host-files", "host-services", "host-firewall",
+    assert sorted(s["id"] for s in host_steps) == [
+        "host-files:host", "host-files:host:docker", "host-firewall:host",
+        "host-packages:host", "host-packages:host:docker", "host-services:host",
+        "host-users:host",
     ]  # fmt: skip
     assert all(s["status"] == "done" and s["seconds"] >= 0 for s in host_steps)
     for s in host_steps:

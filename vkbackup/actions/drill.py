@@ -400,12 +400,13 @@ def render_markdown(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -
         "",
         "## Timeline",
         "",
-        "| # | step | status | seconds | detail |",
-        "|---|---|---|---|---|",
+        "| # | step | status | started at s | seconds | detail |",
+        "|---|---|---|---|---|---|",
     ]
     for i, s in enumerate(r["steps"], 1):
         detail = str(s["detail"]).replace("|", "\\|")[:120]
-        out.append(f"| {i} | `{s['id']}` | {s['status']} | {s['seconds']:.1f} | {detail} |")
+        at = f"{float(s['started']):.1f}" if "started" in s else ""
+        out.append(f"| {i} | `{s['id']}` | {s['status']} | {at} | {s['seconds']:.1f} | {detail} |")
     out += ["", "## Verified", ""] + [f"- {v}" for v in r["verified"]]
     if r["dns"]:
         out += ["", "## DNS records to move on incident day", ""] + [f"- `{d}`" for d in r["dns"]]
@@ -417,15 +418,27 @@ def render_markdown(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -
     return "\n".join(out) + "\n"
 
 
+def step_spans(steps: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(start, seconds) of each step of a report: its recorded start (steps run side
+    by side), or in a report of an older version, which recorded none because its
+    steps ran one after the other, the end of the step before it."""
+    spans: list[tuple[float, float]] = []
+    offset = 0.0
+    for s in steps:
+        start, secs = float(s.get("started", offset)), float(s["seconds"])
+        spans.append((start, secs))
+        offset = start + secs
+    return spans
+
+
 def render_html(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -> str:
     r = doc["restore"]
-    total = max(sum(float(s["seconds"]) for s in r["steps"]), 0.001)
+    spans = step_spans(r["steps"])
+    total = max([a + b for a, b in spans] + [0.001])
     e = html.escape
     rows = []
-    offset = 0.0
-    for s in r["steps"]:
-        secs = float(s["seconds"])
-        left = 100 * offset / total
+    for s, (start, secs) in zip(r["steps"], spans, strict=True):
+        left = 100 * start / total
         width = max(100 * secs / total, 0.3)
         color = {"done": "#2e7d32", "already-done": "#9e9e9e", "failed": "#c62828"}.get(
             s["status"], "#1565c0"
@@ -435,7 +448,6 @@ def render_html(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -> st
             f"<td class=n>{secs:.1f}</td><td class=bar><div style='margin-left:{left:.2f}%;"
             f"width:{width:.2f}%;background:{color}'></div></td><td>{e(str(s['detail'])[:100])}</td></tr>"
         )
-        offset += secs
     verdict = "PASSED" if doc["status"] == "ok" else "FAILED"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vkbackup drill {e(doc["host"])} {e(doc["started"])}</title>

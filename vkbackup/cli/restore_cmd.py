@@ -29,9 +29,13 @@ def print_plan(plan: Plan) -> None:
         f"restore plan for snapshot {plan.snapshot_id} of {plan.host} "
         f"(playbook: {plan.playbook}), {human_bytes(plan.bytes)} to transfer:"
     )
+    number = {s.id: i for i, s in enumerate(plan.steps, 1)}
     for i, s in enumerate(plan.steps, 1):
         size = f"  [{human_bytes(s.bytes)}]" if s.objects else ""
+        waits = ",".join(str(number[a]) for a in s.after if a in number)
         click.echo(f"  {i:2}. {s.id:40} {s.title}{size}")
+        if waits:
+            click.echo(f"      {'':40} after {waits}")
     for w in plan.warnings:
         click.echo(f"  warning: {w}")
 
@@ -40,8 +44,11 @@ def print_report(report: RestoreReport) -> None:
     click.echo(
         f"restore of {report.snapshot} ({report.host}) onto {report.target}: {report.status}"
     )
+    click.echo(f"  {'status':12} {'at':>7}  {'took':>7}  step (in the order they ended)")
     for s in report.steps:
-        click.echo(f"  {s.status:12} {s.seconds:7.1f}s  {s.id:40} {s.detail[:100]}")
+        click.echo(
+            f"  {s.status:12} {s.started:6.1f}s {s.seconds:7.1f}s  {s.id:40} {s.detail[:100]}"
+        )
     click.echo(f"  time to healthy (RTO): {report.rto_seconds:.1f}s")
     click.echo(f"  snapshot age (RPO): {report.snapshot_age_seconds / 3600:.1f}h")
     if report.verified:
@@ -152,7 +159,13 @@ def restore_cmd(
                     "target": f"{target.user}@{target.address}:{target.port}",
                     "bytes": plan.bytes,
                     "steps": [
-                        {"id": s.id, "kind": s.kind, "title": s.title, "bytes": s.bytes}
+                        {
+                            "id": s.id,
+                            "kind": s.kind,
+                            "title": s.title,
+                            "bytes": s.bytes,
+                            "after": list(s.after),
+                        }
                         for s in plan.steps
                     ],
                     "warnings": plan.warnings,

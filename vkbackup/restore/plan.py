@@ -1,30 +1,46 @@
-"""The restore plan: which steps, in which order. Pure: no effects.
+"""The restore plan: which steps, and what each waits for. Pure: no effects.
 
 Each source module says which steps bring its data back (`restore_steps`);
-this module only decides the order and the start groups, from the snapshot's
-own record of the host (compose projects and their containers), refined by an
-optional playbook. So a snapshot of any Docker host restores without one.
+this module decides the order, what each step waits for (`Step.after`, see
+`wire`) and the start groups, from the snapshot's own record of the host
+(compose projects and their containers), refined by an optional playbook. So
+a snapshot of any Docker host restores without one.
 
-Derived order:
-    preflight
-    -> the host (a `host` source): packages (Docker Engine and Compose included),
-       users and groups, /etc and Caddy's data
-    -> ensure-docker -> files -> images -> volumes
-    -> per database: start its container, restore roles + dump, compare row counts
-    -> start compose projects (playbook order first; then the rest, databases'
-       projects first, host-network / port 80/443 proxies last)
-    -> the host's units (Caddy restarted with the certificates it had) -> firewall
-    -> health (every container that ran at snapshot time runs, healthchecks
-       healthy, playbook HTTP checks answer) -> DNS checklist
+The plan is a graph the runner walks several steps at a time; listed in plan
+order (which is also the order ready steps start in), each with what it waits
+for:
+    preflight                         alone, before anything else
+    host-packages (Docker's)          preflight; lays the apt sources too
+    host-packages (the rest)          Docker's packages
+    host-users                        every package (packages create system users)
+    host-files (Docker's config)      Docker's packages; restarts the daemon when
+                                      it changed its configuration
+    host-files (/etc, Caddy's data)   users (owners are mapped by name)
+    ensure-docker                     Docker's packages and configuration
+    files                             host-files (their paths may overlap /etc)
+    images, volumes                   ensure-docker
+    a database's container start      files, volumes and the images holding its
+                                      own image (not the others)
+    its database                      that start
+    compose starts                    all data: files, images, volumes, databases;
+                                      the playbook's groups one after the other,
+                                      the projects it does not name side by side,
+                                      host-network / port 80/443 proxies after
+                                      them; two starts of one project never at
+                                      once (they would race to create its network)
+    host-services (units, Caddy)      host-files and files
+    host-firewall                     everything before it
+    health, then the DNS checklist    everything before it
 
-The host comes first because everything else needs it: Docker from its
-packages, the users that own restored files, /etc. Data goes in before
-anything starts, so no service ever starts on half of its data; the
-database's own container starts early because the dump is restored through
-its server. Caddy restarts only once the apps behind it run, and the firewall
-goes last, once nothing else needs a new way in: it is applied behind a
-rollback that only a new SSH connection cancels, and health runs after it, so
-a pass means users get in through it.
+The host's packages come first because Docker comes from them, and the rest
+install while the images and volumes stream in, since nothing but the host's
+own units needs them. Data goes in before any app starts, so no service ever
+starts on half of its data; the database's own container starts as soon as
+its image is in, because the dump is restored through its server. Caddy may
+restart before the apps behind it run: it answers 502 until they do, and
+health waits for the apps. The firewall goes last, once nothing else needs a
+new way in: it is applied behind a rollback that only a new SSH connection
+cancels, and health runs after it, so a pass means users get in through it.
 """
 
 from __future__ import annotations
@@ -41,9 +57,12 @@ from vkbackup.restore.steps import (
     DnsParams,
     EnsureDockerParams,
     HealthParams,
+    HostFilesParams,
     HostFirewallParams,
+    HostPackagesParams,
     HostServicesParams,
     HttpCheckParams,
+    ImageParams,
     PreflightParams,
     StartParams,
     Step,
@@ -176,18 +195,25 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
                 steps += _source_steps(entry, by_source.get(entry.name, []), private)
     started: set[tuple[str, str]] = set()
     db_projects: list[str] = []
+    roles: dict[str, str] = {}  # start step id -> db | named | derived | edge
+    db_start: dict[str, str] = {}  # database step id -> its container's start step id
+    db_image: dict[str, str] = {}  # a database's start step id -> its container's image
     for entry in restorable:
         if not isinstance(entry.meta, postgres.Meta):
             continue
         c = facts.container(entry.meta.container)
         if c is not None and c.project and c.service and c.project in facts.projects:
             project = facts.projects[c.project]
-            steps.append(
-                _start(project, [c.service], f"start {c.service} of {c.project} (database)")
-            )
-            started.add((c.project, c.service))
-            db_projects.append(c.project)
+            first = _start(project, [c.service], f"start {c.service} of {c.project} (database)")
+            own_start: str | None = first.id
+            if (c.project, c.service) not in started:  # two databases of one server
+                steps.append(first)
+                roles[first.id] = "db"
+                db_image[first.id] = c.image
+                started.add((c.project, c.service))
+                db_projects.append(c.project)
         else:
+            own_start = None
             warnings.append(
                 f"database container {entry.meta.container} is not a compose service: "
                 "start it yourself before the database step"
@@ -196,6 +222,8 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             if isinstance(step.params, DatabaseParams) and c is not None and c.project:
                 # found on the target by what it is, not by the name it had on prod
                 step.params = replace(step.params, project=c.project, service=c.service)
+                if own_start is not None:
+                    db_start[step.id] = own_start
             steps.append(step)
     # start groups: the playbook's order first, then what it did not name
     groups: list[StartGroup] = list(playbook.start)
@@ -208,7 +236,7 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         )
     )
     groups += [StartGroup(p) for p in rest]
-    for g in groups:
+    for i, g in enumerate(groups):
         proj = facts.projects.get(g.project)
         if proj is None:
             warnings.append(f"playbook start group {g.project!r}: no such compose project")
@@ -224,11 +252,19 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         if not todo:
             continue
         started.update((g.project, s) for s in todo)
-        steps.append(_start(proj, todo, f"start {g.project}: {', '.join(todo)}"))
+        step = _start(proj, todo, f"start {g.project}: {', '.join(todo)}")
+        steps.append(step)
+        roles[step.id] = (
+            "named"
+            if i < len(playbook.start)
+            else ("edge" if _is_edge_proxy(proj, facts) else "derived")
+        )
     for p, proj in facts.projects.items():
         for s in proj.services:
             if (p, s) not in started:
-                steps.append(_start(proj, [s], f"start {p}: {s}"))
+                step = _start(proj, [s], f"start {p}: {s}")
+                steps.append(step)
+                roles[step.id] = "derived"
                 started.add((p, s))
     host_late.sort(key=lambda s: isinstance(s.params, HostFirewallParams))  # firewall last
     steps += host_late
@@ -258,4 +294,80 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             DnsParams(zone=playbook.dns_zone, records=tuple(playbook.dns_records)),
         )
     )
+    wire(steps, roles, db_start, db_image)
     return Plan(manifest.id, manifest.host, playbook.name, steps, warnings)
+
+
+def wire(
+    steps: list[Step],
+    roles: dict[str, str],
+    db_start: dict[str, str],
+    db_image: dict[str, str],
+) -> None:
+    """Set what each step waits for (`Step.after`), from its kind and, for a start,
+    its role (*roles*: db, named, derived or edge); *db_start* maps a database step
+    to its container's start, *db_image* that start to the container's image. Every
+    step waits only for steps before it, so the plan's order is one they can run in.
+    See the module docstring for why each waits for what it does."""
+    earlier: list[str] = []
+
+    def of(*kinds: str) -> list[str]:
+        return [s.id for s in steps if s.kind in kinds]
+
+    docker_pk = [
+        s.id for s in steps if isinstance(s.params, HostPackagesParams) and s.params.docker
+    ]
+    packages, users = of("host-packages"), of("host-users")
+    daemon = [s.id for s in steps if isinstance(s.params, HostFilesParams) and s.params.only]
+    hfiles = of("host-files")
+    ensure, files_, images, volumes = of("ensure-docker"), of("files"), of("image"), of("volume")
+    databases = of("database")
+    db_starts = [i for i, r in roles.items() if r == "db"]
+    chain: list[str] = []  # the playbook's start groups go one after the other
+    apps: list[str] = []  # every start but edge proxies'
+    for s in steps:
+        after: list[str] = ["preflight"] if s.kind != "preflight" else []
+        p = s.params
+        if isinstance(p, HostPackagesParams):
+            after += [] if p.docker else docker_pk
+        elif s.kind == "host-users":
+            after += packages
+        elif isinstance(p, HostFilesParams) and p.only:
+            after += docker_pk
+        elif isinstance(p, HostFilesParams):
+            after += packages + users + daemon
+        elif s.kind == "ensure-docker":
+            after += docker_pk + daemon
+        elif s.kind == "files":
+            after += hfiles
+        elif isinstance(p, ImageParams) or s.kind == "volume":
+            after += ensure
+        elif isinstance(p, StartParams):
+            role = roles.get(s.id, "derived")
+            after += ensure + files_ + volumes
+            # two `compose up` of one project at once race to create its network
+            after += [x.id for x in steps if isinstance(x.params, StartParams)
+                      and x.params.project == p.project and x.id in earlier]  # fmt: skip
+            if role == "db":
+                image = db_image.get(s.id, "")
+                mine = [x.id for x in steps if isinstance(x.params, ImageParams)
+                        and image in x.params.refs]  # fmt: skip
+                after += mine or images
+            else:
+                after += images + db_starts + databases
+                if role == "named":
+                    after += chain
+                    chain[:] = [s.id]
+                if role == "edge":
+                    after += apps
+                else:
+                    apps.append(s.id)
+        elif s.kind == "database":
+            after += ensure + files_ + images + volumes
+            after += [db_start[s.id]] if s.id in db_start else []
+        elif s.kind == "host-services":
+            after += ensure + hfiles + files_
+        elif s.kind in ("host-firewall", "health", "dns"):
+            after = list(earlier)
+        s.after = tuple(a for a in dict.fromkeys(after) if a in earlier)
+        earlier.append(s.id)

@@ -12,12 +12,21 @@ success changes nothing. The state is written right after preflight too:
 from then on the target's contents are this restore's own, and a re-run may
 resume over them without --force.
 
-Concurrency: a run of consecutive concurrent steps (images and volumes: data
-only, independent) goes DATA_STEP_PARALLEL at a time, each on its own SSH
-connection. Each result is recorded the moment its step ends, so a kill
-loses no finished step. After a failure nothing new starts (the running
-ones finish: their data is sound) and the restore stops after the group.
-Ctrl-C closes every connection, which ends the remote commands.
+Concurrency: the plan is a graph, not a queue. Each step lists the steps it
+waits for (`Step.after`, decided by `vkbackup.restore.plan`), and the runner
+starts, in plan order, every step whose waits are done, up to STEP_PARALLEL at
+a time, each worker thread on its own SSH connection (opened on its first step,
+reused after). So images load while the rest of the host's packages install,
+and the database's container starts as soon as its image and files are in.
+Preflight runs alone first, on the main connection, which also writes the
+resume state. Each result is recorded the moment its step ends, so a kill
+loses no finished step. After a failure nothing new starts (the running ones
+finish: their data is sound) and the restore stops. Ctrl-C closes every
+connection, which ends the remote commands.
+
+Three at a time: on two cores a third stream costs the others little (most
+steps wait on the network, dpkg or dockerd), and more would only add
+connections.
 """
 
 from __future__ import annotations
@@ -59,7 +68,7 @@ from vkbackup.transport.base import Transport, pipeline_argv
 
 log = get_logger("restore")
 
-DATA_STEP_PARALLEL = 2
+STEP_PARALLEL = 3  # steps running at a time, each on its own connection
 HEALTH_POLL_SECONDS = 0.5
 
 
@@ -71,6 +80,7 @@ class StepResult:
     status: str  # done | already-done | failed | skipped
     seconds: float = 0.0
     detail: str = ""
+    started: float = 0.0  # seconds after the first step started
 
 
 @dataclass
@@ -265,81 +275,112 @@ HANDLERS: dict[type[StepParams], Handler] = {
 # -- running -----------------------------------------------------------------------
 
 
-def step_groups(steps: Sequence[Step]) -> list[list[Step]]:
-    """Split the plan into groups run one after the other: each maximal run of
-    consecutive concurrent steps is one group, every other step its own."""
-    groups: list[list[Step]] = []
-    for step in steps:
-        if groups and step.concurrent and groups[-1][-1].concurrent:
-            groups[-1].append(step)
-        else:
-            groups.append([step])
-    return groups
-
-
 RunOne = Callable[[StepContext, Step], StepResult]
 Record = Callable[[Step, StepResult], None]
 
 
-def run_concurrently(
+def ready(step: Step, done: set[str], planned: set[str]) -> bool:
+    """True when every step *step* waits for is done or not in the plan."""
+    return all(a in done or a not in planned for a in step.after)
+
+
+def check_order(steps: Sequence[Step]) -> None:
+    """Refuse a plan where a step waits for itself or for a later step: the plan's
+    order must be one the steps can run in (so no cycle can hang the runner)."""
+    seen: set[str] = set()
+    planned = {s.id for s in steps}
+    for step in steps:
+        late = [a for a in step.after if a in planned and a not in seen]
+        if late:
+            raise RestoreError(f"restore plan: step {step.id} waits for a later step: {late[0]}")
+        seen.add(step.id)
+
+
+def run_graph(
     steps: list[Step],
     ctx: StepContext,
     connect: Callable[[], Any],
     run_one: RunOne,
     record: Record,
     errors: dict[str, VkError],
+    done: set[str],
+    now: Callable[[], float] = time.monotonic,
 ) -> list[tuple[Step, StepResult]]:
-    """Run independent steps DATA_STEP_PARALLEL at a time, each worker on its own
-    connection from *connect*. Each result is *record*ed as soon as its step ends;
-    results come back in plan order. A connection that cannot be made is a failed
-    step. After a failure the steps not yet started are skipped. On any exception
-    here (Ctrl-C), every open connection is closed and nothing new starts."""
+    """Run *steps* (in plan order, each after the steps it waits for; those in
+    *done* are already done), STEP_PARALLEL at a time. Each worker thread has its
+    own connection from *connect*, opened on its first step and reused. Each
+    result is *record*ed as soon as its step ends. A connection that cannot be
+    made is a failed step. After a failure nothing new starts; the running steps
+    finish (their data is sound) and the steps never started are not in the
+    result. On any exception here (Ctrl-C), every open connection is closed, which
+    ends the remote commands, and nothing new starts."""
+    check_order(steps)
+    planned = {s.id for s in steps} | done
+    local = threading.local()
     transports: list[Transport] = []
     lock = threading.Lock()
     stop = threading.Event()
-
-    def skipped(step: Step, why: str) -> StepResult:
-        return StepResult(step.id, step.kind, step.title, "skipped", 0.0, why)
+    t0 = now()
 
     def work(step: Step) -> StepResult:
+        at = now() - t0
         if stop.is_set():
-            return skipped(step, "not started: another step of its group failed")
-        try:
-            t = connect()
-        except VkError as e:
-            errors[step.id] = e
-            stop.set()
-            return StepResult(step.id, step.kind, step.title, "failed", 0.0, str(e))
-        with lock:
-            if stop.is_set():
-                t.close()
-                return skipped(step, "not started: another step of its group failed")
-            transports.append(t)
-        try:
-            res = run_one(ctx.on(t), step)
-        finally:
+            return StepResult(step.id, step.kind, step.title, "skipped", 0.0, "not started")
+        t: Transport | None = getattr(local, "t", None)
+        if t is None:
+            try:
+                t = connect()
+            except VkError as e:
+                errors[step.id] = e
+                return StepResult(step.id, step.kind, step.title, "failed", 0.0, str(e), at)
             with lock:
-                transports.remove(t)
-            t.close()
-        if res.status == "failed":
-            stop.set()
+                transports.append(t)
+                if stop.is_set():
+                    t.close()
+                    return StepResult(step.id, step.kind, step.title, "skipped", 0.0, "not started")
+            local.t = t
+        c = ctx.on(t)
+        res = run_one(c, step)
+        if c.compose is not None and ctx.compose is None:
+            ctx.compose = c.compose  # found by ensure-docker: every later step knows it
+        res.started = round(at, 2)
         return res
 
-    pool = ThreadPoolExecutor(max_workers=DATA_STEP_PARALLEL)
-    results: dict[str, StepResult] = {}
+    pool = ThreadPoolExecutor(max_workers=STEP_PARALLEL)
+    out: list[tuple[Step, StepResult]] = []
+    waiting = list(steps)
+    running: dict[Future[StepResult], Step] = {}
+    failed = False
     try:
-        pending: set[Future[StepResult]] = set()
-        owner: dict[Future[StepResult], Step] = {}
-        for step in steps:
-            f = pool.submit(work, step)
-            owner[f] = step
-            pending.add(f)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                step = owner[f]
-                results[step.id] = f.result()
-                record(step, results[step.id])
+        while waiting or running:
+            if not failed:
+                for step in list(waiting):
+                    if len(running) >= STEP_PARALLEL:
+                        break
+                    if ready(step, done, planned):
+                        waiting.remove(step)
+                        running[pool.submit(work, step)] = step
+            if not running:
+                if failed:
+                    break
+                stuck = waiting[0]
+                raise RestoreError(
+                    f"restore plan: step {stuck.id} waits for a step that never ends: "
+                    + ", ".join(stuck.after)
+                )
+            finished, _ = wait(set(running), return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=lambda f: steps.index(running[f])):
+                step = running.pop(f)
+                res = f.result()
+                if res.status == "skipped":
+                    continue
+                record(step, res)
+                out.append((step, res))
+                if res.status == "done":
+                    done.add(step.id)
+                else:
+                    failed = True
+                    stop.set()
     except BaseException:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -348,7 +389,10 @@ def run_concurrently(
                 t.close()
         raise
     pool.shutdown(wait=True)
-    return [(step, results[step.id]) for step in steps]
+    with lock:
+        for t in transports:
+            t.close()
+    return out
 
 
 @dataclass
@@ -367,14 +411,17 @@ def run_plan(
 ) -> Failure | None:
     """Run *run.plan* on the target *ctx* is connected to, resuming from its state
     there; append each step's result to *results* as it ends. Return the first
-    failure (nothing after its group ran), or None when every step passed."""
+    failure (the steps running beside it finished; nothing new started), or None
+    when every step passed. *ctx*'s own connection keeps the resume state; the
+    steps run on connections of their own."""
     snapshot_id = ctx.snapshot_id
     state = target.load_state(ctx.t, snapshot_id)
-    done: dict[str, Any] = dict((state or {}).get("done") or {})
+    recorded: dict[str, Any] = dict((state or {}).get("done") or {})
     run.resuming = state is not None  # our own restore of this snapshot was under way
     if run.reconnect is None:
         run.reconnect = connect
     errors: dict[str, VkError] = {}  # step id -> why it failed
+    save = threading.Lock()
 
     def run_one(c: StepContext, step: Step) -> StepResult:
         s0 = time.monotonic()
@@ -393,28 +440,31 @@ def run_plan(
         results.append(res)
         if res.status != "done":
             return
-        if step.resumable:
-            done[step.id] = {"at": now(), "seconds": round(res.seconds, 2)}
-        if step.resumable or (step.kind == "preflight" and state is None):
-            target.save_state(ctx.t, snapshot_id, {"snapshot": snapshot_id, "done": done})
-            state = {"done": done}
+        with save:
+            if step.resumable:
+                recorded[step.id] = {"at": now(), "seconds": round(res.seconds, 2)}
+            if step.resumable or (step.kind == "preflight" and state is None):
+                target.save_state(ctx.t, snapshot_id, {"snapshot": snapshot_id, "done": recorded})
+                state = {"done": recorded}
 
-    for group in step_groups(run.plan.steps):
-        todo = []
-        for step in group:
-            if step.resumable and step.id in done:
-                results.append(StepResult(step.id, step.kind, step.title, "already-done", 0.0))
-            else:
-                todo.append(step)
-        if len(todo) > 1:
-            outcome = run_concurrently(todo, ctx, connect, run_one, record, errors)
+    done: set[str] = set()
+    todo: list[Step] = []
+    for step in run.plan.steps:
+        if step.resumable and step.id in recorded:
+            results.append(StepResult(step.id, step.kind, step.title, "already-done", 0.0))
+            done.add(step.id)
         else:
-            outcome = []
-            for step in todo:
-                res = run_one(ctx, step)
-                record(step, res)
-                outcome.append((step, res))
-        for step, res in outcome:
-            if res.status == "failed":
-                return Failure(step, res, errors[step.id])
+            todo.append(step)
+    # preflight alone first: it decides whether the target may be written at all
+    first = [s for s in todo if s.kind == "preflight"]
+    for step in first:
+        res = run_one(ctx, step)
+        record(step, res)
+        if res.status != "done":
+            return Failure(step, res, errors[step.id])
+        done.add(step.id)
+    rest = [s for s in todo if s.kind != "preflight"]
+    for step, res in run_graph(rest, ctx, connect, run_one, record, errors, done):
+        if res.status == "failed":
+            return Failure(step, res, errors[step.id])
     return None

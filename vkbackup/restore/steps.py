@@ -9,9 +9,11 @@ class as class attributes:
 - `resumable`: once done, the step is recorded in the target's resume state
   and skipped by a re-run (data and start steps; not the checks, which are
   cheap and must see the target as it is now);
-- `concurrent`: the step only puts data on the target and depends on nothing
-  but Docker, so a run of such steps may go several at a time, each on its
-  own SSH connection (images, volumes).
+
+What a step waits for is not a property of its kind but of the plan: each
+`Step` lists in `after` the ids of the steps that must be done before it
+starts (`vkbackup.restore.plan` decides them), and the runner starts any step
+whose `after` is done, several at a time.
 
 Which function runs a kind lives in `vkbackup.restore.runner` (a table from
 parameter class to handler); the handlers of data steps live in the source
@@ -48,7 +50,6 @@ class StepParams:
 
     kind: ClassVar[str]
     resumable: ClassVar[bool] = False
-    concurrent: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,6 @@ class ImageParams(StepParams):
 
     kind: ClassVar[str] = "image"
     resumable: ClassVar[bool] = True
-    concurrent: ClassVar[bool] = True
     refs: tuple[str, ...] = ()
 
 
@@ -105,7 +105,6 @@ class VolumeParams(StepParams):
 
     kind: ClassVar[str] = "volume"
     resumable: ClassVar[bool] = True
-    concurrent: ClassVar[bool] = True
     volume: str = ""
     labels: str = ""
 
@@ -174,13 +173,16 @@ class HostPackagesParams(StepParams):
     """Lay down prod's apt sources and keys (*sources*: tar members under /etc/apt),
     then install every package of *packages* (name, version, arch) that is missing or
     at another version. *members*: every member of the host tar, which the tar guard
-    allows while tar extracts only *sources*."""
+    allows while tar extracts only *sources*. *docker*: these are the packages Docker
+    Engine and Compose come from, which every container step waits for (the others
+    install while the data streams in)."""
 
     kind: ClassVar[str] = "host-packages"
     resumable: ClassVar[bool] = True
     packages: tuple[tuple[str, str, str], ...] = ()
     sources: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
+    docker: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,11 +216,14 @@ class HostUsersParams(StepParams):
 
 @dataclass(frozen=True)
 class HostFilesParams(StepParams):
-    """Extract the host tar at /: only *members*, owners mapped by name."""
+    """Extract the host tar at /: only *members*, owners mapped by name; with *only*,
+    just those of them (Docker's and containerd's configuration, which the container
+    steps wait for)."""
 
     kind: ClassVar[str] = "host-files"
     resumable: ClassVar[bool] = True
     members: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,13 +251,16 @@ class HostFirewallParams(StepParams):
 
 @dataclass
 class Step:
-    """One unit of work. *id* is stable: the resume state keys on it."""
+    """One unit of work. *id* is stable: the resume state keys on it. *after*: the
+    ids of the steps that must be done before this one starts (each earlier in the
+    plan; one the plan does not hold, cut by --only, counts as done)."""
 
     id: str
     title: str
     params: StepParams
     source: str | None = None
     objects: list[ObjectRecord] = field(default_factory=list)
+    after: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -261,10 +269,6 @@ class Step:
     @property
     def resumable(self) -> bool:
         return self.params.resumable
-
-    @property
-    def concurrent(self) -> bool:
-        return self.params.concurrent
 
     @property
     def bytes(self) -> int:
@@ -296,7 +300,7 @@ class StepContext:
         self.expect: Mapping[str, objects.PlainCheck] = {}
 
     def on(self, t: Transport) -> StepContext:
-        """The same restore on another connection (concurrent steps)."""
+        """The same restore on another connection (steps running side by side)."""
         other = StepContext(
             t, self.storage, self.identities, self.snapshot_id, self.progress, self.verified
         )

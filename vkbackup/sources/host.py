@@ -79,13 +79,18 @@ positional argument. The fingerprint is a sha256 over every member's path,
 type, mode, owner, size, mtime and content digest plus the recorded lists, so
 an unchanged host references its previous tar instead of uploading it again.
 
-Restore. Five steps, all resumable: host-packages brings back the apt sources
-and keys first, then installs every recorded package that is missing or at
-another version, at the recorded version when the target's mirror still has
-it, else the mirror's candidate, and reports every difference; an installed
-package newer than the recorded one is kept, never downgraded, because the
-newer one is usually a security update. It runs `dpkg --configure -a` first,
-so a restore killed in the middle of an installation continues. host-users
+Restore. Six steps, all resumable. host-packages comes in two: first the
+packages Docker Engine and Compose come from (with the apt sources and keys,
+laid down before anything installs), which every container step waits for;
+then the rest, which only the host's own units need, so it installs while
+images and volumes stream in (needrestart is suspended: nothing it would
+restart may interrupt them). Each installs every recorded package that is
+missing or at another version, at the recorded version when the target's
+mirror still has it, else the mirror's candidate, and reports every
+difference; an installed package newer than the recorded one is kept, never
+downgraded, because the newer one is usually a security update. When nothing
+is missing or older, it skips `apt-get update`. It runs `dpkg --configure -a`
+first, so a restore killed in the middle of an installation continues. host-users
 creates missing groups and users with their recorded ids where those are free
 on the target and never changes an account that exists. host-files extracts
 the tar at /, only the recorded members (the tar guard checks every header),
@@ -888,24 +893,51 @@ class Meta:
         )
 
 
+DOCKER_PACKAGE = re.compile(r"(docker|moby-).*|containerd(\.io)?|runc|crun|tini")
+
+
+def is_docker_package(name: str) -> bool:
+    """True for a package Docker Engine or Compose comes from (Debian's docker.io,
+    docker-cli, docker-compose; Docker's docker-ce*, containerd.io, the plugins)."""
+    return DOCKER_PACKAGE.fullmatch(name) is not None
+
+
 def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
-    """The restore steps of a host source, in this order: host-packages, host-users,
-    host-files, host-services, host-firewall. The plan places each on its own (see
-    the module docstring); the firewall goes last."""
+    """The restore steps of a host source, in this order: host-packages for Docker
+    (with the apt sources), host-packages for the rest, host-users, host-files,
+    host-services, host-firewall. The plan decides what each waits for (see the
+    module docstring); the firewall goes last."""
     tar = [o for o in objects if o.role == "tar"]
     fw = meta.firewall
+    docker = tuple(p for p in meta.packages if is_docker_package(p[0]))
+    rest = tuple(p for p in meta.packages if not is_docker_package(p[0]))
+    daemon = tuple(m for m in meta.members if units_to_restart([m]))
+    early = [
+        Step(
+            f"host-files:{name}:docker",
+            f"put Docker's and containerd's configuration of {name} ({len(daemon)} paths)",
+            HostFilesParams(members=meta.members, only=daemon),
+            name,
+            list(tar),
+        )
+    ]
     return [
         Step(
-            f"host-packages:{name}",
-            f"install {len(meta.packages)} packages of {name} (apt sources first)",
+            f"host-packages:{name}:docker",
+            f"install Docker's {len(docker)} packages of {name} (apt sources first)",
             HostPackagesParams(
-                packages=meta.packages,
-                sources=meta.apt_sources,
-                members=meta.members,
+                packages=docker, sources=meta.apt_sources, members=meta.members, docker=True
             ),
             name,
             list(tar),
         ),
+        Step(
+            f"host-packages:{name}",
+            f"install the other {len(rest)} packages of {name}",
+            HostPackagesParams(packages=rest),
+            name,
+        ),
+        *(early if daemon else []),
         Step(
             f"host-users:{name}",
             f"create {len(meta.groups)} groups and {len(meta.users)} users of {name}",
@@ -1038,6 +1070,19 @@ class InstallPlan:
     notes: list[str]  # what cannot be as recorded, one phrase each
 
 
+def needs_install(
+    packages: Sequence[Package], installed: dict[tuple[str, str], str], native_arch: str
+) -> bool:
+    """True when a recorded package is missing on the target or older there (what
+    plan_install would install, given a mirror that offers it)."""
+    for p in packages:
+        arch = native_arch if p.arch == "all" else p.arch
+        have = installed.get((p.name, p.arch)) or installed.get((p.name, arch))
+        if have is None or version_compare(have, p.version) < 0:
+            return True
+    return False
+
+
 def plan_install(
     packages: Sequence[Package],
     installed: dict[tuple[str, str], str],
@@ -1087,7 +1132,7 @@ def version_differences(
 def install_argv(specs: Sequence[str]) -> list[str]:
     """argv installing *specs* non-interactively, keeping the configuration files
     already on disk (prod's, laid down by host-files on a re-run)."""
-    return ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C",
+    return ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_SUSPEND=1", "LC_ALL=C",
             "apt-get", "install", "-y", "-q", *APT_OPTS, *specs]  # fmt: skip
 
 
@@ -1099,8 +1144,9 @@ def _installed(t: Transport) -> tuple[str, dict[tuple[str, str], str]]:
 
 def restore_packages(ctx: StepContext, step: Step) -> str:
     """The host-packages step: finish any interrupted dpkg run, lay down prod's apt
-    sources and keys, `apt-get update`, install what plan_install decides, and report
-    every version that differs from prod's."""
+    sources and keys (the Docker step carries them), and when a package is missing or
+    older, `apt-get update` and install what plan_install decides; report every
+    version that differs from prod's."""
     p = step.params
     assert isinstance(p, HostPackagesParams)
     t = ctx.t
@@ -1113,22 +1159,23 @@ def restore_packages(ctx: StepContext, step: Step) -> str:
                 tar=TarCheck.files(p.members),
             )
     notes: list[str] = []
-    upd = t.run(
-        ["env", "LC_ALL=C", "apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"],
-        check=False,
-    )
-    if upd.status != 0:
-        last = (upd.stderr.strip().splitlines() or ["?"])[-1]
-        notes.append(f"apt-get update reported errors ({last[:200]})")
     packages = [Package(*x) for x in p.packages]
     arch, installed = _installed(t)
-    names = sorted({x.name for x in packages})
-    offered = parse_madison(
-        t.run(["apt-cache", "madison", *names], check=False).stdout.decode("utf-8", "replace")
-        if names
-        else ""
-    )
-    todo = plan_install(packages, installed, offered, arch)
+    if not needs_install(packages, installed, arch):
+        todo = InstallPlan([], 0, [])  # nothing missing or older: no apt-get update
+    else:
+        upd = t.run(
+            ["env", "LC_ALL=C", "apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"],
+            check=False,
+        )
+        if upd.status != 0:
+            last = (upd.stderr.strip().splitlines() or ["?"])[-1]
+            notes.append(f"apt-get update reported errors ({last[:200]})")
+        names = sorted({x.name for x in packages})
+        offered = parse_madison(
+            t.run(["apt-cache", "madison", *names], check=False).stdout.decode("utf-8", "replace")
+        )
+        todo = plan_install(packages, installed, offered, arch)
     notes += todo.notes
     if todo.install:
         res = t.run(install_argv(todo.install), check=False)
@@ -1296,7 +1343,7 @@ def restore_host_files(ctx: StepContext, step: Step) -> str:
     p = step.params
     assert isinstance(p, HostFilesParams)
     t = ctx.t
-    configs = units_to_restart(p.members)
+    configs = units_to_restart(p.only or p.members)
 
     def digests() -> dict[str, bytes]:
         return {u: t.run(script_argv(CONFIG_DIGEST, *f)).stdout for u, f in configs.items()}
@@ -1305,14 +1352,14 @@ def restore_host_files(ctx: StepContext, step: Step) -> str:
     for obj in step.objects:
         ctx.feed(
             obj,
-            lambda compression: pipeline_argv(extract_script(compression)),
+            lambda compression: pipeline_argv(extract_script(compression, p.only)),
             tar=TarCheck.files(p.members),
         )
     after = digests()
     changed = [u for u in configs if before[u] != after[u]]
     out = t.run(script_argv(AFTER_FILES, *changed))
     restarted = out.stdout.decode("utf-8", "replace").split()
-    text = f"{len(p.members)} paths"
+    text = f"{len(p.only or p.members)} paths"
     if restarted:
         text += f"; restarted {', '.join(restarted)} (its configuration changed)"
     return text

@@ -161,3 +161,15 @@ def test_write_reports_carries_the_history_into_both_reports(tmp_path: Path) -> 
     assert "| 2025-06-01T10:00:00Z | FAILED | - | 6.00 |" in md.read_text()
     assert page.read_text().count("<svg ") == 2
     assert json.loads(js.read_text()) == THIS  # the JSON report is the drill's own record
+
+
+def test_timeline_bars_start_where_each_step_started() -> None:
+    from vkbackup.actions.drill import step_spans
+
+    # steps side by side: the recorded starts
+    side = [{"started": 0.0, "seconds": 1.0}, {"started": 1.0, "seconds": 6.0},
+            {"started": 1.2, "seconds": 2.0}, {"started": 7.0, "seconds": 1.5}]  # fmt: skip
+    assert step_spans(side) == [(0.0, 1.0), (1.0, 6.0), (1.2, 2.0), (7.0, 1.5)]
+    # an older report (no starts recorded): one after the other
+    old = [{"seconds": 1.0}, {"seconds": 2.5}, {"seconds": 0.5}]
+    assert step_spans(old) == [(0.0, 1.0), (1.0, 2.5), (3.5, 0.5)]

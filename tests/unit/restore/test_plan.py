@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +57,26 @@ def par(step: Step) -> Any:
     return step.params
 
 
-def lab_like() -> tuple[Manifest, PrivatePart]:
-    from vkbackup.facts import compose_projects
+CONTAINERS = [
+    container("chatwoot-postgres-1", "chatwoot", "postgres", "postgres:15-lab"),
+    container("chatwoot-redis-1", "chatwoot", "redis"),
+    container("chatwoot-chatwoot-1", "chatwoot", "chatwoot"),
+    container("chatwoot-chatwoot-sidekiq-1", "chatwoot", "chatwoot-sidekiq"),
+    container("platform-api", "platform-api", "platform-api"),
+    container("caddy", "caddy", "caddy", "caddy:lab"),
+    container("hand-made", None, ""),
+]
+OBJECTS = [
+    obj("db", "dump.pgdump.age", "pg-dump"),
+    obj("db", "globals.sql.age", "pg-globals"),
+    obj("secrets", "files.tar.gz.age", "tar"),
+    obj("storage", "volume.tar.gz.age", "tar"),
+    obj("images", "images.tar.gz.age", "image"),
+]
 
-    containers = [
-        container("chatwoot-postgres-1", "chatwoot", "postgres", "postgres:15-lab"),
-        container("chatwoot-redis-1", "chatwoot", "redis"),
-        container("chatwoot-chatwoot-1", "chatwoot", "chatwoot"),
-        container("chatwoot-chatwoot-sidekiq-1", "chatwoot", "chatwoot-sidekiq"),
-        container("platform-api", "platform-api", "platform-api"),
-        container("caddy", "caddy", "caddy", "caddy:lab"),
-        container("hand-made", None, ""),
-    ]
-    objects = [
-        obj("db", "dump.pgdump.age", "pg-dump"),
-        obj("db", "globals.sql.age", "pg-globals"),
-        obj("secrets", "files.tar.gz.age", "tar"),
-        obj("storage", "volume.tar.gz.age", "tar"),
-        obj("images", "images.tar.gz.age", "image"),
-    ]
+
+def lab_like() -> tuple[Manifest, PrivatePart]:
+    objects = list(OBJECTS)
     m = Manifest(
         id=SID,
         host="prod",
@@ -91,7 +93,15 @@ def lab_like() -> tuple[Manifest, PrivatePart]:
             SourceRecord("broken", "files", "failed"),
         ],
     )
-    private = {
+    return m, decode_private(private_doc(), "test manifest")
+
+
+def private_doc() -> dict[str, Any]:
+    from vkbackup.facts import compose_projects
+
+    containers = CONTAINERS
+    objects = OBJECTS
+    return {
         "facts": {"containers": containers, "compose_projects": compose_projects(containers)},
         "sources": {
             "db": {
@@ -117,7 +127,6 @@ def lab_like() -> tuple[Manifest, PrivatePart]:
         },
         "objects": {objects[4].key: {"refs": ["platform-api:latest"]}},
     }
-    return m, decode_private(private, "test manifest")
 
 
 def test_derived_order_without_playbook() -> None:
@@ -219,22 +228,107 @@ https://support.visualkit.test:443 {
     ]
 
 
-def test_consecutive_image_and_volume_steps_form_one_concurrent_group() -> None:
-    from vkbackup.restore import steps as st
-    from vkbackup.restore.runner import step_groups as data_step_groups
+def with_host() -> tuple[Manifest, PrivatePart]:
+    """lab_like plus a host source (Docker from Debian's packages, daemon.json among
+    its files) and a second image archive that holds the database's image."""
+    from dataclasses import replace
 
-    params: dict[str, st.StepParams] = {
-        "preflight": st.PreflightParams(), "ensure-docker": st.EnsureDockerParams(),
-        "files": st.FilesParams(), "image": st.ImageParams(), "volume": st.VolumeParams(),
-        "start": st.StartParams(), "database": st.DatabaseParams(), "health": st.HealthParams(),
+    m, _ = lab_like()
+    m = replace(
+        m,
+        objects=[*m.objects, obj("host", "host.tar.gz.age", "tar"),
+                 obj("db-images", "images.tar.gz.age", "image")],
+        sources=[*m.sources, SourceRecord("host", "host", "ok"),
+                 SourceRecord("db-images", "docker-image", "ok")],
+    )  # fmt: skip
+    doc = private_doc()
+    doc["sources"]["host"] = {
+        "type": "host",
+        "meta": {
+            "packages": [{"name": n, "version": "1", "arch": "amd64"}
+                         for n in ("docker.io", "containerd", "caddy", "ufw")],
+            "units": ["caddy.service"],
+            "firewall": {"kind": "ufw", "active": True, "status": "Status: active"},
+            "members": [{"path": "/etc/apt/sources.list"}, {"path": "/etc/docker/daemon.json"},
+                        {"path": "/etc/caddy/Caddyfile"}],
+            "restart": ["caddy"],
+        },
     }  # fmt: skip
-    kinds = ["preflight", "ensure-docker", "files", "files", "image", "volume", "volume",
-             "start", "database", "image", "start", "health"]  # fmt: skip
-    steps = [Step(f"{k}:{i}", k, params[k]) for i, k in enumerate(kinds)]
-    groups = [[s.kind for s in g] for g in data_step_groups(steps)]
-    assert groups == [
-        ["preflight"], ["ensure-docker"], ["files"], ["files"],
-        ["image", "volume", "volume"], ["start"], ["database"], ["image"], ["start"],
-        ["health"],
-    ]  # fmt: skip
-    assert [s for g in data_step_groups(steps) for s in g] == steps  # order kept
+    doc["sources"]["db-images"] = {"type": "docker-image", "meta": {}}
+    doc["objects"][m.objects[-1].key] = {"refs": ["postgres:15-lab"]}
+    return m, decode_private(doc, "test manifest")
+
+
+def test_each_step_waits_for_what_it_needs_and_no_more() -> None:
+    from vkbackup.restore.runner import check_order
+
+    m, priv = with_host()
+    plan = derive_plan(m, priv, Playbook())
+    check_order(plan.steps)  # the plan's order is one the steps can run in
+    after = {s.id: set(s.after) for s in plan.steps}
+    ids = [s.id for s in plan.steps]
+    pre = {"preflight"}
+    assert after["preflight"] == set()
+    assert after["host-packages:host:docker"] == pre
+    assert after["host-packages:host"] == pre | {"host-packages:host:docker"}
+    assert after["host-files:host:docker"] == pre | {"host-packages:host:docker"}
+    # Docker needs its packages and its daemon.json, not the other packages or /etc
+    assert after["ensure-docker"] == pre | {"host-packages:host:docker", "host-files:host:docker"}
+    packages = {"host-packages:host:docker", "host-packages:host"}
+    assert after["host-users:host"] == pre | packages
+    assert after["host-files:host"] == pre | packages | {"host-users:host",
+                                                         "host-files:host:docker"}  # fmt: skip
+    # so images and volumes stream while the rest of the packages install
+    for streamed in ("image:images", "image:db-images", "volume:storage"):
+        assert after[streamed] == pre | {"ensure-docker"}
+    hfiles = {"host-files:host", "host-files:host:docker"}
+    assert after["files:secrets"] == pre | hfiles
+    # the database's container needs only the archive holding its own image
+    db_start = "start:chatwoot:postgres"
+    assert after[db_start] == pre | {"ensure-docker", "files:secrets", "volume:storage",
+                                     "image:db-images"}  # fmt: skip
+    assert after["database:db"] >= {db_start} and "image:images" in after["database:db"]
+    # apps start once every piece of data is in, the database included
+    data = {"files:secrets", "volume:storage", "image:images", "image:db-images", "database:db"}
+    app = next(i for i in ids if i.startswith("start:platform-api"))
+    assert after[app] >= data | {db_start}
+    rest_of_chatwoot = next(i for i in ids if i.startswith("start:chatwoot:") and i != db_start)
+    assert db_start in after[rest_of_chatwoot]  # one project's starts never overlap
+    # the edge proxy starts after every app
+    starts = [i for i in ids if i.startswith("start:")]
+    assert after["start:caddy:caddy"] >= set(starts) - {"start:caddy:caddy"}
+    # Caddy's unit needs its files, not the apps behind it
+    assert after["host-services:host"] == pre | hfiles | {"ensure-docker", "files:secrets"}
+    # the firewall, health and DNS wait for everything before them
+    fw = ids.index("host-firewall:host")
+    assert after["host-firewall:host"] == set(ids[:fw])
+    assert after["health"] == set(ids[: ids.index("health")])
+    assert after["dns"] == set(ids[: ids.index("dns")])
+
+
+def test_a_host_tar_without_docker_config_has_no_such_step() -> None:
+    from dataclasses import replace
+
+    from vkbackup.sources import host
+
+    m, priv = with_host()
+    hostmeta = priv.sources["host"].meta
+    assert isinstance(hostmeta, host.Meta)
+
+    priv.sources["host"] = replace(
+        priv.sources["host"],
+        meta=replace(hostmeta, members=tuple(x for x in hostmeta.members if "docker" not in x)),
+    )
+    plan = derive_plan(m, priv, Playbook())
+    assert "host-files:host:docker" not in [s.id for s in plan.steps]
+    ensure = next(s for s in plan.steps if s.kind == "ensure-docker")
+    assert set(ensure.after) == {"preflight", "host-packages:host:docker"}
+
+
+def test_the_playbook_start_groups_go_one_after_the_other() -> None:
+    m, priv = lab_like()
+    book = load_playbook(REPO / "restore-playbooks" / "visualkit.toml")
+    plan = derive_plan(m, priv, book)
+    starts = [s for s in plan.steps if s.kind == "start"]
+    for before, later in itertools.pairwise(starts):
+        assert before.id in later.after, (before.id, later.id)

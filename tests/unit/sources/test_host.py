@@ -385,7 +385,9 @@ def test_install_plan_pins_offered_versions_and_never_downgrades() -> None:
 
 def test_install_argv_is_noninteractive_and_keeps_config() -> None:
     argv = host.install_argv(["caddy=2.6.2-8"])
-    assert argv[:3] == ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"]
+    assert argv[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"]
+    # needrestart must not restart Docker while the images stream in beside it
+    assert "NEEDRESTART_SUSPEND=1" in argv[:4] and "LC_ALL=C" in argv[:4]
     assert "Dpkg::Options::=--force-confold" in argv and "Dpkg::Options::=--force-confdef" in argv
     assert argv[-1] == "caddy=2.6.2-8"
 
@@ -469,29 +471,32 @@ def meta_doc() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_meta_decodes_and_gives_five_steps_in_order() -> None:
+def test_meta_decodes_and_gives_six_steps_in_order() -> None:
     meta = host.Meta.decode(meta_doc(), "m: sources.host.meta")
     assert meta.apt_sources == ("/etc/apt/sources.list.d/debian.sources",)
     tar = ObjectRecord(key="k", source="host", name="host.tar.gz.age", role="tar", size=1,
                        sha256="0" * 64, compression="gzip")  # fmt: skip
     steps = host.restore_steps("host", meta, [tar])
     assert [s.kind for s in steps] == [
-        "host-packages", "host-users", "host-files", "host-services", "host-firewall",
+        "host-packages", "host-packages", "host-users", "host-files", "host-services",
+        "host-firewall",
     ]  # fmt: skip
-    assert steps[0].id == "host-packages:host"
-    assert all(s.resumable and not s.concurrent and s.source == "host" for s in steps)
-    assert [len(s.objects) for s in steps] == [1, 0, 1, 0, 0]
-    pk = steps[0].params
-    assert isinstance(pk, HostPackagesParams)
-    assert pk.packages == (("caddy", "2.6.2-8", "amd64"),)
-    assert pk.sources == meta.apt_sources and len(pk.members) == 3
-    assert steps[1].params == HostUsersParams(
+    assert [s.id for s in steps[:2]] == ["host-packages:host:docker", "host-packages:host"]
+    assert all(s.resumable and s.source == "host" for s in steps)
+    assert [len(s.objects) for s in steps] == [1, 0, 0, 1, 0, 0]
+    docker, pk = steps[0].params, steps[1].params
+    assert isinstance(docker, HostPackagesParams) and isinstance(pk, HostPackagesParams)
+    # Docker's packages carry the apt sources; the rest install beside the data
+    assert docker.docker and docker.packages == () and docker.sources == meta.apt_sources
+    assert len(docker.members) == 3
+    assert not pk.docker and pk.packages == (("caddy", "2.6.2-8", "amd64"),) and not pk.sources
+    assert steps[2].params == HostUsersParams(
         groups=(HostGroup("docker", 102, ("deploy",)),),
         users=(HostUser("deploy", 1001, 1001, "deploy", "", "/home/deploy", "/bin/bash"),),
     )
-    assert steps[2].params == HostFilesParams(members=meta.members)
-    assert steps[3].params == HostServicesParams(units=meta.units, restart=("caddy",))
-    assert steps[4].params == HostFirewallParams(
+    assert steps[3].params == HostFilesParams(members=meta.members)
+    assert steps[4].params == HostServicesParams(units=meta.units, restart=("caddy",))
+    assert steps[5].params == HostFirewallParams(
         firewall="ufw", active=True, status="Status: active"
     )
     # no path and no secret in any title (titles are shown and logged)
@@ -804,7 +809,8 @@ def test_packages_step_order_pins_and_reports(monkeypatch: pytest.MonkeyPatch) -
     order = [" ".join(a) for a, _ in t.calls]
     assert "--configure -a" in order[0]  # a killed install is finished first
     assert order[1].startswith("<feed>")  # then prod's apt sources and keys
-    assert "update" in order[2]
+    assert "dpkg --print-architecture" in order[2]  # what is there decides
+    assert "update" in order[3]  # caddy is older here: the mirror is asked
     (argv, check) = fake.fed[0]
     assert check == TarCheck.files(MEMBERS)  # the guard allows every member
     assert shlex.split(argv[2].split("\n", 1)[1])[-2:] == [
@@ -875,6 +881,65 @@ def test_files_step_guards_extracts_by_name_restarts_changed_config() -> None:
     host.restore_host_files(ctx_of(FakeCtx(t2)), Step("f", "t", HostFilesParams(members), "host"))
     (after,) = t2.ran("daemon-reload")
     assert after[-1] == "vkbackup"  # $0 only: no unit to restart
+
+
+def test_docker_config_is_put_by_its_own_step_which_extracts_only_it() -> None:
+    doc = meta_doc()
+    doc["packages"] += [
+        {"name": n, "version": "1", "arch": "amd64"}
+        for n in ("docker.io", "containerd", "runc", "docker-compose-plugin")
+    ]
+    doc["members"] += [{"path": "/etc/docker/daemon.json"},
+                       {"path": "/etc/containerd/config.toml"}]  # fmt: skip
+    meta = host.Meta.decode(doc, "m")
+    steps = host.restore_steps("h", meta, [TAR])
+    assert [s.id for s in steps[:3]] == [
+        "host-packages:h:docker", "host-packages:h", "host-files:h:docker",
+    ]  # fmt: skip
+    docker, rest, daemon = (s.params for s in steps[:3])
+    assert isinstance(docker, HostPackagesParams) and isinstance(rest, HostPackagesParams)
+    assert [p[0] for p in docker.packages] == [
+        "docker.io", "containerd", "runc", "docker-compose-plugin",
+    ]  # fmt: skip
+    assert [p[0] for p in rest.packages] == ["caddy"]
+    assert daemon == HostFilesParams(
+        members=meta.members, only=("/etc/docker/daemon.json", "/etc/containerd/config.toml")
+    )
+    # the step extracts those two by name (the guard still knows every member) and
+    # restarts the daemons whose configuration changed
+    digests = iter([(0, "a", ""), (0, "a", ""), (0, "b", ""), (0, "a", "")])
+    t = FakeTarget([("sha256sum", lambda: next(digests)),
+                    ("daemon-reload", (0, "docker.service\n", ""))])  # fmt: skip
+    fake = FakeCtx(t)
+    text = host.restore_host_files(ctx_of(fake), Step("f", "t", daemon, "h", [TAR]))
+    (argv, check) = fake.fed[0]
+    assert check == TarCheck.files(meta.members)
+    assert argv[2].endswith("--no-recursion -- etc/docker/daemon.json etc/containerd/config.toml")
+    (after,) = t.ran("daemon-reload")
+    assert after[-1] == "containerd.service"  # its digest changed: "a" -> "b"
+    assert text.startswith("2 paths")
+
+
+@pytest.mark.parametrize(
+    ("name", "docker"),
+    [("docker.io", True), ("docker-ce", True), ("docker-ce-cli", True), ("docker-cli", True),
+     ("docker-compose", True), ("docker-compose-plugin", True), ("docker-buildx-plugin", True),
+     ("containerd", True), ("containerd.io", True), ("runc", True), ("moby-engine", True),
+     ("caddy", False), ("ufw", False), ("python3-docker", False), ("containerd-shim", False),
+     ("runc-doc", False)],
+)  # fmt: skip
+def test_docker_packages_are_told_from_the_rest(name: str, docker: bool) -> None:
+    assert host.is_docker_package(name) is docker
+
+
+def test_packages_step_skips_apt_when_nothing_is_missing_or_older() -> None:
+    t = FakeTarget([
+        ("dpkg --print-architecture", (0, "amd64\nii \tcaddy\t2.6.2-9\tamd64\n", "")),
+    ])  # fmt: skip
+    params = HostPackagesParams(packages=(("caddy", "2.6.2-8", "amd64"),))
+    text = host.restore_packages(ctx_of(FakeCtx(t)), Step("p", "t", params, "host"))
+    assert not t.ran("update") and not t.ran("madison") and not t.ran("apt-get install")
+    assert "0 installed" in text and "caddy: prod 2.6.2-8, target 2.6.2-9" in text
 
 
 def test_services_step_enables_reports_and_never_restarts_a_firewall() -> None:
