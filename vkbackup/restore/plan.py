@@ -10,37 +10,47 @@ The plan is a graph the runner walks several steps at a time; listed in plan
 order (which is also the order ready steps start in), each with what it waits
 for:
     preflight                         alone, before anything else
-    host-packages (Docker's)          preflight; lays the apt sources too
+    host-packages (Docker's)          preflight; Docker Engine, Compose and the
+                                      decompressors, after the apt sources
     host-packages (the rest)          Docker's packages
-    host-users                        every package (packages create system users)
-    host-files (Docker's config)      Docker's packages; restarts the daemon when
-                                      it changed its configuration
-    host-files (/etc, Caddy's data)   users (owners are mapped by name)
+    host-users                        Docker's packages (its `docker` group)
+    host-files (Docker's config)      users (daemon.json may name a group);
+                                      restarts the daemon when it changed
+    host-files (/etc, Caddy's data)   every package and the users (owners are
+                                      mapped by name; packages create system users)
     ensure-docker                     Docker's packages and configuration
     files                             host-files (their paths may overlap /etc)
     images, volumes                   ensure-docker
     a database's container start      files, volumes and the images holding its
-                                      own image (not the others)
+                                      own image, not the others (`--no-deps`)
     its database                      that start
     compose starts                    all data: files, images, volumes, databases;
-                                      the playbook's groups one after the other,
-                                      the projects it does not name side by side,
-                                      host-network / port 80/443 proxies after
-                                      them; two starts of one project never at
-                                      once (they would race to create its network)
+                                      one at a time in plan order (the playbook's
+                                      groups, then the projects it does not name,
+                                      host-network / port 80/443 proxies last):
+                                      projects may share a named network
     host-services (units, Caddy)      host-files and files
     host-firewall                     everything before it
     health, then the DNS checklist    everything before it
 
-The host's packages come first because Docker comes from them, and the rest
-install while the images and volumes stream in, since nothing but the host's
-own units needs them. Data goes in before any app starts, so no service ever
-starts on half of its data; the database's own container starts as soon as
-its image is in, because the dump is restored through its server. Caddy may
-restart before the apps behind it run: it answers 502 until they do, and
-health waits for the apps. The firewall goes last, once nothing else needs a
-new way in: it is applied behind a rollback that only a new SSH connection
-cancels, and health runs after it, so a pass means users get in through it.
+Docker's packages come first because every container step needs them; the
+rest install while the images and volumes stream in, since nothing but the
+host's own units needs them. The accounts are created before those other
+packages, with prod's ids where free: a package finds its system user there
+and keeps it (`adduser --system` does), so files owned by it keep prod's ids.
+Data goes in before any app starts, so no service ever starts on half of its
+data; the database's own container starts as soon as its image is in,
+because the dump is restored through its server. Caddy may restart before
+the apps behind it run: it answers 502 until they do, and health waits for
+the apps. The firewall goes last, once nothing else needs a new way in: it
+is applied behind a rollback that only a new SSH connection cancels, and
+health runs after it, so a pass means users get in through it.
+
+Not covered: a daemon.json naming files outside /etc/docker and
+/etc/containerd (TLS certificates, a seccomp profile) that only the later
+host-files step lays down; Docker then fails to restart, the step fails
+naming the unit, and `vkbackup restore --only host-files:NAME` followed by a
+re-run gets past it.
 """
 
 from __future__ import annotations
@@ -141,12 +151,13 @@ def _source_steps(
     return []
 
 
-def _start(project: ComposeProject, services: list[str], title: str) -> Step:
+def _start(project: ComposeProject, services: list[str], title: str, no_deps: bool = False) -> Step:
     params = StartParams(
         project=project.name,
         services=tuple(services),
         working_dir=project.working_dir,
         config_files=project.config_files,
+        no_deps=no_deps,
     )
     return Step(f"start:{project.name}:{','.join(services)}", title, params)
 
@@ -195,7 +206,6 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
                 steps += _source_steps(entry, by_source.get(entry.name, []), private)
     started: set[tuple[str, str]] = set()
     db_projects: list[str] = []
-    roles: dict[str, str] = {}  # start step id -> db | named | derived | edge
     db_start: dict[str, str] = {}  # database step id -> its container's start step id
     db_image: dict[str, str] = {}  # a database's start step id -> its container's image
     for entry in restorable:
@@ -204,11 +214,12 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         c = facts.container(entry.meta.container)
         if c is not None and c.project and c.service and c.project in facts.projects:
             project = facts.projects[c.project]
-            first = _start(project, [c.service], f"start {c.service} of {c.project} (database)")
+            first = _start(
+                project, [c.service], f"start {c.service} of {c.project} (database)", True
+            )
             own_start: str | None = first.id
             if (c.project, c.service) not in started:  # two databases of one server
                 steps.append(first)
-                roles[first.id] = "db"
                 db_image[first.id] = c.image
                 started.add((c.project, c.service))
                 db_projects.append(c.project)
@@ -236,7 +247,7 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         )
     )
     groups += [StartGroup(p) for p in rest]
-    for i, g in enumerate(groups):
+    for g in groups:
         proj = facts.projects.get(g.project)
         if proj is None:
             warnings.append(f"playbook start group {g.project!r}: no such compose project")
@@ -252,19 +263,11 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
         if not todo:
             continue
         started.update((g.project, s) for s in todo)
-        step = _start(proj, todo, f"start {g.project}: {', '.join(todo)}")
-        steps.append(step)
-        roles[step.id] = (
-            "named"
-            if i < len(playbook.start)
-            else ("edge" if _is_edge_proxy(proj, facts) else "derived")
-        )
+        steps.append(_start(proj, todo, f"start {g.project}: {', '.join(todo)}"))
     for p, proj in facts.projects.items():
         for s in proj.services:
             if (p, s) not in started:
-                step = _start(proj, [s], f"start {p}: {s}")
-                steps.append(step)
-                roles[step.id] = "derived"
+                steps.append(_start(proj, [s], f"start {p}: {s}"))
                 started.add((p, s))
     host_late.sort(key=lambda s: isinstance(s.params, HostFirewallParams))  # firewall last
     steps += host_late
@@ -294,21 +297,16 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             DnsParams(zone=playbook.dns_zone, records=tuple(playbook.dns_records)),
         )
     )
-    wire(steps, roles, db_start, db_image)
+    wire(steps, db_start, db_image)
     return Plan(manifest.id, manifest.host, playbook.name, steps, warnings)
 
 
-def wire(
-    steps: list[Step],
-    roles: dict[str, str],
-    db_start: dict[str, str],
-    db_image: dict[str, str],
-) -> None:
-    """Set what each step waits for (`Step.after`), from its kind and, for a start,
-    its role (*roles*: db, named, derived or edge); *db_start* maps a database step
-    to its container's start, *db_image* that start to the container's image. Every
-    step waits only for steps before it, so the plan's order is one they can run in.
-    See the module docstring for why each waits for what it does."""
+def wire(steps: list[Step], db_start: dict[str, str], db_image: dict[str, str]) -> None:
+    """Set what each step waits for (`Step.after`) from its kind. *db_start* maps a
+    database step to its container's start, *db_image* that start (one per database
+    container) to the container's image. Every step waits only for steps before it,
+    so the plan's order is one they can run in. See the module docstring for why
+    each waits for what it does."""
     earlier: list[str] = []
 
     def of(*kinds: str) -> list[str]:
@@ -322,18 +320,16 @@ def wire(
     hfiles = of("host-files")
     ensure, files_, images, volumes = of("ensure-docker"), of("files"), of("image"), of("volume")
     databases = of("database")
-    db_starts = [i for i, r in roles.items() if r == "db"]
-    chain: list[str] = []  # the playbook's start groups go one after the other
-    apps: list[str] = []  # every start but edge proxies'
+    starts: list[str] = list(db_image)  # the starts so far: the databases' first
     for s in steps:
         after: list[str] = ["preflight"] if s.kind != "preflight" else []
         p = s.params
         if isinstance(p, HostPackagesParams):
             after += [] if p.docker else docker_pk
         elif s.kind == "host-users":
-            after += packages
-        elif isinstance(p, HostFilesParams) and p.only:
             after += docker_pk
+        elif isinstance(p, HostFilesParams) and p.only:
+            after += docker_pk + users
         elif isinstance(p, HostFilesParams):
             after += packages + users + daemon
         elif s.kind == "ensure-docker":
@@ -343,25 +339,21 @@ def wire(
         elif isinstance(p, ImageParams) or s.kind == "volume":
             after += ensure
         elif isinstance(p, StartParams):
-            role = roles.get(s.id, "derived")
             after += ensure + files_ + volumes
-            # two `compose up` of one project at once race to create its network
-            after += [x.id for x in steps if isinstance(x.params, StartParams)
-                      and x.params.project == p.project and x.id in earlier]  # fmt: skip
-            if role == "db":
+            if s.id in db_image:
+                # two `compose up` of one project at once race to create its network
+                after += [x.id for x in steps if isinstance(x.params, StartParams)
+                          and x.params.project == p.project and x.id in earlier]  # fmt: skip
                 image = db_image.get(s.id, "")
                 mine = [x.id for x in steps if isinstance(x.params, ImageParams)
                         and image in x.params.refs]  # fmt: skip
                 after += mine or images
             else:
-                after += images + db_starts + databases
-                if role == "named":
-                    after += chain
-                    chain[:] = [s.id]
-                if role == "edge":
-                    after += apps
-                else:
-                    apps.append(s.id)
+                # in plan order, one at a time: the playbook's groups, then the
+                # projects it does not name, edge proxies last; projects sharing a
+                # named network or volume would race to create it
+                after += images + databases + starts
+                starts.append(s.id)
         elif s.kind == "database":
             after += ensure + files_ + images + volumes
             after += [db_start[s.id]] if s.id in db_start else []

@@ -80,7 +80,7 @@ class StepResult:
     status: str  # done | already-done | failed | skipped
     seconds: float = 0.0
     detail: str = ""
-    started: float = 0.0  # seconds after the first step started
+    started: float = 0.0  # seconds after the restore's first step started
 
 
 @dataclass
@@ -183,8 +183,13 @@ def start(ctx: StepContext, step: Step, run: Run) -> str:
             f"{ctx.t.name}: compose file missing for project {p.project}: {missing}",
             hint="add the compose files to a `files` source so the snapshot carries them",
         )
-    ctx.t.run(target.compose_up_argv(ctx.compose, p.working_dir, p.project, cfgs, list(p.services)))
-    return f"{' '.join(ctx.compose)} up -d {' '.join(p.services)}"
+    up = target.compose_up_argv(
+        ctx.compose, p.working_dir, p.project, cfgs, list(p.services), no_deps=p.no_deps
+    )
+    ctx.t.run(up)
+    return f"{' '.join(ctx.compose)} up -d {'--no-deps ' if p.no_deps else ''}" + " ".join(
+        p.services
+    )
 
 
 def health_problems(
@@ -304,7 +309,7 @@ def run_graph(
     record: Record,
     errors: dict[str, VkError],
     done: set[str],
-    now: Callable[[], float] = time.monotonic,
+    t0: float | None = None,
 ) -> list[tuple[Step, StepResult]]:
     """Run *steps* (in plan order, each after the steps it waits for; those in
     *done* are already done), STEP_PARALLEL at a time. Each worker thread has its
@@ -313,17 +318,18 @@ def run_graph(
     made is a failed step. After a failure nothing new starts; the running steps
     finish (their data is sound) and the steps never started are not in the
     result. On any exception here (Ctrl-C), every open connection is closed, which
-    ends the remote commands, and nothing new starts."""
+    ends the remote commands, and nothing new starts. Each result's `started` is
+    in seconds after *t0* (time.monotonic; default: now)."""
     check_order(steps)
     planned = {s.id for s in steps} | done
     local = threading.local()
     transports: list[Transport] = []
     lock = threading.Lock()
     stop = threading.Event()
-    t0 = now()
+    start = time.monotonic() if t0 is None else t0
 
     def work(step: Step) -> StepResult:
-        at = now() - t0
+        at = time.monotonic() - start
         if stop.is_set():
             return StepResult(step.id, step.kind, step.title, "skipped", 0.0, "not started")
         t: Transport | None = getattr(local, "t", None)
@@ -343,7 +349,7 @@ def run_graph(
         res = run_one(c, step)
         if c.compose is not None and ctx.compose is None:
             ctx.compose = c.compose  # found by ensure-docker: every later step knows it
-        res.started = round(at, 2)
+        res.started = at
         return res
 
     pool = ThreadPoolExecutor(max_workers=STEP_PARALLEL)
@@ -447,6 +453,7 @@ def run_plan(
                 target.save_state(ctx.t, snapshot_id, {"snapshot": snapshot_id, "done": recorded})
                 state = {"done": recorded}
 
+    t0 = time.monotonic()
     done: set[str] = set()
     todo: list[Step] = []
     for step in run.plan.steps:
@@ -464,7 +471,7 @@ def run_plan(
             return Failure(step, res, errors[step.id])
         done.add(step.id)
     rest = [s for s in todo if s.kind != "preflight"]
-    for step, res in run_graph(rest, ctx, connect, run_one, record, errors, done):
+    for step, res in run_graph(rest, ctx, connect, run_one, record, errors, done, t0):
         if res.status == "failed":
             return Failure(step, res, errors[step.id])
     return None

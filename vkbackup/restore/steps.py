@@ -127,7 +127,9 @@ class DatabaseParams(StepParams):
 
 @dataclass(frozen=True)
 class StartParams(StepParams):
-    """`compose up -d` *services* of *project*, from its recorded files."""
+    """`compose up -d` *services* of *project*, from its recorded files; with
+    *no_deps*, not the services they depend on (a database's container starts
+    before the other images are in: its dependencies would be pulled)."""
 
     kind: ClassVar[str] = "start"
     resumable: ClassVar[bool] = True
@@ -135,6 +137,7 @@ class StartParams(StepParams):
     services: tuple[str, ...] = ()
     working_dir: str | None = None
     config_files: str | None = None  # compose's label: comma-separated
+    no_deps: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,15 @@ from vkbackup.transport.base import Transport, pipeline_argv
 STATE_DIR = "/var/lib/vkbackup/restore"
 
 ENSURE_DOCKER = r"""
+# other packages may be installing beside this step: wait for apt's locks
+apt() { DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+  apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 if ! docker info >/dev/null 2>&1; then
   if ! command -v docker >/dev/null 2>&1; then
     command -v apt-get >/dev/null || {
       echo "no docker and no apt-get: install Docker Engine" >&2; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >&2
+    apt update -qq
+    apt install -y -qq docker.io docker-compose >&2
   fi
   (systemctl start docker 2>/dev/null || (nohup dockerd >/var/log/dockerd.log 2>&1 &)) || true
   for i in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
@@ -38,7 +41,8 @@ fi
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
   command -v apt-get >/dev/null || {
     echo "no docker compose: install the compose plugin" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >&2
+  apt update -qq
+  apt install -y -qq docker-compose >&2
 fi
 docker version --format '{{.Server.Version}}'
 """
@@ -180,13 +184,20 @@ def missing_files_argv(paths: list[str]) -> list[str]:
 
 
 def compose_up_argv(
-    compose: list[str], working_dir: str, project: str, files: list[str], services: list[str]
+    compose: list[str],
+    working_dir: str,
+    project: str,
+    files: list[str],
+    services: list[str],
+    no_deps: bool = False,
 ) -> list[str]:
-    """argv running `compose up -d --no-build SERVICES` in the project's directory."""
+    """argv running `compose up -d --no-build SERVICES` in the project's directory;
+    with *no_deps*, not the services they depend on (`--no-deps`)."""
     fargs: list[str] = []
     for c in files:
         fargs += ["-f", c]
-    up = [*compose, "-p", project, *fargs, "up", "-d", "--no-build", *services]
+    deps = ["--no-deps"] if no_deps else []
+    up = [*compose, "-p", project, *fargs, "up", "-d", "--no-build", *deps, *services]
     return pipeline_argv(f"cd {shlex.quote(working_dir)} && {shlex.join(up)} 2>&1")
 
 

@@ -79,12 +79,13 @@ positional argument. The fingerprint is a sha256 over every member's path,
 type, mode, owner, size, mtime and content digest plus the recorded lists, so
 an unchanged host references its previous tar instead of uploading it again.
 
-Restore. Six steps, all resumable. host-packages comes in two: first the
-packages Docker Engine and Compose come from (with the apt sources and keys,
-laid down before anything installs), which every container step waits for;
-then the rest, which only the host's own units need, so it installs while
-images and volumes stream in (needrestart is suspended: nothing it would
-restart may interrupt them). Each installs every recorded package that is
+Restore. Up to seven steps, all resumable (vkbackup.restore.plan says what
+each waits for). host-packages comes in two: first the packages Docker
+Engine, Compose and the decompressors come from (with the apt sources and
+keys, laid down before anything installs), which every container step waits
+for; then the rest, which only the host's own units need, so it installs
+while images and volumes stream in (needrestart is suspended: nothing it
+would restart may interrupt them). Each installs every recorded package that is
 missing or at another version, at the recorded version when the target's
 mirror still has it, else the mirror's candidate, and reports every
 difference; an installed package newer than the recorded one is kept, never
@@ -92,10 +93,13 @@ downgraded, because the newer one is usually a security update. When nothing
 is missing or older, it skips `apt-get update`. It runs `dpkg --configure -a`
 first, so a restore killed in the middle of an installation continues. host-users
 creates missing groups and users with their recorded ids where those are free
-on the target and never changes an account that exists. host-files extracts
-the tar at /, only the recorded members (the tar guard checks every header),
-then reloads systemd and restarts Docker if the tar changed its configuration
-(before any container starts, so they start under prod's daemon.json).
+on the target and never changes an account that exists; it runs before the
+other packages install, so a package finds its system user already there, with
+prod's ids. host-files extracts the tar at /, only the recorded members (the
+tar guard checks every header), then reloads systemd and restarts Docker if
+the tar changed its configuration. Docker's and containerd's own configuration
+goes first, in a step of its own, before any container step, so images load
+and containers start under prod's daemon.json.
 Owners are mapped by name there, not by number: a package creates its system
 user (caddy, for one) with whatever id is free on the new machine, so the
 certificates Caddy owned on the old host must belong to the new host's caddy,
@@ -893,19 +897,22 @@ class Meta:
         )
 
 
-DOCKER_PACKAGE = re.compile(r"(docker|moby-).*|containerd(\.io)?|runc|crun|tini")
+DOCKER_PACKAGE = re.compile(r"(docker|moby-).*|containerd(\.io)?|runc|crun|tini|zstd|gzip|xz-utils")
 
 
 def is_docker_package(name: str) -> bool:
-    """True for a package Docker Engine or Compose comes from (Debian's docker.io,
-    docker-cli, docker-compose; Docker's docker-ce*, containerd.io, the plugins)."""
+    """True for a package the container steps need: Docker Engine or Compose
+    (Debian's docker.io, docker-cli, docker-compose; Docker's docker-ce*,
+    containerd.io, the plugins) and the decompressors the objects stream through
+    (without zstd on the target they would be decompressed here and cross raw)."""
     return DOCKER_PACKAGE.fullmatch(name) is not None
 
 
 def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[Step]:
     """The restore steps of a host source, in this order: host-packages for Docker
-    (with the apt sources), host-packages for the rest, host-users, host-files,
-    host-services, host-firewall. The plan decides what each waits for (see the
+    (with the apt sources), host-users, host-files for Docker's configuration (if
+    the tar has any), host-packages for the rest, host-files, host-services,
+    host-firewall. The plan decides what each waits for (see the
     module docstring); the firewall goes last."""
     tar = [o for o in objects if o.role == "tar"]
     fw = meta.firewall
@@ -924,7 +931,8 @@ def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[St
     return [
         Step(
             f"host-packages:{name}:docker",
-            f"install Docker's {len(docker)} packages of {name} (apt sources first)",
+            f"install Docker and the decompressors: {len(docker)} packages of {name} "
+            "(apt sources first)",
             HostPackagesParams(
                 packages=docker, sources=meta.apt_sources, members=meta.members, docker=True
             ),
@@ -932,16 +940,16 @@ def restore_steps(name: str, meta: Meta, objects: list[ObjectRecord]) -> list[St
             list(tar),
         ),
         Step(
-            f"host-packages:{name}",
-            f"install the other {len(rest)} packages of {name}",
-            HostPackagesParams(packages=rest),
+            f"host-users:{name}",
+            f"create {len(meta.groups)} groups and {len(meta.users)} users of {name}",
+            HostUsersParams(groups=meta.groups, users=meta.users),
             name,
         ),
         *(early if daemon else []),
         Step(
-            f"host-users:{name}",
-            f"create {len(meta.groups)} groups and {len(meta.users)} users of {name}",
-            HostUsersParams(groups=meta.groups, users=meta.users),
+            f"host-packages:{name}",
+            f"install the other {len(rest)} packages of {name}",
+            HostPackagesParams(packages=rest),
             name,
         ),
         Step(
@@ -976,7 +984,7 @@ APT_OPTS = [
 ]  # fmt: skip
 
 RECOVER = """
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 LC_ALL=C
 command -v apt-get >/dev/null || {
   echo "no apt-get on the target: the host source restores onto Debian" >&2; exit 1; }
 for i in $(seq 1 60); do

@@ -30,3 +30,17 @@ def test_a_compose_that_would_rename_containers_is_named() -> None:
     assert compose_name_clashes("v2", [("app_web_2", "app", "web")]) == [
         "app_web_2 (would be app-web-2)"
     ]
+
+
+def test_compose_up_runs_in_the_project_directory_and_can_leave_dependencies() -> None:
+    from vkbackup.restore.target import compose_up_argv
+
+    files = ["/opt/chat wood/docker-compose.yml"]
+    argv = compose_up_argv(
+        ["docker", "compose"], "/opt/chat wood", "chatwoot", files, ["postgres"], no_deps=True
+    )
+    script = argv[-1].split("\n")[-1]  # after the pipeline's set -euo pipefail
+    assert script.startswith("cd '/opt/chat wood' && docker compose -p chatwoot -f ")
+    assert script.endswith("up -d --no-build --no-deps postgres 2>&1")
+    plain = compose_up_argv(["docker-compose"], "/opt/x", "x", [], ["a", "b"])[-1].split("\n")[-1]
+    assert "--no-deps" not in plain and plain.endswith("up -d --no-build a b 2>&1")

@@ -478,19 +478,21 @@ def test_meta_decodes_and_gives_six_steps_in_order() -> None:
                        sha256="0" * 64, compression="gzip")  # fmt: skip
     steps = host.restore_steps("host", meta, [tar])
     assert [s.kind for s in steps] == [
-        "host-packages", "host-packages", "host-users", "host-files", "host-services",
+        "host-packages", "host-users", "host-packages", "host-files", "host-services",
         "host-firewall",
     ]  # fmt: skip
-    assert [s.id for s in steps[:2]] == ["host-packages:host:docker", "host-packages:host"]
+    assert [s.id for s in steps[:3]] == [
+        "host-packages:host:docker", "host-users:host", "host-packages:host",
+    ]  # fmt: skip
     assert all(s.resumable and s.source == "host" for s in steps)
     assert [len(s.objects) for s in steps] == [1, 0, 0, 1, 0, 0]
-    docker, pk = steps[0].params, steps[1].params
+    docker, pk = steps[0].params, steps[2].params
     assert isinstance(docker, HostPackagesParams) and isinstance(pk, HostPackagesParams)
     # Docker's packages carry the apt sources; the rest install beside the data
     assert docker.docker and docker.packages == () and docker.sources == meta.apt_sources
     assert len(docker.members) == 3
     assert not pk.docker and pk.packages == (("caddy", "2.6.2-8", "amd64"),) and not pk.sources
-    assert steps[2].params == HostUsersParams(
+    assert steps[1].params == HostUsersParams(
         groups=(HostGroup("docker", 102, ("deploy",)),),
         users=(HostUser("deploy", 1001, 1001, "deploy", "", "/home/deploy", "/bin/bash"),),
     )
@@ -893,10 +895,10 @@ def test_docker_config_is_put_by_its_own_step_which_extracts_only_it() -> None:
                        {"path": "/etc/containerd/config.toml"}]  # fmt: skip
     meta = host.Meta.decode(doc, "m")
     steps = host.restore_steps("h", meta, [TAR])
-    assert [s.id for s in steps[:3]] == [
-        "host-packages:h:docker", "host-packages:h", "host-files:h:docker",
+    assert [s.id for s in steps[:4]] == [
+        "host-packages:h:docker", "host-users:h", "host-files:h:docker", "host-packages:h",
     ]  # fmt: skip
-    docker, rest, daemon = (s.params for s in steps[:3])
+    docker, _, daemon, rest = (s.params for s in steps[:4])
     assert isinstance(docker, HostPackagesParams) and isinstance(rest, HostPackagesParams)
     assert [p[0] for p in docker.packages] == [
         "docker.io", "containerd", "runc", "docker-compose-plugin",
