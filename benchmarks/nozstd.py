@@ -6,10 +6,11 @@ Usage (as root, the lab up; see tests/lab/README.md):
     .venv/bin/python benchmarks/nozstd.py [--sizes 1G[,4G]] [--repeat 1] [--s3]
         [--skip restic,age,gzip] [--no-reseed] [--keep-scale] [--workdir DIR]
 
-How a host without zstd is made: prod's `zstd` binary is renamed for the runs that
-need it (`mv /usr/bin/zstd /usr/bin/zstd.vkbench-hidden`), as
-tests/e2e/test_incremental.py does on fresh, and put back afterwards whatever happens
-(also at start, should an earlier run have died with it hidden). So prod really has
+How a host without zstd is made (run.py's zstd_hidden, also behind run.py's own
+vk-nozstd row): prod's `zstd` binary is renamed for the runs that need it
+(`mv /usr/bin/zstd /usr/bin/zstd.vkbench-hidden`), as tests/e2e/test_incremental.py
+does on fresh, and put back afterwards whatever happens (also at start, should an
+earlier run have died with it hidden). So prod really has
 no zstd: the facts script's `command -v zstd` finds none, and any command that ran
 zstd there would fail. Nothing in vkbackup is changed or patched for it.
 
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,30 +56,13 @@ from run import (  # noqa: E402  (benchmarks/run.py, beside this file)
     log,
     mb,
     parse_size,
+    put_back,
     scale_for,
     tree_bytes,
+    zstd_hidden,
 )
 
-ZSTD = "/usr/bin/zstd"
-HIDDEN = ZSTD + ".vkbench-hidden"
 TARGETS = {"vs_restic": 1.0, "vs_age": 0.6}
-
-
-@contextlib.contextmanager
-def zstd_hidden(bench: Bench) -> Iterator[None]:
-    """prod without zstd for the block, put back on any exit."""
-    bench.lab.ssh("prod", f"mv {ZSTD} {HIDDEN}")
-    try:
-        gone = bench.lab.ssh("prod", "command -v zstd || echo none").stdout.strip()
-        assert gone == "none", f"prod still has a zstd: {gone}"
-        yield
-    finally:
-        bench.lab.ssh("prod", f"mv {HIDDEN} {ZSTD}")
-
-
-def put_back(bench: Bench) -> None:
-    """An earlier run died with zstd hidden: put it back."""
-    bench.lab.ssh("prod", f"if [ -e {HIDDEN} ]; then mv {HIDDEN} {ZSTD}; fi")
 
 
 def with_compression(config: Path, value: str) -> None:

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from run import critical_path  # noqa: E402  (benchmarks/run.py, beside this file)
+
 from tests.lab.api import get_lab  # noqa: E402
 from vkbackup.cli.main import main as vkbackup_main  # noqa: E402
 from vkbackup.restore import runner  # noqa: E402
@@ -60,26 +62,6 @@ def restore_once(config: Path, parallel: int) -> dict[str, Any]:
     return doc
 
 
-def critical_path(steps: list[dict[str, Any]]) -> list[str]:
-    """From the step that ended last, back through the step that ended last before
-    each one started: the chain that set the RTO."""
-    spans = [(s["id"], float(s.get("started", 0.0)), float(s["seconds"])) for s in steps]
-    spans = [x for x in spans if x[2] > 0 or x[0] == "preflight"]
-    chain: list[str] = []
-    cur = max(spans, key=lambda x: x[1] + x[2])
-    while True:
-        chain.append(f"{cur[0]} {cur[2]:.1f}s")
-        # started before it and ended by the time it started (50 ms of rounding),
-        # strictly earlier than it ended: the walk always moves back and stops
-        end = cur[1] + cur[2]
-        before = [x for x in spans if x[1] <= cur[1] and x[1] + x[2] <= cur[1] + 0.05
-                  and x[1] + x[2] < end]  # fmt: skip
-        if not before:
-            break
-        cur = max(before, key=lambda x: x[1] + x[2])
-    return list(reversed(chain))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--parallel", default="1,2,3", help="settings of STEP_PARALLEL")
@@ -96,7 +78,8 @@ def main() -> None:
             t0 = time.monotonic()
             doc = restore_once(lab.config_path, p)
             wall = time.monotonic() - t0
-            path = critical_path(doc["steps"])
+            timeline = [[x["id"], x.get("started", 0.0), x["seconds"]] for x in doc["steps"]]
+            path = critical_path(timeline)
             runs.append({"parallel": p, "round": r, "rto": doc["rto_seconds"], "wall": wall,
                          "status": doc["status"], "exit": doc["exit"], "steps": doc["steps"],
                          "critical_path": path})  # fmt: skip
