@@ -9,6 +9,11 @@ or give -o. With -o the output goes to a temporary file beside FILE (mode
 object read was verified, so FILE is never a half-written or unverified copy.
 On standard output, an error after the first byte (exit 1) means: discard
 what was written.
+
+A secret source (a `files` source with `secret = true`, the `host` source) is
+never written to a file here (-o is refused, exit 2): its plaintext must not
+land on the backup machine's disk. Pipe it to where it belongs instead
+(`| ssh HOST 'cat > PATH'`); where standard output goes is the operator's call.
 """
 
 from __future__ import annotations
@@ -108,6 +113,12 @@ def dump_cmd(
     manifest = resolve(storage, snapshot, check_host(host))
     ids = app.identities(identity, passphrase_file)
     view = open_source(storage, manifest, ids, source)
+    if out is not None and is_secret(view.meta):
+        raise UsageError(
+            f"source {source!r} is secret: -o would write its plaintext to this machine's disk",
+            hint=f"pipe it where it belongs: vkbackup dump {snapshot} {source} PATH "
+            "| ssh HOST 'cat > PATH'",
+        )
     if table is not None:
         with output(out) as write:
             dump_table(storage, view, ids, table, LocalTransport(), write)
@@ -116,6 +127,13 @@ def dump_cmd(
     tree = load_tree(storage, view, ids)
     with output(out) as write:
         dump_path(storage, view, ids, tree, path, write)
+
+
+def is_secret(meta: object) -> bool:
+    """True for a source whose plaintext must never land on this machine's disk."""
+    from vkbackup.sources import files, host
+
+    return isinstance(meta, host.Meta) or (isinstance(meta, files.Meta) and meta.secret)
 
 
 def register(cli: click.Group) -> None:

@@ -68,6 +68,12 @@ known_hosts = "{sshd.known_hosts}"
 type = "files"
 name = "etc"
 paths = ["{tree}"]
+
+[[hosts.box.sources]]
+type = "files"
+name = "secrets"
+paths = ["{tree}/app.env"]
+secret = true
 """
     )
     config = load_config(cfg)
@@ -149,3 +155,16 @@ def test_restore_into_over_ssh_puts_only_the_paths(
         r = vk(cfg, "restore", "latest", "--to", "box", *args)
         assert r.returncode == 2, (args, r.stderr)
     assert os.listdir(into) == [rel.split("/")[0]]
+
+
+def test_dump_of_a_secret_source_goes_to_a_pipe_never_a_file(
+    env: tuple[Path, Path, list[str]],
+) -> None:
+    cfg, tree, _ = env
+    out = cfg.parent / "app.env.copy"
+    r = vk(cfg, "dump", "latest", "secrets", str(tree / "app.env"), "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    assert b"'secrets' is secret" in r.stderr and b"| ssh HOST" in r.stderr
+    assert not out.exists() and not [p for p in cfg.parent.iterdir() if ".part" in p.name]
+    r = vk(cfg, "dump", "latest", "secrets", str(tree / "app.env"))  # to a pipe: allowed
+    assert r.returncode == 0 and r.stdout == b"TOKEN=two, longer\n"
