@@ -11,6 +11,9 @@ starts, as the issue's app did.
   restarted (same start time, not left paused), and the volume is unchanged
   afterwards, so the second snapshot references the first one's objects and
   pauses nothing.
+- Either way the restore of that volume onto the fresh host is the volume as
+  it was copied: prod's tree for pause, the one start before the restart for
+  stop.
 
 How long a pause holds a container (the copy time plus milliseconds) is
 measured in benchmarks/, not asserted here.
@@ -28,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.labconfig import drop_volume, own_config, volume_source
+from tests.e2e.treesig import volume_signature
 from tests.lab.api import Lab
 
 VOLUME = "vk_quiesce"
@@ -84,8 +88,16 @@ def source(doc: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def starts(lab: Lab) -> int:
-    return len(lab.ssh("prod", f"cat {MP}/starts").stdout.split())
+def starts(lab: Lab, host: str = "prod") -> int:
+    return len(lab.ssh(host, f"cat {MP}/starts").stdout.split())
+
+
+def restore_volume(lab: Lab, cfg: Path, snapshot: str) -> None:
+    """The snapshot's quiesce source (a --only snapshot: partial, so by its id) onto
+    the emptied fresh host."""
+    lab.reset_fresh()
+    doc = vk(cfg, "restore", snapshot, "--to", "fresh", "--only", "quiesce", "--yes")
+    assert doc["status"] == "ok", doc.get("error")
 
 
 def test_stop_waits_stop_timeout_for_a_container_that_ignores_sigterm(
@@ -93,12 +105,16 @@ def test_stop_waits_stop_timeout_for_a_container_that_ignores_sigterm(
 ) -> None:
     cfg = config(lab, tmp_path, "stop")
     before = state(lab)
-    s = source(vk(cfg, "snapshot", "prod", "--only", "quiesce"))
+    snap = vk(cfg, "snapshot", "prod", "--only", "quiesce")
+    s = source(snap)
     after = state(lab)
     assert after[1:] == (True, False) and after[0] != before[0]  # restarted, running
     # docker stop -t 3 waited for SIGKILL; down no longer than the source took, plus 2 s
     assert 3.0 <= s["downtime"][CONTAINER] <= s["seconds"] + 2
     assert starts(lab) == 2  # its start changed the volume: tomorrow copies it again
+    # the copy is the volume as it was while the container was down: one start
+    restore_volume(lab, cfg, snap["id"])
+    assert starts(lab, "fresh") == 1
 
 
 def test_pause_never_restarts_and_an_untouched_volume_is_not_paused_again(
@@ -114,7 +130,11 @@ def test_pause_never_restarts_and_an_untouched_volume_is_not_paused_again(
     assert first["bytes_new"] > 0
     assert starts(lab) == 1  # no restart wrote to the volume
 
-    second = source(vk(cfg, "snapshot", "prod", "--only", "quiesce"))
+    snap = vk(cfg, "snapshot", "prod", "--only", "quiesce")
+    second = source(snap)
     assert second["bytes_new"] == 0 and second["bytes_reused"] == first["bytes_new"]
     assert not second.get("downtime")  # unchanged: nothing was paused
     assert state(lab) == before
+    # and the restored volume is prod's, entry for entry
+    restore_volume(lab, cfg, snap["id"])  # its objects are the first snapshot's
+    assert volume_signature(lab, "fresh", VOLUME) == volume_signature(lab, "prod", VOLUME)

@@ -21,8 +21,10 @@ for:
     ensure-docker                     Docker's packages and configuration
     files                             host-files (their paths may overlap /etc)
     images, volumes                   ensure-docker
-    a database's container start      files, volumes and the images holding its
-                                      own image, not the others (`--no-deps`)
+    a database's container start      files, the volumes it mounts and the images
+                                      holding its own image, not the others
+                                      (`--no-deps`), so the dump goes in while
+                                      the other volumes still stream
     its database                      that start
     compose starts                    all data: files, images, volumes, databases;
                                       one at a time in plan order (the playbook's
@@ -76,6 +78,7 @@ from vkbackup.restore.steps import (
     PreflightParams,
     StartParams,
     Step,
+    VolumeParams,
 )
 from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 
@@ -208,6 +211,7 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
     db_projects: list[str] = []
     db_start: dict[str, str] = {}  # database step id -> its container's start step id
     db_image: dict[str, str] = {}  # a database's start step id -> its container's image
+    db_volumes: dict[str, tuple[str, ...] | None] = {}  # ... -> the volumes it mounts
     for entry in restorable:
         if not isinstance(entry.meta, postgres.Meta):
             continue
@@ -221,6 +225,7 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             if (c.project, c.service) not in started:  # two databases of one server
                 steps.append(first)
                 db_image[first.id] = c.image
+                db_volumes[first.id] = c.volumes
                 started.add((c.project, c.service))
                 db_projects.append(c.project)
         else:
@@ -297,16 +302,22 @@ def derive_plan(manifest: Manifest, private: PrivatePart, playbook: Playbook) ->
             DnsParams(zone=playbook.dns_zone, records=tuple(playbook.dns_records)),
         )
     )
-    wire(steps, db_start, db_image)
+    wire(steps, db_start, db_image, db_volumes)
     return Plan(manifest.id, manifest.host, playbook.name, steps, warnings)
 
 
-def wire(steps: list[Step], db_start: dict[str, str], db_image: dict[str, str]) -> None:
+def wire(
+    steps: list[Step],
+    db_start: dict[str, str],
+    db_image: dict[str, str],
+    db_volumes: dict[str, tuple[str, ...] | None],
+) -> None:
     """Set what each step waits for (`Step.after`) from its kind. *db_start* maps a
     database step to its container's start, *db_image* that start (one per database
-    container) to the container's image. Every step waits only for steps before it,
-    so the plan's order is one they can run in. See the module docstring for why
-    each waits for what it does."""
+    container) to the container's image, *db_volumes* to the named volumes it mounts
+    (None: not recorded). Every step waits only for steps before it, so the plan's
+    order is one they can run in. See the module docstring for why each waits for
+    what it does."""
     earlier: list[str] = []
 
     def of(*kinds: str) -> list[str]:
@@ -339,8 +350,13 @@ def wire(steps: list[Step], db_start: dict[str, str], db_image: dict[str, str]) 
         elif isinstance(p, ImageParams) or s.kind == "volume":
             after += ensure
         elif isinstance(p, StartParams):
-            after += ensure + files_ + volumes
+            after += ensure + files_
             if s.id in db_image:
+                # only the volumes it mounts: compose may create the others, but no
+                # container writes into them before their own step is done
+                mounts = db_volumes.get(s.id)
+                after += [x.id for x in steps if isinstance(x.params, VolumeParams)
+                          and (mounts is None or x.params.volume in mounts)]  # fmt: skip
                 # two `compose up` of one project at once race to create its network
                 after += [x.id for x in steps if isinstance(x.params, StartParams)
                           and x.params.project == p.project and x.id in earlier]  # fmt: skip
@@ -349,14 +365,15 @@ def wire(steps: list[Step], db_start: dict[str, str], db_image: dict[str, str]) 
                         and image in x.params.refs]  # fmt: skip
                 after += mine or images
             else:
+                after += volumes
                 # in plan order, one at a time: the playbook's groups, then the
                 # projects it does not name, edge proxies last; projects sharing a
                 # named network or volume would race to create it
                 after += images + databases + starts
                 starts.append(s.id)
         elif s.kind == "database":
-            after += ensure + files_ + images + volumes
-            after += [db_start[s.id]] if s.id in db_start else []
+            # through its own server; one not started by compose: once all is in
+            after += ensure + ([db_start[s.id]] if s.id in db_start else files_ + images + volumes)
         elif s.kind == "host-services":
             after += ensure + hfiles + files_
         elif s.kind in ("host-firewall", "health", "dns"):

@@ -75,6 +75,15 @@ def _opt_name(check: Callable[..., str], doc: Any, where: str) -> str:
     return check(value, where, IntegrityError) if value else ""
 
 
+def _volumes(doc: Any, where: str) -> tuple[str, ...]:
+    """The names of the named volumes among a container's recorded mounts."""
+    out = []
+    for i, m in enumerate(_list(doc, where)):
+        if isinstance(m, dict) and m.get("type") == "volume" and m.get("name"):
+            out.append(_name(names.check_volume, m["name"], f"{where}[{i}].name"))
+    return tuple(out)
+
+
 _PROJECT_LABEL = "com.docker.compose.project"
 _SERVICE_LABEL = "com.docker.compose.service"
 
@@ -88,6 +97,7 @@ class Container:
     has_healthcheck: bool
     ports: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
+    volumes: tuple[str, ...] | None = None  # named volumes it mounts; None: not recorded
 
     @property
     def project(self) -> str | None:
@@ -114,6 +124,7 @@ class Container:
             has_healthcheck=bool(d.get("has_healthcheck")),
             ports=tuple(str(p) for p in _list(d.get("ports"), f"{where}.ports")),
             networks=tuple(str(n) for n in _list(d.get("networks"), f"{where}.networks")),
+            volumes=_volumes(d.get("mounts"), f"{where}.mounts") if "mounts" in d else None,
         )
 
 

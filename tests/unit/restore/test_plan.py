@@ -32,7 +32,9 @@ def obj(source: str, name: str, role: str) -> ObjectRecord:
     )
 
 
-def container(name: str, project: str | None, service: str, image: str = "x") -> dict[str, Any]:
+def container(
+    name: str, project: str | None, service: str, image: str = "x", volumes: tuple[str, ...] = ()
+) -> dict[str, Any]:
     labels = {}
     if project:
         labels = {
@@ -49,6 +51,8 @@ def container(name: str, project: str | None, service: str, image: str = "x") ->
         "has_healthcheck": name == "chatwoot-chatwoot-sidekiq-1",
         "ports": [],
         "networks": [],
+        "mounts": [{"type": "volume", "name": v, "destination": "/data"} for v in volumes]
+        + [{"type": "bind", "source": "/opt/x", "destination": "/x"}],
     }
 
 
@@ -58,7 +62,7 @@ def par(step: Step) -> Any:
 
 
 CONTAINERS = [
-    container("chatwoot-postgres-1", "chatwoot", "postgres", "postgres:15-lab"),
+    container("chatwoot-postgres-1", "chatwoot", "postgres", "postgres:15-lab", ("pgdata",)),
     container("chatwoot-redis-1", "chatwoot", "redis"),
     container("chatwoot-chatwoot-1", "chatwoot", "chatwoot"),
     container("chatwoot-chatwoot-sidekiq-1", "chatwoot", "chatwoot-sidekiq"),
@@ -288,13 +292,13 @@ def test_each_step_waits_for_what_it_needs_and_no_more() -> None:
     assert after["files:secrets"] == pre | hfiles
     # the database's container needs only the archive holding its own image
     db_start = "start:chatwoot:postgres"
-    assert after[db_start] == pre | {"ensure-docker", "files:secrets", "volume:storage",
-                                     "image:db-images"}  # fmt: skip
+    # (and the volumes it mounts: chatwoot_storage_data is the app's, not its)
+    assert after[db_start] == pre | {"ensure-docker", "files:secrets", "image:db-images"}
     # ... and only it: its depends_on services' images may not be in yet
     db_start_step = next(x for x in plan.steps if x.id == db_start)
     assert par(db_start_step).no_deps
     data = {"files:secrets", "volume:storage", "image:images", "image:db-images"}
-    assert after["database:db"] == pre | data | {"ensure-docker", db_start}
+    assert after["database:db"] == pre | {"ensure-docker", db_start}
     # apps start once every piece of data is in, the database included, one at a
     # time in plan order (projects may share a named network), the edge proxy last
     starts = [i for i in ids if i.startswith("start:")]
@@ -337,3 +341,22 @@ def test_the_playbook_start_groups_go_one_after_the_other() -> None:
     starts = [s for s in plan.steps if s.kind == "start"]
     for before, later in itertools.pairwise(starts):
         assert before.id in later.after, (before.id, later.id)
+
+
+def test_the_database_container_waits_for_the_volumes_it_mounts_or_all_if_unknown() -> None:
+    m, priv = with_host()
+    db = priv.facts.container("chatwoot-postgres-1")
+    assert db is not None and db.volumes == ("pgdata",)
+    from dataclasses import replace
+
+    def db_start_after(volumes: tuple[str, ...] | None) -> set[str]:
+        c = replace(db, volumes=volumes)
+        facts = replace(priv.facts, containers=[c if x is db else x
+                                                for x in priv.facts.containers])  # fmt: skip
+        plan = derive_plan(m, replace(priv, facts=facts), Playbook())
+        step = next(s for s in plan.steps if s.id == "start:chatwoot:postgres")
+        return set(step.after)
+
+    assert "volume:storage" not in db_start_after(("pgdata",))
+    assert "volume:storage" in db_start_after(("chatwoot_storage_data",))  # it mounts it
+    assert "volume:storage" in db_start_after(None)  # an older record: every volume
