@@ -351,8 +351,8 @@ def test_the_database_container_waits_for_the_volumes_it_mounts_or_all_if_unknow
 
     def db_start_after(volumes: tuple[str, ...] | None) -> set[str]:
         c = replace(db, volumes=volumes)
-        facts = replace(priv.facts, containers=[c if x is db else x
-                                                for x in priv.facts.containers])  # fmt: skip
+        facts = replace(priv.facts, containers=tuple(c if x is db else x
+                                                     for x in priv.facts.containers))  # fmt: skip
         plan = derive_plan(m, replace(priv, facts=facts), Playbook())
         step = next(s for s in plan.steps if s.id == "start:chatwoot:postgres")
         return set(step.after)
