@@ -124,7 +124,9 @@ def test_restore_killed_in_a_volume_then_in_pg_restore_resumes_identical(
         # the attachments volume is still being filled)
         extracting = f"^tar -C /var/lib/docker/volumes/{VOLUME}/_data .*"
         tar = Watcher(lab, "fresh", "wchar", VOLUME_STOP_AT, "STOP", "-x", "-f", extracting)
-        pg1 = Watcher(lab, "fresh", "rchar", dump_bytes // 2, "STOP", "-x", "pg_restore")
+        # its window covers installing Docker and loading the images first
+        pg1 = Watcher(lab, "fresh", "rchar", dump_bytes // 2, "STOP", "-x", "pg_restore",
+                      seconds=900)  # fmt: skip
         watchers += [tar, pg1]
         tar.ready()
         pg1.ready()
@@ -167,6 +169,8 @@ def test_restore_killed_in_a_volume_then_in_pg_restore_resumes_identical(
             procs.append(proc)
             pid, read = pgr.result(lambda: proc.poll() is None)
             stopped.append(pid)
+            # the volume, which runs beside the database now, finishes while it is stopped
+            wait_done(lab, sid, {"volume:chatwoot-storage"})
             assert read < dump_bytes
             partial = lab.psql("fresh", "SET lock_timeout = '10s';\n" + database.COUNT_SQL)
             counts = {k: int(v) for k, v in (ln.rsplit("|", 1) for ln in partial.splitlines())}

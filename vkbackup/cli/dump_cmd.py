@@ -113,7 +113,7 @@ def dump_cmd(
     manifest = resolve(storage, snapshot, check_host(host))
     ids = app.identities(identity, passphrase_file)
     view = open_source(storage, manifest, ids, source)
-    if out is not None and is_secret(view.meta):
+    if out is not None and is_secret(app, manifest.host, view.name, view.type, view.meta):
         raise UsageError(
             f"source {source!r} is secret: -o would write its plaintext to this machine's disk",
             hint=f"pipe it where it belongs: vkbackup dump {snapshot} {source} PATH "
@@ -129,11 +129,16 @@ def dump_cmd(
         dump_path(storage, view, ids, tree, path, write)
 
 
-def is_secret(meta: object) -> bool:
-    """True for a source whose plaintext must never land on this machine's disk."""
-    from vkbackup.sources import files, host
+def is_secret(app: AppContext, host_name: str, name: str, kind: str, meta: object) -> bool:
+    """True for a source whose plaintext must never land on this machine's disk: a
+    host source, or one the snapshot recorded as secret, or the config now marks so
+    (a snapshot taken before `secret = true` was added)."""
+    from vkbackup.sources import files
 
-    return isinstance(meta, host.Meta) or (isinstance(meta, files.Meta) and meta.secret)
+    if kind == "host" or (isinstance(meta, files.Meta) and meta.secret):
+        return True
+    hcfg = app.config().hosts.get(host_name)
+    return hcfg is not None and any(s.name == name and s.secret for s in hcfg.sources)
 
 
 def register(cli: click.Group) -> None:

@@ -19,12 +19,13 @@ step is built from it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from vkbackup import names
-from vkbackup.errors import IntegrityError
+from vkbackup.errors import IntegrityError, VkError
 from vkbackup.manifest import Manifest, open_private
 from vkbackup.sources import docker_image, docker_volume, files, host, postgres
 from vkbackup.textsafe import printable
@@ -76,11 +77,15 @@ def _opt_name(check: Callable[..., str], doc: Any, where: str) -> str:
 
 
 def _volumes(doc: Any, where: str) -> tuple[str, ...]:
-    """The names of the named volumes among a container's recorded mounts."""
+    """The names of the named volumes among a container's recorded mounts. A name
+    that fails the check (a plugin's volume, a hostile record) is left out rather
+    than refusing the whole record: it can match no volume step, whose names were
+    checked on their own."""
     out = []
-    for i, m in enumerate(_list(doc, where)):
-        if isinstance(m, dict) and m.get("type") == "volume" and m.get("name"):
-            out.append(_name(names.check_volume, m["name"], f"{where}[{i}].name"))
+    for m in _list(doc, where):
+        if isinstance(m, dict) and m.get("type") == "volume" and isinstance(m.get("name"), str):
+            with contextlib.suppress(VkError):
+                out.append(names.check_volume(m["name"], where, IntegrityError))
     return tuple(out)
 
 

@@ -235,3 +235,23 @@ def test_a_non_string_name_is_refused_as_such() -> None:
     doc["facts"]["containers"][0]["name"] = ["chatwoot-postgres-1"]
     with pytest.raises(IntegrityError, match=r"facts\.containers\[0\]\.name: expected a string"):
         decode_private(doc, WHERE)
+
+
+def test_a_container_s_mounts_give_its_named_volumes_and_skip_bad_names() -> None:
+    from vkbackup.restore.records import Container
+
+    doc = {
+        "name": "chatwoot-postgres-1", "image": "postgres:15", "labels": {}, "running": True,
+        "mounts": [
+            {"type": "volume", "name": "chatwoot_pgdata"},
+            {"type": "bind", "name": None, "source": "/opt/x"},
+            {"type": "volume", "name": "v"},  # a plugin's name Docker's local driver refuses
+            {"type": "volume", "name": "../etc"},  # a hostile record
+            {"type": "volume", "name": 7},
+        ],
+    }  # fmt: skip
+    c = Container.decode(doc, "facts.containers[0]")
+    assert c.volumes == ("chatwoot_pgdata",)  # the rest match no volume step anyway
+    assert Container.decode({**doc, "mounts": []}, "c").volumes == ()
+    no_record = {k: v for k, v in doc.items() if k != "mounts"}
+    assert Container.decode(no_record, "c").volumes is None  # unknown: wait for all
