@@ -1078,17 +1078,26 @@ class InstallPlan:
     notes: list[str]  # what cannot be as recorded, one phrase each
 
 
+def installed_version(
+    p: Package, installed: dict[tuple[str, str], str], native_arch: str
+) -> str | None:
+    """The version of recorded package *p* installed on the target, or None."""
+    arch = native_arch if p.arch == "all" else p.arch
+    return installed.get((p.name, p.arch)) or installed.get((p.name, arch))
+
+
+def outdated(p: Package, have: str | None) -> bool:
+    """True when recorded package *p*, at *have* on the target (None: missing), is to
+    be installed: missing, or at another version that is not newer."""
+    return have is None or (have != p.version and version_compare(have, p.version) <= 0)
+
+
 def needs_install(
     packages: Sequence[Package], installed: dict[tuple[str, str], str], native_arch: str
 ) -> bool:
-    """True when a recorded package is missing on the target or older there (what
-    plan_install would install, given a mirror that offers it)."""
-    for p in packages:
-        arch = native_arch if p.arch == "all" else p.arch
-        have = installed.get((p.name, p.arch)) or installed.get((p.name, arch))
-        if have is None or version_compare(have, p.version) < 0:
-            return True
-    return False
+    """True when plan_install would install a recorded package, given a mirror that
+    offers it: one is missing on the target or older there."""
+    return any(outdated(p, installed_version(p, installed, native_arch)) for p in packages)
 
 
 def plan_install(
@@ -1104,13 +1113,10 @@ def plan_install(
     reported, not installed."""
     plan = InstallPlan([], 0, [])
     for p in packages:
-        arch = native_arch if p.arch == "all" else p.arch
-        have = installed.get((p.name, p.arch)) or installed.get((p.name, arch))
-        if have == p.version:
-            continue
+        have = installed_version(p, installed, native_arch)
+        if not outdated(p, have):
+            continue  # as recorded, or newer: a newer one is reported afterwards
         versions = offered.get(p.name, [])
-        if have is not None and version_compare(have, p.version) > 0:
-            continue  # newer on the target: reported as a difference afterwards
         if p.version in versions:
             plan.install.append(f"{package_spec(p, native_arch)}={p.version}")
             plan.pinned += 1
@@ -1130,8 +1136,7 @@ def version_differences(
     """One phrase per recorded package whose version on the target differs."""
     out = []
     for p in packages:
-        arch = native_arch if p.arch == "all" else p.arch
-        have = installed.get((p.name, p.arch)) or installed.get((p.name, arch))
+        have = installed_version(p, installed, native_arch)
         if have != p.version:
             out.append(f"{p.name}: prod {p.version}, target {have or 'not installed'}")
     return out
