@@ -5,6 +5,8 @@
     locks/<host>.lock                             one snapshot per host at a time
     verify/<host>/<snapshot-id>.json              the last verify result of a snapshot
     drills/<host>/<time>.json                     one restore drill's report
+    wal/<host>/<timeline>/<segment>.age           streamed WAL (point-in-time recovery),
+    wal/<host>/<timeline>/<segment>.json          each with its record (`vkbackup.pitr.wal`)
     <record>.json.sig                             the SSH signature of each record above
 
 Snapshot ids sort by time: ``20261126T020000Z-3f9a``. Every key function
@@ -103,14 +105,14 @@ def verify_key(host: str, snapshot_id: str) -> str:
     return f"verify/{_check(host, 'host')}/{_check(snapshot_id, 'snapshot')}.json"
 
 
-#: where records live: manifests, verify records, drill records. Each is signed
+#: where records live: manifests, verify records, drill records, WAL records. Each is signed
 #: (`vkbackup.signed_storage`), its signature stored beside it under KEY + ".sig".
-RECORD_PREFIXES = ("snapshots/", "verify/", "drills/")
+RECORD_PREFIXES = ("snapshots/", "verify/", "drills/", "wal/")
 SIGNATURE_SUFFIX = ".sig"
 
 
 def is_record(key: str) -> bool:
-    """Whether *key* is a record (a manifest, verify or drill record) that is signed."""
+    """Whether *key* is a record (a manifest, verify, drill or WAL record) that is signed."""
     return key.startswith(RECORD_PREFIXES) and key.endswith(".json")
 
 

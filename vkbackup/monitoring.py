@@ -511,7 +511,6 @@ def write_textfile(
     the hosts in *results* and the ages of the hosts in *ages* are replaced,
     everything else kept. Return the warnings; never raise."""
     path = Path(path)
-    tmp: Path | None = None
     try:
         runs = [_as_metrics(r) for r in results]
         aged = list(ages)
@@ -531,7 +530,19 @@ def write_textfile(
             new.extend(_samples_for(run, old))
         for a in aged:
             new.extend(_age_samples(a))
-        text = render_textfile(keep + new)
+        return write_samples(path, keep + new)
+    except Exception as e:  # monitoring never fails a backup
+        msg = f"{path}: could not write the Prometheus textfile: {type(e).__name__}: {e}"
+        log.warning("%s", msg)
+        return [msg]
+
+
+def write_samples(path: Path, samples: Iterable[Sample]) -> list[str]:
+    """Replace the textfile at *path* with *samples*, atomically (node_exporter
+    never reads half a file). Return the warnings; never raise."""
+    tmp: Path | None = None
+    try:
+        text = render_textfile(samples)
         # node_exporter reads only *.prom: the temporary name must not end so.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)

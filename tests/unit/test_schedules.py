@@ -164,6 +164,19 @@ def test_units_are_oneshot_hardened_and_timed(verb: str) -> None:
     assert timer["Install"]["WantedBy"] == ["timers.target"]
 
 
+def test_wal_stream_unit_runs_all_the_time_hardened() -> None:
+    svc = unit_settings(SCHEDULES / "vkbackup-wal-stream.service")["Service"]
+    assert svc["Type"] == ["simple"] and svc["Restart"] == ["always"]
+    [exec_start] = svc["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[:3] == [BIN, "-q", "wal-stream"]
+    r = accepted_by_cli(argv[1:])
+    assert r.returncode == 0, (exec_start, r.stderr)
+    for key, value in HARDENING.items():
+        assert svc.get(key) == [value], ("wal-stream", key, svc.get(key))
+    assert "PrivateDevices" not in svc  # the spool is in /dev/shm
+
+
 def _systemd_analyze() -> str:
     exe = shutil.which("systemd-analyze")
     if exe:
@@ -185,7 +198,7 @@ def unit_copies(tmp_path: Path) -> list[Path]:
         dst = tmp_path / src.name
         dst.write_text(src.read_text().replace(f"ExecStart={BIN} ", f"ExecStart={stub} "))
         out.append(dst)
-    assert len(out) == 2 * len(SERVICES)
+    assert len(out) == 2 * len(SERVICES) + 1  # and the WAL stream's service, no timer
     return out
 
 

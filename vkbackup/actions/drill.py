@@ -4,10 +4,12 @@ Restores the latest complete snapshot onto a scratch host with the playbook,
 runs every verification the restore has (objects' size + sha256 + age
 authentication, database row counts, containers running and healthy, HTTP
 checks), measures RTO (restore start to healthy) and RPO (age of the snapshot
-used), and writes a report as Markdown, JSON and a single-file HTML page with
-the timeline of steps. The result is recorded in storage under
-`drills/<host>/<time>.json`, so the next drill (and `vkbackup list`) can warn
-when the last successful drill is older than `drill.max_age_days`.
+used; with --to-time, point-in-time recovery, the age of the data the
+database was recovered to: the newest WAL replayed), and writes a report as
+Markdown, JSON and a single-file HTML page with the timeline of steps. The
+result is recorded in storage under `drills/<host>/<time>.json`, so the next
+drill (and `vkbackup list`) can warn when the last successful drill is older
+than `drill.max_age_days`.
 
 The reports also show the RTO and RPO of the host's earlier drills on record
 (`vkbackup.actions.drill_history`): a table in Markdown, inline SVG bar charts
@@ -42,7 +44,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vkbackup import layout
 from vkbackup.actions.drill_history import (
@@ -69,6 +71,9 @@ from vkbackup.storage.base import Storage
 from vkbackup.streams import BytesReader
 from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
+
+if TYPE_CHECKING:
+    from vkbackup.pitr.recover import Target
 
 log = get_logger("drill")
 
@@ -101,6 +106,15 @@ class DrillResult:
         return None
 
 
+def rpo_basis(doc: Mapping[str, Any]) -> str:
+    """What a drill's RPO measures: the snapshot's age, or with point-in-time
+    recovery the age of the data the database was recovered to."""
+    restore = doc.get("restore") or {}
+    if isinstance(restore, dict) and restore.get("recovered_age_seconds") is not None:
+        return "age of the database's recovered data: point-in-time recovery"
+    return "age of the snapshot used"
+
+
 def run_drill(
     cfg: Config,
     host: str,
@@ -113,6 +127,7 @@ def run_drill(
     report_dir: Path,
     teardown_after: bool = False,
     progress: Progress | None = None,
+    pitr: Target | None = None,
 ) -> DrillResult:
     """Given *host*'s name and a scratch target (configured host or
     user@addr[:port]), restore the host's latest snapshot there, record the
@@ -121,14 +136,17 @@ def run_drill(
 
     *identities* is called once the age of the last drill has been checked,
     so its warning comes before any passphrase prompt. With *teardown_after*,
-    a drill that passed removes what it restored.
+    a drill that passed removes what it restored. With *pitr*, the PITR
+    database is recovered to that target (`vkbackup.pitr.recover`).
     """
     started = utcnow()
     warning = drill_age_warning(storage, host, cfg.drill.max_age_days, started)
     if warning:
         log.warning("%s", warning)
     ids = identities()
-    manifest, plan = build_plan(storage, "latest", ids, playbook, host)
+    manifest, plan = build_plan(
+        storage, "latest", ids, playbook, host, pitr=pitr, skew=cfg.pitr.skew
+    )
     target = parse_target(cfg, to)
     configured = configured_files(cfg, host)
     existed: set[str] = set()
@@ -169,7 +187,7 @@ def run_drill(
         "finished": iso(utcnow()),
         "status": report.status,
         "error": report.error,
-        "rpo_seconds": report.snapshot_age_seconds,
+        "rpo_seconds": report.rpo_seconds,
         "rto_seconds": report.rto_seconds,
         "restore": report.to_json(),
         "warnings": warnings,
@@ -392,7 +410,7 @@ def render_markdown(doc: dict[str, Any], earlier: Sequence[EarlierDrill] = ()) -
         f"- **When:** {doc['started']} to {doc['finished']}",
         f"- **Snapshot:** `{r['snapshot']}` (playbook: {r['playbook']})",
         f"- **RTO** (restore start to healthy): **{r['rto_seconds']:.1f} s**",
-        f"- **RPO** (age of the snapshot used): **{doc['rpo_seconds'] / 3600:.2f} h**",
+        f"- **RPO** ({rpo_basis(doc)}): **{doc['rpo_seconds'] / 3600:.2f} h**",
     ]
     if doc.get("error"):
         out.append(f"- **Failure:** {doc['error']}")
@@ -462,7 +480,7 @@ td.bar div{{height:12px;border-radius:2px}} .ok{{color:#2e7d32}} .bad{{color:#c6
 {("&mdash; " + e(str(doc.get("error")))) if doc.get("error") else ""}</p>
 <ul><li>Snapshot <code>{e(r["snapshot"])}</code>, playbook {e(r["playbook"])}</li>
 <li><b>RTO</b> {r["rto_seconds"]:.1f} s (restore start to healthy)</li>
-<li><b>RPO</b> {doc["rpo_seconds"] / 3600:.2f} h (age of the snapshot used)</li>
+<li><b>RPO</b> {doc["rpo_seconds"] / 3600:.2f} h ({html.escape(rpo_basis(doc))})</li>
 <li>{e(doc["started"])} &ndash; {e(doc["finished"])}</li></ul>
 <h2>Timeline</h2>
 <table><tr><th>step</th><th>status</th><th>s</th><th>timeline</th><th>detail</th></tr>

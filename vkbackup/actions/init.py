@@ -33,6 +33,14 @@ name cannot end the comment either. Before that, each container, volume, image,
 database and role name is checked against Docker's and PostgreSQL's own rules
 (`vkbackup.names`): one that breaks them is skipped with a warning naming it,
 never run through a command or written to the config.
+
+With --pitr (a `PitrRequest`), init also checks point-in-time recovery on the
+first PostgreSQL container that gets a source (one WAL stream per host): it
+finds the container's network gateway, runs `vkbackup.pitr.setup.check_pitr`
+through the same SSH connection (read-only), and reports what the server
+lacks as the exact commands to run there (`PitrReport`, `format_pitr_report`),
+never running them. The config gets ``pitr = true`` on that container's first
+source and a [pitr] table naming the role, the slot and the password file.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from typing import Any
 from vkbackup import facts
 from vkbackup.config import Config, parse_config
 from vkbackup.config.model import HostConfig, SigningConfig
-from vkbackup.errors import ConfigError, HostKeyError
+from vkbackup.errors import ConfigError, HostKeyError, VkError
 from vkbackup.logs import get_logger
 from vkbackup.names import (
     check_container,
@@ -58,6 +66,14 @@ from vkbackup.names import (
     check_role,
     check_volume,
     shown,
+)
+from vkbackup.pitr.setup import (
+    DEFAULT_PORT,
+    Change,
+    Gateway,
+    check_pitr,
+    container_gateway,
+    finish_command,
 )
 from vkbackup.sources.postgres import psql_argv
 from vkbackup.textsafe import printable
@@ -97,6 +113,46 @@ class Discovery:
     local_images: list[str] = field(default_factory=list)
     registry_images: list[str] = field(default_factory=list)
     debian_systemd: bool = False  # dpkg and systemd: a `host` source can rebuild the server
+
+
+@dataclass(frozen=True)
+class PitrRequest:
+    """`init --pitr`: the [pitr] role, slot and port to check and write, the
+    replication password (read from, or just written to, *password_file*)."""
+
+    role: str
+    slot: str
+    port: int
+    password: str
+    password_file: Path
+
+
+@dataclass(frozen=True)
+class PitrReport:
+    """What `init --pitr` found for one PostgreSQL container: the network and
+    gateway the stream's connections come from, and the changes the server
+    needs (none: ready); or *error* (it could not be checked), or *skipped*
+    (not set up, and why)."""
+
+    container: str
+    user: str
+    gateway: Gateway | None = None
+    changes: tuple[Change, ...] = ()
+    error: str | None = None
+    skipped: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and self.skipped is None and not self.changes
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `generate_config` returns: the config text, and with --pitr a
+    report per PostgreSQL container."""
+
+    text: str
+    pitr: tuple[PitrReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -336,10 +392,24 @@ def _safe_name(s: str) -> str:
     return out[:63]
 
 
+def pitr_container(d: Discovery) -> Database | None:
+    """The PostgreSQL container `init --pitr` sets up: the first one with a
+    database to back up (so a source to put ``pitr = true`` on), or None."""
+    return next((db for db in d.databases if db.databases), None)
+
+
 def render_config(
-    host_name: str, host: HostConfig, d: Discovery, storage_toml: str, encryption_toml: str
+    host_name: str,
+    host: HostConfig,
+    d: Discovery,
+    storage_toml: str,
+    encryption_toml: str,
+    *,
+    pitr: str | None = None,
 ) -> str:
-    """Return a commented vkbackup config backing up everything discovered (pure)."""
+    """Return a commented vkbackup config backing up everything discovered
+    (pure). *pitr*: the container whose first postgres source gets ``pitr =
+    true``."""
     out: list[str] = [
         toml_comment(
             f"vkbackup config for {host.user}@{host.address}:{host.port} (`vkbackup init`)."
@@ -372,7 +442,8 @@ def render_config(
         return n
 
     for db in d.databases:
-        for name in db.databases:
+        for i, name in enumerate(db.databases):
+            streamed = pitr is not None and db.container == pitr and i == 0
             source(
                 [
                     'type = "postgres"',
@@ -380,8 +451,17 @@ def render_config(
                     f"container = {toml_str(db.container)}",
                     f"database = {toml_str(name)}",
                     f"user = {toml_str(db.user)}",
+                    *(["pitr = true"] if streamed else []),
                 ],
                 f"PostgreSQL in {db.container}: pg_dump -Fc + roles + row counts",
+                *(
+                    [
+                        "pitr: `vkbackup wal-stream` streams the WAL of the whole cluster "
+                        "(point-in-time recovery; see [pitr])"
+                    ]
+                    if streamed
+                    else []
+                ),
             )
     if d.env_files:
         source(
@@ -521,6 +601,108 @@ def signing_toml(signing: SigningConfig, public_line: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def pitr_toml(req: PitrRequest) -> str:
+    """The [pitr] table `init --pitr` writes: the role, the slot, the password
+    file (absolute), and the port when it is not PostgreSQL's default."""
+    lines = [
+        "[pitr]",
+        toml_comment(
+            "point-in-time recovery: `vkbackup wal-stream` streams the WAL of the postgres "
+            "source with pitr = true"
+        ),
+        f"role = {toml_str(req.role)}",
+        f"slot = {toml_str(req.slot)}",
+        f"password_file = {toml_str(str(req.password_file))}   # the role's password, mode 0600",
+    ]
+    if req.port != DEFAULT_PORT:
+        lines.append(f"port = {int(req.port)}")
+    return "\n".join(lines)
+
+
+def check_pitr_setup(t: Transport, d: Discovery, req: PitrRequest) -> tuple[PitrReport, ...]:
+    """Check each PostgreSQL container *d* found for PITR (read-only): the one
+    `pitr_container` picks is checked (`vkbackup.pitr.setup.check_pitr`, after
+    finding its gateway), the others are reported skipped (one WAL stream per
+    host). A check that fails is reported with its error, not raised."""
+    chosen = pitr_container(d)
+    reports: list[PitrReport] = []
+    for db in d.databases:
+        if chosen is None or db.container != chosen.container:
+            why = (
+                f"one WAL stream per host: pitr = true is on {chosen.container}'s source"
+                if chosen is not None
+                else "no database to back up besides postgres, so no source for pitr = true"
+            )
+            reports.append(PitrReport(db.container, db.user, skipped=why))
+            continue
+        gateway: Gateway | None = None
+        try:
+            gateway = container_gateway(t, db.container)
+            _, changes = check_pitr(
+                t,
+                db.container,
+                db.user,
+                req.role,
+                req.password,
+                slot=req.slot,
+                port=req.port,
+                gateway=gateway,
+            )
+        except VkError as e:
+            reports.append(PitrReport(db.container, db.user, gateway, error=str(e)))
+            continue
+        reports.append(PitrReport(db.container, db.user, gateway, tuple(changes)))
+    return tuple(reports)
+
+
+_THEN = {
+    "none": "nothing (a role change applies at once)",
+    "reload": "reload",
+    "restart": "restart (the restart stops the database for a few seconds)",
+}
+
+
+def format_pitr_report(r: PitrReport, role: str) -> list[str]:
+    """The lines `init --pitr` prints for *r*: "ready", or each change with its
+    commands and what it needs then, and the one reload or restart after them
+    all. Host-given text is shown through `printable`."""
+    head = f"PITR: {printable(r.container)}"
+    if r.skipped is not None:
+        return [f"{head}: not set up: {printable(r.skipped)}"]
+    out: list[str] = []
+    if r.gateway is not None:
+        g = r.gateway
+        out.append(
+            f"{head}: the WAL stream connects to {g.address} on network {printable(g.network)}; "
+            f"its connections come from the network's gateway {g.gateway} (the host)"
+        )
+    if r.error is not None:
+        out.append(f"{head}: cannot check: {printable(r.error)}")
+        return out
+    if not r.changes:
+        out.append(
+            f"{head}: ready (wal_level, WAL senders, a free slot, role {role} with "
+            "REPLICATION and the password file's password, a pg_hba.conf line for the gateway)"
+        )
+        return out
+    n = len(r.changes)
+    out.append(
+        f"{head}: {n} change{'s' if n > 1 else ''} needed; init applied none: run "
+        "these on the host, then `vkbackup init ... --pitr` again to check"
+    )
+    for i, c in enumerate(r.changes, 1):
+        out.append(f"  {i}. {printable(c.what)}")
+        out.extend(f"       {printable(cmd)}" for cmd in c.commands)
+        if not c.commands:
+            out.append("       (no command: make this change by hand)")
+        out.append(f"     then: {_THEN[c.then]}")
+    last = finish_command(list(r.changes), r.container, r.user)
+    if last is not None:
+        out.append("  after all of them, once:")
+        out.append(f"       {printable(last)}")
+    return out
+
+
 def generate_config(
     cfg: Config,
     host: HostConfig,
@@ -530,25 +712,37 @@ def generate_config(
     ask: Callable[[HostKeyOffer], bool],
     origin: str = "<generated>",
     signing: str = "",
-) -> str:
+    pitr: PitrRequest | None = None,
+) -> Generated:
     """Given the current config, the host to discover and the age recipients,
     trust the host's key (see `trust_host_key`), discover what the host
     runs and return the text of a config that backs it all up, with the
-    [signing] table *signing* (`signing_toml`). Raise ConfigError (naming
-    *origin*) rather than return a config that does not load."""
+    [signing] table *signing* (`signing_toml`). With *pitr*, also check the
+    PostgreSQL containers for PITR (`check_pitr_setup`, read-only), turn
+    ``pitr = true`` on for the one picked and add [pitr] (`pitr_toml`). Raise
+    ConfigError (naming *origin*) rather than return a config that does not
+    load."""
     trust_host_key(host.address, host.port, host.known_hosts, ask)
     t = connect(host)
+    reports: tuple[PitrReport, ...] = ()
     try:
         found = discover(t)
+        if pitr is not None:
+            reports = check_pitr_setup(t, found, pitr)
     finally:
         t.close()
     identity = str(cfg.encryption.identity) if cfg.encryption.identity else None
+    chosen = pitr_container(found) if pitr is not None else None
+    tables = encryption_toml(recipients, identity) + ("\n\n" + signing if signing else "")
+    if pitr is not None:
+        tables += "\n\n" + pitr_toml(pitr)
     text = render_config(
         host.name,
         host,
         found,
         storage_toml(cfg.storage),
-        encryption_toml(recipients, identity) + ("\n\n" + signing if signing else ""),
+        tables,
+        pitr=chosen.container if chosen is not None else None,
     )
     parse_config(tomllib.loads(text), origin)  # never hand out a config we reject
-    return text
+    return Generated(text, reports)

@@ -17,7 +17,10 @@ snapshot of one host never run together):
    is then never listed as restorable; if a manifest cannot be deleted, none
    of that snapshot's objects are), then the objects no kept snapshot uses,
    then the verify records of snapshots that no longer exist, then multipart
-   uploads (or local temporary files) of the host older than STALE_UPLOAD_AGE.
+   uploads (or local temporary files) of the host older than STALE_UPLOAD_AGE,
+   then the streamed WAL no kept base backup needs (`vkbackup.pitr.retention`:
+   what was stored before the oldest kept base backup's snapshot started,
+   less [pitr] skew; each record before its object), naming any gap left.
 
 `dry_run` plans and reports without taking the lock or deleting anything.
 """
@@ -39,6 +42,9 @@ from vkbackup.errors import (
     VkError,
 )
 from vkbackup.logs import get_logger
+from vkbackup.pitr import wal as pitr_wal
+from vkbackup.pitr.retention import WalPrunePlan, plan_wal_prune
+from vkbackup.pitr.retention import horizon as wal_horizon
 from vkbackup.progress import human_bytes
 from vkbackup.retention import PrunePlan, SnapshotInfo, plan_prune
 from vkbackup.storage.base import Storage
@@ -61,6 +67,8 @@ class HostState:
     #: data prefixes with no manifest whose keys are all referenced by manifests:
     #: the data of pruned snapshots that later snapshots reuse (kept, not "incomplete")
     retained_prefixes: dict[str, int] = field(default_factory=dict)  # id -> key count
+    #: snapshot id -> the ids of the snapshots that took the base backups it uses
+    base_origins: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _host_of(key: str) -> str | None:
@@ -115,6 +123,9 @@ def gather(storage: Storage, host: str, now: datetime | None = None) -> HostStat
             ) from e
     referenced_anywhere: set[str] = set()
     infos: list[SnapshotInfo] = []
+    base_origins = {
+        m.id: {m.origin(o) for o in m.objects if o.role == "pg-base"} for m in manifests
+    }
     for m in manifests:
         own = {layout.manifest_key(m.host, m.id)} | by_prefix.get(m.id, set())
         own |= {o.key for o in m.objects if m.origin(o) == m.id}
@@ -146,7 +157,7 @@ def gather(storage: Storage, host: str, now: datetime | None = None) -> HostStat
                 object_keys=frozenset(loose),
             )
         )
-    return HostState(host, infos, sizes, manifest_ids, retained)
+    return HostState(host, infos, sizes, manifest_ids, retained, base_origins)
 
 
 @dataclass
@@ -163,6 +174,9 @@ class HostPrune:
     skipped: list[str] = field(default_factory=list)  # snapshots whose manifest stayed
     verify_records: list[str] = field(default_factory=list)
     aborted_uploads: list[tuple[str, str]] = field(default_factory=list)  # (key, started)
+    wal: WalPrunePlan | None = None  # streamed WAL (point-in-time recovery)
+    wal_deleted: list[str] = field(default_factory=list)  # or: would delete (dry run)
+    wal_unreadable: list[str] = field(default_factory=list)  # records kept unread
 
     @property
     def bytes_freed(self) -> int:
@@ -200,6 +214,15 @@ class HostPrune:
             "retained_prefixes": self.retained_prefixes,
             "verify_records_deleted": self.verify_records,
             "aborted_uploads": [{"key": k, "started": t} for k, t in self.aborted_uploads],
+            "wal": None
+            if self.wal is None
+            else {
+                "horizon": iso(self.wal.horizon) if self.wal.horizon else None,
+                "deleted": self.wal_deleted,
+                "kept": self.wal.kept,
+                "gaps": list(self.wal.gaps),
+                "unreadable": self.wal_unreadable,
+            },
         }
 
 
@@ -252,6 +275,7 @@ def prune_host(
     grace: timedelta = INCOMPLETE_GRACE,
     upload_age: timedelta = STALE_UPLOAD_AGE,
     break_lock: bool = False,
+    wal_skew: timedelta = timedelta(minutes=5),
 ) -> HostPrune:
     """Given a host and the policy, plan and (unless *dry_run*) carry out its prune
     (see the module docstring). Raise LockError if a snapshot of the host runs,
@@ -287,6 +311,9 @@ def prune_host(
                 deletable - {k for _, k in dropped_manifests}
             )
             result.verify_records = _stale_records(storage, host, state.manifest_ids, plan)
+            _prune_wal(storage, state, plan, result, wal_skew)
+            for rec in result.wal.delete if result.wal else ():
+                result.wal_deleted += [pitr_wal.record_key(rec.key), rec.key]
             return result
         # 1. manifests first: once gone, the snapshot is no longer listed or restorable.
         gone: set[str] = set()
@@ -311,6 +338,11 @@ def prune_host(
                 storage.abort_upload(key, upload_id)
             except VkError as e:
                 result.failed.append((key, f"abort upload {upload_id}: {e}"))
+        # 5. streamed WAL no kept base backup needs (record first: no record, no use)
+        _prune_wal(storage, state, plan, result, wal_skew)
+        for rec in result.wal.delete if result.wal else ():
+            if _delete(storage, pitr_wal.record_key(rec.key), result, result.wal_deleted):
+                _delete(storage, rec.key, result, result.wal_deleted)
         return result
     finally:
         if held is not None:
@@ -318,6 +350,31 @@ def prune_host(
                 lock.release(storage, host, held)
             except VkError as e:
                 log.warning("could not release the lock of %s: %s", host, e)
+
+
+def _prune_wal(
+    storage: Storage, state: HostState, plan: PrunePlan, result: HostPrune, skew: timedelta
+) -> None:
+    """Plan the host's WAL prune (`vkbackup.pitr.retention`) into *result*: the
+    records are read (signatures checked); one that cannot be read is kept, named."""
+    records: list[pitr_wal.WalRecord] = []
+    for info in storage.list(pitr_wal.wal_prefix(state.host)):
+        if pitr_wal.parse_record_key(info.key) is None:
+            continue
+        try:
+            data = catalog.read_small(storage, info.key, pitr_wal.MAX_RECORD_BYTES)
+            records.append(pitr_wal.WalRecord.decode(data, info.key))
+        except VkError as e:
+            result.wal_unreadable.append(f"{info.key}: {e}")
+            log.warning("%s: kept, its record cannot be read: %s", info.key, e)
+    if not records and not result.wal_unreadable:
+        return
+    kept_ids = {s.id for s in plan.kept}
+    origins = {o for sid in kept_ids for o in state.base_origins.get(sid, set())}
+    times = [layout.snapshot_time(o) for o in origins if layout.ID_RE.match(o)]
+    result.wal = plan_wal_prune(records, wal_horizon(times, skew))
+    for gap in result.wal.gaps:
+        log.warning("host %s: WAL gap: %s (a restore cannot replay across it)", state.host, gap)
 
 
 def _stale_records(
@@ -397,6 +454,7 @@ def run_prune(
     grace: timedelta = INCOMPLETE_GRACE,
     upload_age: timedelta = STALE_UPLOAD_AGE,
     break_lock: bool = False,
+    wal_skew: timedelta = timedelta(minutes=5),
 ) -> PruneReport:
     """Prune every host in storage (or *hosts*) and return the report. *now*
     defaults to the current time. Errors of one host are recorded and the
@@ -417,6 +475,7 @@ def run_prune(
                     grace=grace,
                     upload_age=upload_age,
                     break_lock=break_lock,
+                    wal_skew=wal_skew,
                 )
             )
         except VkError as e:
@@ -468,6 +527,19 @@ def format_prune(report: PruneReport) -> list[str]:
             )
         for sid, n in sorted(hp.retained_prefixes.items()):
             out.append(f"  kept {n} objects of pruned snapshot {sid}: later snapshots reuse them")
+        if hp.wal is not None:
+            horizon_text = (
+                f"stored before {iso(hp.wal.horizon)}"
+                if hp.wal.horizon
+                else "none: no kept snapshot holds a base backup"
+            )
+            out.append(
+                f"  WAL: {verb} {len(hp.wal.delete)} objects ({horizon_text}), kept {hp.wal.kept}"
+            )
+            for gap in hp.wal.gaps:
+                out.append(f"  WAL gap: {gap} (a restore cannot replay across it)")
+            for bad in hp.wal_unreadable:
+                out.append(f"  WAL kept unread: {bad}")
         for k, t in hp.aborted_uploads:
             out.append(f"  {'would abort' if report.dry_run else 'aborted'} upload {k} ({t})")
         for sid in hp.skipped:

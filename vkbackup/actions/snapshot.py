@@ -384,6 +384,7 @@ class _Run:
                 previous=tuple(previous),
                 full_every_days=self.cfg.snapshot.full_every_days,
                 max_chain=self.cfg.snapshot.max_chain,
+                base_every_days=self.cfg.pitr.base_every_days,
             )
             by_tag = {o.fingerprint: o for o in previous if o.fingerprint}
             plan: SourcePlan = source.plan(t, ctx)

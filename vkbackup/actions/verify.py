@@ -16,6 +16,10 @@ size and sha256. Each bad object is named with what is wrong with it:
     read      storage failed while reading it
     manifest  the manifest itself cannot be read, or its private part not opened
     chain     the manifest's incremental chain of a source has a gap
+    wal       point-in-time recovery: the streamed WAL from the snapshot's base
+              backup on has a gap, stops before the backup is consistent, lacks
+              a timeline's history file, or a WAL object is bad (with the key;
+              checked with identities only: the base backup's start is private)
     deep      `verify --deep`: the dump does not restore whole into a throwaway
               server (PostgreSQL sources only)
 
@@ -299,6 +303,87 @@ def chain_problems(manifest: Manifest) -> list[BadObject]:
     return out
 
 
+def wal_problems(
+    storage: Storage,
+    manifest: Manifest,
+    identities: Sequence[Identity],
+    res: SnapshotVerify,
+    cache: dict[tuple[str, int, str], BadObject | None] | None,
+    known: dict[str, str] | None,
+) -> list[BadObject]:
+    """The streamed WAL a restore of *manifest*'s base backup to any later time needs
+    (point-in-time recovery): the chain from the base backup's start must reach at
+    least its end (consistency), have no missing segment before its last, carry the
+    history file of a timeline after the first, and every WAL object in it must read
+    back whole (size, sha256 and, with identities, age)."""
+    from vkbackup.pitr import recover
+    from vkbackup.pitr import wal as pitr_wal
+
+    out: list[BadObject] = []
+    private = read_private(manifest, identities)
+    for name, entry in sorted(private.sources.items()):
+        meta = entry.meta
+        if not isinstance(meta, postgres.Meta) or not any(
+            o.role == "pg-base" and o.source == name for o in manifest.objects
+        ):
+            continue
+        base = meta.base
+        if base is None:  # a reused base backup: its facts are in the snapshot that took it
+            origin = next(manifest.origin(o) for o in manifest.objects if o.role == "pg-base")
+            try:
+                earlier = catalog.load_manifest(storage, manifest.host, origin)
+                first = read_private(earlier, identities).sources.get(name)
+                base = first.meta.base if first and isinstance(first.meta, postgres.Meta) else None
+            except VkError as e:
+                log.debug("base backup record of %s: %s", origin, e)
+        where = f"wal/{manifest.host}/ (source {name})"
+        if base is None:
+            out.append(BadObject(where, name, "wal", f"{where}: the base backup has no record"))
+            continue
+        records, unreadable = recover.wal_records(storage, manifest.host)
+        for text in unreadable:
+            out.append(BadObject(where, name, "wal", text))
+        chain = pitr_wal.chain_from(records, base.timeline, base.start_lsn, base.system_identifier)
+        start = pitr_wal.format_lsn(base.start_lsn)
+        if chain.end_lsn < base.end_lsn:
+            out.append(
+                BadObject(where, name, "wal",
+                          f"{where}: the WAL from the base backup's start ({start}) stops at "
+                          f"{pitr_wal.format_lsn(chain.end_lsn)}, before it is consistent "
+                          f"({pitr_wal.format_lsn(base.end_lsn)})")
+            )  # fmt: skip
+        if chain.gaps:
+            out.append(
+                BadObject(where, name, "wal",
+                          f"{where}: {chain.gap_count} WAL segment(s) missing after "
+                          f"{start}: {', '.join(chain.gaps[:5])}: no restore replays past them")
+            )  # fmt: skip
+        if base.timeline > 1 and chain.history is None:
+            out.append(
+                BadObject(where, name, "wal",
+                          f"{where}: no history file of timeline {base.timeline}")
+            )  # fmt: skip
+        extra = [chain.history] if chain.history is not None else []
+        partial = [chain.partial] if chain.partial is not None else []
+        for rec in [*extra, *chain.segments, *partial]:
+            obj = recover.wal_object(rec, name)
+            ck = (obj.key, obj.size, obj.sha256)
+            if cache is not None and ck in cache:
+                res.shared += 1
+                bad = cache[ck]
+            else:
+                bad, n = check_object(storage, obj, identities, known=known)
+                res.bytes += n
+                if cache is not None:
+                    cache[ck] = bad
+            # a partial the stream stored again meanwhile (or replaced by its whole
+            # segment): the newer one is checked by the next verify
+            if bad is not None and recover.stored_again(storage, obj, name) is None:
+                out.append(bad)
+        res.objects += len(extra) + len(chain.segments) + len(partial)
+    return out
+
+
 def verify_snapshot(
     storage: Storage,
     manifest: Manifest,
@@ -336,6 +421,8 @@ def verify_snapshot(
                 BadObject(mkey, "", "manifest", f"{mkey}: private part cannot be opened: {e}")
             )
     res.bad.extend(chain_problems(manifest))
+    if identities and any(o.role == "pg-base" for o in manifest.objects):
+        res.bad.extend(wal_problems(storage, manifest, identities, res, cache, known))
     for obj in manifest.objects:
         ck = (obj.key, obj.size, obj.sha256)
         if cache is not None and ck in cache:

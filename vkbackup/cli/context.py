@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from vkbackup.storage.base import Storage
     from vkbackup.streams import RateLimiter
     from vkbackup.transport.base import Transport
+    from vkbackup.transport.ssh import SshTransport
 
 R = TypeVar("R", bound="RunResult")
 T = TypeVar("T")
@@ -260,6 +261,13 @@ class AppContext:
 
     def connect(self, host: HostConfig) -> Transport:
         """Open an authenticated, host-key-checked SSH connection to *host*."""
+        from vkbackup.transport.ssh import connect
+
+        return connect(host)
+
+    def connect_ssh(self, host: HostConfig) -> SshTransport:
+        """connect(), typed as SSH: for what needs more than commands (a TCP
+        channel: `vkbackup wal-stream`)."""
         from vkbackup.transport.ssh import connect
 
         return connect(host)

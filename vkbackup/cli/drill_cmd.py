@@ -21,6 +21,12 @@ from vkbackup.cli.options import check_host, json_output, passphrase_file
 @click.option("--report", "report_dir", metavar="DIR", default="vkbackup-drills", show_default=True)
 @click.option("--teardown", is_flag=True, help="Remove what the drill restored afterwards.")
 @click.option(
+    "--to-time",
+    "to_time",
+    metavar="TIME",
+    help='Recover the pitr database to TIME ("2026-12-01 17:59:30+00") or "latest".',
+)
+@click.option(
     "--identity",
     "-i",
     metavar="PATH",
@@ -36,6 +42,7 @@ def drill_cmd(
     playbook: str | None,
     report_dir: str,
     teardown: bool,
+    to_time: str | None,
     identity: str | None,
     passphrase_file: str | None,
     as_json: bool,
@@ -43,15 +50,21 @@ def drill_cmd(
     """Restore the latest snapshot onto a scratch host, verify everything, and
     report RTO and RPO (Markdown, JSON and HTML in --report DIR).
 
+    With --to-time, the postgres source with pitr = true is recovered to that
+    point (as `restore --to-time`), and the RPO is the age of the newest WAL
+    replayed.
+
     Exits 1 if any check fails. Warns when the previous successful drill is
     older than drill.max_age_days.
     """
     from vkbackup.actions.drill import run_drill
     from vkbackup.cli.outcomes import drill_outcome
+    from vkbackup.pitr.recover import parse_target as parse_pitr
     from vkbackup.restore.playbook import Playbook, load_playbook
 
     cfg = app.config()
     host = check_host(host)
+    pitr = parse_pitr(to_time, None)
     storage = app.storage()
     if host is None:
         if len(cfg.hosts) != 1:
@@ -69,6 +82,7 @@ def drill_cmd(
         report_dir=Path(report_dir),
         teardown_after=teardown,
         progress=app.progress(as_json),
+        pitr=pitr,
     )
     result = app.monitored_job("drill", [host], run, drill_outcome)
     report = result.report
@@ -78,7 +92,7 @@ def drill_cmd(
         verdict = "PASSED" if report.status == "ok" else "FAILED"
         click.echo(
             f"drill {verdict}: snapshot {report.snapshot} of {host} onto {report.target}: "
-            f"RTO {report.rto_seconds:.1f}s, RPO {report.snapshot_age_seconds / 3600:.2f}h"
+            f"RTO {report.rto_seconds:.1f}s, RPO {report.rpo_seconds / 3600:.2f}h"
         )
         if report.error:
             click.echo(f"  {report.error}")

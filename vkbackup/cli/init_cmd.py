@@ -9,6 +9,12 @@ every known one, and needs an explicit confirmation: a "y" typed on a
 terminal, or --accept-host-key with the new key's fingerprint. --yes does not
 answer it; without a terminal and without that flag, init refuses, naming
 the host, the known_hosts file and the flag.
+
+--pitr: the replication role's password file is the current config's [pitr]
+password_file when it sets one, else ``pitr-password`` beside --out (in
+~/.config/vkbackup/ without --out); it is read if it exists, else created
+(mode 0600, never overwritten). What the database needs is printed to stderr
+(stdout may be the config): init changes nothing on the host.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ import click
 
 from vkbackup.cli.context import AppContext, pass_app
 from vkbackup.cli.options import yes
-from vkbackup.config.model import SigningConfig
+from vkbackup.config.model import Config, SigningConfig
 from vkbackup.errors import HostKeyError, UsageError
 from vkbackup.textsafe import printable
 
 if TYPE_CHECKING:
-    from vkbackup.actions.init import HostKeyOffer
+    from vkbackup.actions.init import HostKeyOffer, PitrRequest
 
 
 def host_key_asker(
@@ -120,6 +126,13 @@ def host_key_asker(
     "ed25519, mode 0600). Default: the current config's [signing], else signing_ed25519 "
     "beside --out (~/.config/vkbackup/ without --out).",
 )
+@click.option(
+    "--pitr",
+    is_flag=True,
+    help="Also set up point-in-time recovery of the first PostgreSQL container: pitr = true "
+    "and [pitr] in the config, the replication password file created if missing, and what "
+    "the database lacks printed as the exact commands to run there (init runs none).",
+)
 @yes
 @pass_app
 def init_cmd(
@@ -132,6 +145,7 @@ def init_cmd(
     recipients: tuple[str, ...],
     accept_host_key: str | None,
     signing_key: str | None,
+    pitr: bool,
     yes: bool,
 ) -> None:
     """Connect to a host, discover what it runs, and write a config that backs it all up.
@@ -144,8 +158,9 @@ def init_cmd(
     confirmation or --accept-host-key. Storage and encryption come from
     the current config when there is one, else local storage and --recipient.
     [signing] too, else a signing key is created (--signing-key) and configured.
+    With --pitr, also what point-in-time recovery needs (see the module docstring).
     """
-    from vkbackup.actions.init import generate_config, signing_toml
+    from vkbackup.actions.init import format_pitr_report, generate_config, signing_toml
     from vkbackup.common import parse_target
     from vkbackup.config.model import HostConfig
 
@@ -182,7 +197,8 @@ def init_cmd(
         interactive=lambda: app.interactive,
     )
     signing, public = _signing(cfg.signing, signing_key, out)
-    text = generate_config(
+    pitr_request = _pitr_request(cfg, out) if pitr else None
+    generated = generate_config(
         cfg,
         host,
         recips,
@@ -190,7 +206,9 @@ def init_cmd(
         ask=ask,
         origin=out or "<generated>",
         signing=signing_toml(signing, public),
+        pitr=pitr_request,
     )
+    text = generated.text
     if out:
         p = Path(out).expanduser()
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +220,12 @@ def init_cmd(
         )
     else:
         click.echo(text, nl=False)
+    if pitr_request is not None:  # last: what the operator has to do next
+        if not generated.pitr:
+            click.echo("PITR: no running PostgreSQL container found: nothing to set up", err=True)
+        for report in generated.pitr:
+            for line in format_pitr_report(report, pitr_request.role):
+                click.echo(line, err=True)
 
 
 def _signing(
@@ -232,6 +256,33 @@ def _signing(
         err=True,
     )
     return SigningConfig(key=path, trusted=current.trusted), public
+
+
+def _pitr_request(cfg: Config, out: str | None) -> PitrRequest:
+    """The role, slot, port and password `init --pitr` uses: the current
+    config's [pitr], and the password from its password file (the module
+    docstring says which), created with a new password if missing."""
+    from vkbackup.actions.init import PitrRequest
+    from vkbackup.config.model import PITR_PASSWORD_FILE_NAME
+    from vkbackup.pitr.setup import generate_password, read_password_file, write_password_file
+
+    p = cfg.pitr
+    if p.password_file is not None:
+        path = cfg.pitr_password_path
+    elif out:
+        path = Path(out).expanduser().resolve().parent / PITR_PASSWORD_FILE_NAME
+    else:
+        path = Path.home() / ".config" / "vkbackup" / PITR_PASSWORD_FILE_NAME
+    path = path.expanduser().absolute()
+    if path.exists() or path.is_symlink():
+        password = read_password_file(path)
+        click.echo(f"PITR: the replication password is in {path}", err=True)
+    else:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        password = generate_password()
+        write_password_file(path, password)
+        click.echo(f"PITR: wrote the replication password to {path} (mode 0600)", err=True)
+    return PitrRequest(role=p.role, slot=p.slot, port=p.port, password=password, password_file=path)
 
 
 def register(cli: click.Group) -> None:

@@ -39,6 +39,7 @@ from vkbackup.cli import (
     snapshot_cmd,
     storage_cmd,
     verify_cmd,
+    wal_stream_cmd,
 )
 from vkbackup.cli.context import AppContext
 from vkbackup.errors import ExitCode, Interrupted, VkError, WrongKeyError
@@ -117,6 +118,7 @@ for module in (
     copy_cmd,
     ls_cmd,
     dump_cmd,
+    wal_stream_cmd,
 ):
     module.register(cli)
 

@@ -28,7 +28,11 @@ def prune_cmd(
     """Delete snapshots the retention policy does not keep (keep_last, keep_hourly,
     keep_daily, keep_weekly, keep_monthly, keep_yearly), incomplete snapshots
     and stale uploads. Never the newest complete snapshot, never an object a kept
-    snapshot uses, never one under Object Lock. Prints what it keeps and why."""
+    snapshot uses, never one under Object Lock. Prints what it keeps and why.
+
+    Streamed WAL (point-in-time recovery) is kept from the oldest base backup a
+    kept snapshot uses on: the retention window stays reachable to the second.
+    A gap in what stays is named."""
     from vkbackup import catalog
     from vkbackup.actions.prune import format_prune, run_prune
     from vkbackup.cli.outcomes import prune_outcomes
@@ -36,7 +40,13 @@ def prune_cmd(
     storage = app.storage()
     names = [host] if host is not None and check_host(host) else None
     run = functools.partial(
-        run_prune, storage, app.retention(), hosts=names, dry_run=dry_run, break_lock=break_lock
+        run_prune,
+        storage,
+        app.retention(),
+        hosts=names,
+        dry_run=dry_run,
+        break_lock=break_lock,
+        wal_skew=app.config().pitr.skew,
     )
     if dry_run:  # did nothing: nothing to report to monitoring
         report = run()

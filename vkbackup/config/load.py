@@ -29,6 +29,7 @@ from vkbackup.config.model import (
     HostConfig,
     MonitoringConfig,
     ObjectLock,
+    PitrConfig,
     RetentionConfig,
     SigningConfig,
     SnapshotConfig,
@@ -36,7 +37,7 @@ from vkbackup.config.model import (
     StorageConfig,
     TransferConfig,
 )
-from vkbackup.durations import parse_duration
+from vkbackup.durations import format_duration, parse_duration
 from vkbackup.errors import ConfigError
 from vkbackup.names import (
     check_container,
@@ -384,6 +385,7 @@ def _source(t: _Table) -> SourceConfig:
         kw["user"] = check_role(t.get_str("user", "postgres") or "postgres", at("user"))
         kw["compress_level"] = t.get_int("compress_level", 1, lo=0, hi=9)
         kw["globals"] = t.get_bool("globals", True)
+        kw["pitr"] = t.get_bool("pitr", False)
     elif typ == "files":
         paths = t.str_list("paths", required=True) or ()
         if not paths:
@@ -433,6 +435,8 @@ def _source(t: _Table) -> SourceConfig:
     for key in ("quiesce", "stop_timeout"):
         if typ != "docker-volume" and key in t.data:
             raise t.error(f"only applies to docker-volume sources (this one is {typ!r})", key)
+    if typ != "postgres" and "pitr" in t.data:
+        raise t.error(f"only applies to postgres sources (this one is {typ!r})", "pitr")
     t.finish()
     return SourceConfig(type=typ, name=name, where=t.where, **kw)  # type: ignore[arg-type]
 
@@ -500,6 +504,13 @@ def _host(name: str, t: _Table) -> HostConfig:
         raise ConfigError(
             f"{t.source}: {hosts[1].where}.type: only one source of type 'host' per host "
             f"(the first is {hosts[0].where})"
+        )
+    streamed = [s for s in sources if s.pitr]
+    if len(streamed) > 1:
+        raise ConfigError(
+            f"{t.source}: {streamed[1].where}.pitr: only one postgres source per host may "
+            f"have pitr = true (the first is {streamed[0].where}): a host's WAL is stored "
+            "under wal/<host>/, one cluster's"
         )
     hooks = _hooks(t.table("hooks"))
     t.finish()
@@ -605,6 +616,86 @@ def _check(t: _Table | None) -> CheckConfig:
     return c
 
 
+#: a replication slot name, as PostgreSQL requires it: lowercase letters, digits, '_'
+PITR_SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}\Z")
+#: the replication role: vkbackup's narrower rule, a letter or '_' first
+PITR_ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+#: a duration of zero, which parse_duration refuses but [pitr] skew allows
+_ZERO_DURATION_RE = re.compile(r"(?:0{1,9}[smhdw])+")
+
+
+def _pitr(t: _Table | None) -> PitrConfig:
+    """[pitr]: see PitrConfig. Durations are strings as in [check] ("60s",
+    "2m"); skew may also be zero ("0s"). password_file is kept as written (~
+    expanded): PitrConfig.password_path resolves it against the config file's
+    directory, which parse_config does not know."""
+    if t is None:
+        return PitrConfig()
+    d = PitrConfig()
+
+    def duration(key: str, default: timedelta, lo: timedelta, hi: timedelta) -> timedelta:
+        t.used.add(key)
+        if key not in t.data:
+            return default
+        raw = t.data[key]
+        if (
+            lo == timedelta(0)
+            and isinstance(raw, str)
+            and _ZERO_DURATION_RE.fullmatch(re.sub(r"\s+", "", raw).lower())
+        ):
+            return timedelta(0)
+        value = parse_duration(raw, f"{t.source}: {t.path(key)}", ConfigError)
+        if not lo <= value <= hi:
+            raise t.error(
+                f"must be between {format_duration(lo)} and {format_duration(hi)}, got {raw!r}",
+                key,
+            )
+        return value
+
+    max_lag = duration("max_lag", d.max_lag, timedelta(seconds=1), timedelta(hours=1))
+    slot_lag = t.get_int("max_slot_lag_mib", d.max_slot_lag_mib, lo=16, hi=1024 * 1024)
+    base_days = t.get_int("base_every_days", d.base_every_days, lo=0, hi=3650)
+    slot = t.get_str("slot", d.slot) or d.slot
+    if not PITR_SLOT_RE.match(slot):
+        raise t.error(
+            "must be a replication slot name: lowercase letters, digits and '_', at most 63, "
+            f"got {slot!r}",
+            "slot",
+        )
+    role = t.get_str("role", d.role) or d.role
+    if not PITR_ROLE_RE.match(role):
+        raise t.error(
+            "must be lowercase letters, digits and '_', not starting with a digit, at most 63, "
+            f"got {role!r}",
+            "role",
+        )
+    if role.startswith("pg_"):
+        raise t.error(f"must not start with 'pg_' (PostgreSQL reserves it), got {role!r}", "role")
+    password = t.get_str("password_file")
+    spool_raw = t.get_str("spool_dir")
+    spool = _path(spool_raw) if spool_raw is not None else d.spool_dir
+    if not spool.is_absolute():
+        raise t.error(f"must be an absolute path, got {spool_raw!r}", "spool_dir")
+    if spool == Path("/") or ".." in spool.parts:
+        raise t.error(
+            f"must be a directory of its own without '..', got {spool_raw!r}", "spool_dir"
+        )
+    port = t.get_int("port", d.port, lo=1, hi=65535)
+    skew = duration("skew", d.skew, timedelta(0), timedelta(hours=1))
+    t.finish()
+    return PitrConfig(
+        max_lag=max_lag,
+        max_slot_lag_mib=slot_lag,
+        base_every_days=base_days,
+        slot=slot,
+        role=role,
+        password_file=_path(password) if password is not None else None,
+        spool_dir=spool,
+        port=port,
+        skew=skew,
+    )
+
+
 def _location(s: StorageConfig) -> tuple[object, ...]:
     """What says where a storage is: two configs with the same one are one storage."""
     if s.type == "local":
@@ -666,6 +757,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     drill = _drill(top.table("drill"))
     check = _check(top.table("check"))
     copies = _copies(top, storage, retention)
+    pitr = _pitr(top.table("pitr"))
     top.finish()
     return Config(
         source_file=None,
@@ -680,6 +772,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         drill=drill,
         check=check,
         copies=copies,
+        pitr=pitr,
     )
 
 

@@ -91,6 +91,9 @@ class SourceConfig:
     # host: directories taken whole (Caddy's certificates), units restarted on restore
     data_dirs: tuple[str, ...] = ("/var/lib/caddy",)
     restart: tuple[str, ...] = ("caddy",)
+    # postgres: point-in-time recovery, WAL streamed by `vkbackup wal-stream` ([pitr]);
+    # at most one such source per container on a host
+    pitr: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,61 @@ class CheckConfig:
     max_drill_age: timedelta | None = None
 
 
+#: the name of the file next to the config file that holds the replication role's
+#: password when [pitr] password_file is not set (a file name, not a password)
+PITR_PASSWORD_FILE_NAME = "pitr-password"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class PitrConfig:
+    """[pitr]: point-in-time recovery of the postgres sources with ``pitr = true``.
+
+    The WAL stream runs on the backup machine as `vkbackup wal-stream`:
+    pg_receivewal, connected to prod's database as *role* (password in
+    *password_file*) on *port* inside the container, writes WAL segments into
+    *spool_dir* (a tmpfs, so the spool never touches the backup machine's disk);
+    a physical replication slot named *slot* makes prod keep its WAL until it is
+    stored, so a stopped stream loses nothing.
+
+    * *max_lag*: how far the stored WAL may trail prod before it is an alert:
+      the bound on the recovery point objective (RPO).
+    * *max_slot_lag_mib*: WAL (MiB) prod holds for the slot: a warning at half
+      this, an alert at the full value (a stuck stream fills prod's disk).
+    * *base_every_days*: `vkbackup snapshot` takes a new base backup when the
+      newest is older than this (replay starts at a base backup); 0: with
+      every snapshot.
+    * *skew*: the clock difference allowed between prod and the backup machine
+      when choosing the WAL for a restore to a point in time, and between the
+      WAL stream's and the snapshot's machines when prune decides which WAL
+      the oldest kept base backup needs.
+    * *password_file*: None means ``pitr-password`` next to the config file;
+      `password_path` resolves it (and a relative one) against the config file.
+    """
+
+    max_lag: timedelta = timedelta(seconds=60)
+    max_slot_lag_mib: int = 1024
+    base_every_days: int = 7
+    slot: str = "vkbackup"
+    role: str = "vkbackup_wal"
+    password_file: Path | None = None  # as written (with ~ expanded); see password_path
+    spool_dir: Path = Path("/dev/shm/vkbackup-wal")
+    port: int = 5432
+    skew: timedelta = timedelta(minutes=5)
+
+    def password_path(self, config_file: Path | None) -> Path:
+        """Given the config file this came from (Config.source_file; None: none),
+        return the file holding the replication role's password: *password_file*
+        if absolute; else *password_file*, or ``pitr-password`` when it is not
+        set, in the config file's directory (without a config file: relative to
+        the working directory, as given). Pure: reads nothing."""
+        path = (
+            self.password_file if self.password_file is not None else Path(PITR_PASSWORD_FILE_NAME)
+        )
+        if path.is_absolute() or config_file is None:
+            return path
+        return config_file.parent / path
+
+
 @dataclass(frozen=True)
 class CopyConfig:
     """One [[copies]] table: another storage that `vkbackup copy` fills with the
@@ -215,6 +273,13 @@ class Config:
     drill: DrillConfig = field(default_factory=DrillConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     copies: tuple[CopyConfig, ...] = ()
+    pitr: PitrConfig = field(default_factory=PitrConfig)
+
+    @property
+    def pitr_password_path(self) -> Path:
+        """[pitr]'s password file, resolved against this config's file
+        (`PitrConfig.password_path`)."""
+        return self.pitr.password_path(self.source_file)
 
     def copy_named(self, name: str) -> CopyConfig | None:
         """The [[copies]] table named *name*, or None."""

@@ -56,6 +56,7 @@ from vkbackup.restore.steps import (
     HostUsersParams,
     HttpCheckParams,
     ImageParams,
+    PitrParams,
     PreflightParams,
     StartParams,
     Step,
@@ -253,6 +254,12 @@ def dns(ctx: StepContext, step: Step, run: Run) -> str:
     return f"{len(records)} records to point at {run.target_address}"
 
 
+def _recover(ctx: StepContext, step: Step) -> str:
+    from vkbackup.pitr.recover import recover  # it imports the plan: not at the top
+
+    return recover(ctx, step)
+
+
 def _reconnect(run: Run) -> Callable[[], Transport]:
     if run.reconnect is None:
         raise RestoreError("the firewall step needs a way to open a new connection")
@@ -266,6 +273,7 @@ HANDLERS: dict[type[StepParams], Handler] = {
     ImageParams: lambda ctx, step, _run: docker_image.load_images(ctx, step),
     VolumeParams: lambda ctx, step, _run: docker_volume.restore_volume(ctx, step),
     DatabaseParams: lambda ctx, step, _run: postgres.restore_database(ctx, step),
+    PitrParams: lambda ctx, step, _run: _recover(ctx, step),
     HostPackagesParams: lambda ctx, step, _run: host.restore_packages(ctx, step),
     HostUsersParams: lambda ctx, step, _run: host.restore_users(ctx, step),
     HostFilesParams: lambda ctx, step, _run: host.restore_host_files(ctx, step),

@@ -26,7 +26,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from vkbackup import catalog
 from vkbackup.common import iso, utcnow
@@ -43,9 +44,12 @@ from vkbackup.restore.plan import Plan, derive_plan
 from vkbackup.restore.playbook import Playbook
 from vkbackup.restore.records import read_private
 from vkbackup.restore.runner import Run, StepResult, run_plan
-from vkbackup.restore.steps import StepContext
+from vkbackup.restore.steps import PitrParams, StepContext
 from vkbackup.storage.base import Storage
 from vkbackup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from vkbackup.pitr.recover import Target
 
 log = get_logger("restore")
 Connect = Callable[[HostConfig], Transport]
@@ -62,6 +66,9 @@ class RestoreReport:
     status: str = "running"  # ok | partial (an after_restore hook failed) | failed
     rto_seconds: float = 0.0
     snapshot_age_seconds: float = 0.0
+    # point-in-time recovery: how old the recovered database's data is at the start
+    # (the target time, or the newest WAL replayed); None: no PITR step
+    recovered_age_seconds: float | None = None
     steps: list[StepResult] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
@@ -69,6 +76,14 @@ class RestoreReport:
     error: str | None = None
     exception: VkError | None = None  # the failure, for the CLI to map to an exit code
     hook_errors: list[str] = field(default_factory=list)  # after_restore hooks that failed
+
+    @property
+    def rpo_seconds(self) -> float:
+        """The data age a restore brings back: the recovered database's with PITR,
+        else the snapshot's."""
+        if self.recovered_age_seconds is not None:
+            return self.recovered_age_seconds
+        return self.snapshot_age_seconds
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +96,10 @@ class RestoreReport:
             "status": self.status,
             "rto_seconds": round(self.rto_seconds, 2),
             "snapshot_age_seconds": round(self.snapshot_age_seconds, 1),
+            "recovered_age_seconds": (
+                None if self.recovered_age_seconds is None else round(self.recovered_age_seconds, 1)
+            ),
+            "rpo_seconds": round(self.rpo_seconds, 1),
             "steps": [s.__dict__ for s in self.steps],
             "verified": self.verified,
             "dns": self.dns,
@@ -96,9 +115,24 @@ def build_plan(
     identities: Sequence[Identity],
     playbook: Playbook,
     host: str | None = None,
+    *,
+    pitr: Target | None = None,
+    skew: timedelta = timedelta(minutes=5),
 ) -> tuple[Manifest, Plan]:
+    """The snapshot *ref* (of *host*) and its plan. With *pitr*, the plan recovers
+    the snapshot's PITR database to that target (`vkbackup.pitr.recover`), and a
+    *ref* of "latest" means the newest snapshot taken at or before it."""
+    if pitr is not None and ref == "latest":
+        from vkbackup.pitr.recover import snapshot_for
+
+        ref = snapshot_for(storage, host, pitr)
     manifest = catalog.resolve(storage, ref, host)
-    return manifest, derive_plan(manifest, read_private(manifest, identities), playbook)
+    plan = derive_plan(manifest, read_private(manifest, identities), playbook)
+    if pitr is not None:
+        from vkbackup.pitr.recover import apply
+
+        plan = apply(plan, manifest, storage, identities, pitr, skew)
+    return manifest, plan
 
 
 def _plain_check(note: object) -> PlainCheck | None:
@@ -222,6 +256,9 @@ def _restore(
         warnings=list(plan.warnings),
     )
     report.snapshot_age_seconds = (started - snapshot_time(manifest.id)).total_seconds()
+    for p in plan.params_of(PitrParams):
+        until = datetime.fromisoformat(p.target_time or p.wal_until)
+        report.recovered_age_seconds = (started - until).total_seconds()
     t0 = time.monotonic()
     progress = progress or Progress(enabled=False)
     t = connect(target)

@@ -126,6 +126,32 @@ class DatabaseParams(StepParams):
 
 
 @dataclass(frozen=True)
+class PitrParams(StepParams):
+    """Recover the server of *database* to a point in time (`vkbackup.pitr.recover`):
+    the base backup (the step's first object) into the container's data
+    directory, the streamed WAL (the other objects, staged under the names in
+    *wal*), then PostgreSQL's own recovery up to *target_time* or *target_lsn*
+    (neither: all the WAL there is). A database step: the plan waits for it as
+    for a dump's."""
+
+    kind: ClassVar[str] = "database"
+    resumable: ClassVar[bool] = True
+    container: str = ""
+    project: str | None = None
+    service: str | None = None
+    database: str = ""
+    user: str = "postgres"
+    major: int = 0
+    data_directory: str = ""
+    base_snapshot: str = ""
+    target_time: str = ""  # ISO 8601 with an offset
+    target_lsn: str = ""
+    wal: tuple[str, ...] = ()  # the file name each WAL object is staged as
+    segment_size: int = 16 * 1024 * 1024
+    wal_until: str = ""  # when the newest WAL staged was stored (ISO 8601)
+
+
+@dataclass(frozen=True)
 class StartParams(StepParams):
     """`compose up -d` *services* of *project*, from its recorded files; with
     *no_deps*, not the services they depend on (a database's container starts
@@ -386,6 +412,7 @@ __all__ = [
     "HostUsersParams",
     "HttpCheckParams",
     "ImageParams",
+    "PitrParams",
     "PreflightParams",
     "StartParams",
     "Step",

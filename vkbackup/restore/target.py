@@ -161,10 +161,12 @@ def compose_name_clashes(flavour: str, names: list[tuple[str, str, str]]) -> lis
     return out
 
 
-def service_container_argv(project: str, service: str) -> list[str]:
-    """argv printing the names of the running containers of one compose service."""
+def service_container_argv(project: str, service: str, stopped: bool = False) -> list[str]:
+    """argv printing the names of the running containers of one compose service
+    (*stopped*: of all its containers)."""
     return [
-        "docker", "ps", "--filter", f"label=com.docker.compose.project={project}",
+        "docker", "ps", *(["-a"] if stopped else []),
+        "--filter", f"label=com.docker.compose.project={project}",
         "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}",
     ]  # fmt: skip
 

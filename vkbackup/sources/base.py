@@ -104,6 +104,7 @@ class PlanContext:
     full_every_days: int = 7
     max_chain: int = 6
     now: datetime | None = None  # None: the snapshot id's time
+    base_every_days: int = 7  # [pitr]: a new base backup when the referenced one is older
 
 
 def fingerprint_tag(fp: str) -> str:

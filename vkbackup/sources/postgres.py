@@ -57,6 +57,19 @@ a fresh dump is taken. No fingerprint (always dump) while a transaction
 older than the latest completed one runs (the usual case on a busy server),
 on a standby, on a server older than PostgreSQL 10, or when the state cannot
 be read (logged as a warning).
+
+Base backups (`pitr = true`, point-in-time recovery: `vkbackup.pitr`): the
+snapshot also streams `pg_basebackup -D - -Ft -X fetch` from the container,
+a tar of the whole cluster with the WAL it needs to be consistent, when the
+newest one the source's previous snapshot references is older than
+[pitr] base_every_days; otherwise it references that one again (so prune
+keeps it while a kept snapshot needs it). `base_script` prints, after the
+tar, the facts a restore needs to stderr: pg_basebackup's WAL start and end
+points and timeline (its -v lines), and prod's clock, system identifier and
+data directory once the backup ended; `after_stream` records them as the
+source's `base` (private part). A restore to a time starts from the newest
+base backup that ended before it, of any snapshot, and replays the streamed
+WAL (`vkbackup.pitr.recover`).
 """
 
 from __future__ import annotations
@@ -66,17 +79,26 @@ import secrets
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from vkbackup.config.model import SourceConfig
 from vkbackup.crypto import Identity
 from vkbackup.errors import IntegrityError, RestoreError, SnapshotError, UsageError, VkError
+from vkbackup.layout import snapshot_time
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.manifest import ObjectRecord
 from vkbackup.restore.objects import open_object, read_object
 from vkbackup.restore.steps import DatabaseParams, Step, StepContext
 from vkbackup.restore.target import service_container_argv
-from vkbackup.sources.base import PlanContext, SourcePlan, StreamPlan, fingerprint_tag
+from vkbackup.sources.base import (
+    SUFFIX,
+    PlanContext,
+    SourcePlan,
+    StreamPlan,
+    compress_stage,
+    fingerprint_tag,
+)
 from vkbackup.storage.base import Storage
 from vkbackup.textsafe import printable
 from vkbackup.transport.base import Transport, pipeline_argv
@@ -204,6 +226,87 @@ wait
 """
 
 
+BASE_MARK = "vkbackup-base-end"
+BASE_END_SQL = (
+    "SELECT 'vkbackup-base-end' || E'\\t' || to_char(now() AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || E'\\t' || system_identifier::text || E'\\t' || "
+    "current_setting('data_directory') || E'\\t' || current_setting('server_version_num') "
+    "FROM pg_control_system();"
+)
+_BASE_START_RE = re.compile(
+    r"write-ahead log start point: ([0-9A-F]{1,8}/[0-9A-F]{1,8}) on timeline ([0-9]{1,10})"
+)
+_BASE_END_RE = re.compile(r"write-ahead log end point: ([0-9A-F]{1,8}/[0-9A-F]{1,8})")
+
+
+def base_script(container: str, user: str, compressor: str) -> str:
+    """Bash streaming a base backup (a tar of the cluster, with the WAL it needs;
+    compressed by *compressor*) to stdout, then the facts `parse_base_facts` reads
+    to stderr."""
+    q = shlex.quote
+    psql = shlex.join(psql_command(user, "postgres", BASE_END_SQL))
+    base = shlex.join(
+        ["pg_basebackup", "-U", user, "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast",
+         "--no-manifest", "-v"]
+    )  # fmt: skip
+    return f"""
+C={q(container)}
+docker exec "$C" {base}{compress_stage(compressor)} || {{
+  s=$?; echo "pg_basebackup in container $C failed (exit status $s)" >&2; exit $s; }}
+docker exec "$C" {psql} >&2
+"""
+
+
+def parse_base_facts(stderr: str, where: str) -> dict[str, Any]:
+    """Given the stderr of base_script, return the base backup's record: start and
+    end LSN, timeline, end time (prod's clock, UTC), system identifier, data
+    directory and server version. Raise SnapshotError when a fact is missing."""
+    start = _BASE_START_RE.search(stderr)
+    end = _BASE_END_RE.search(stderr)
+    facts = [ln.split("\t") for ln in stderr.splitlines() if ln.startswith(BASE_MARK + "\t")]
+    if start is None or end is None or not facts or len(facts[-1]) != 5:
+        raise SnapshotError(
+            f"{where}: the base backup ended without its WAL start and end points or "
+            f"prod's facts; pg_basebackup said: {stderr.strip()[-400:]}"
+        )
+    _, when, sysid, data_directory, version = facts[-1]
+    try:
+        datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        raise SnapshotError(f"{where}: unexpected time after the base backup: {when!r}") from None
+    digits = re.compile(r"[0-9]{1,20}")
+    if not (digits.fullmatch(sysid) and digits.fullmatch(version)) or not data_directory.startswith(
+        "/"
+    ):
+        raise SnapshotError(f"{where}: unexpected facts after the base backup: {facts[-1]}")
+    return {
+        "start_lsn": start.group(1),
+        "timeline": int(start.group(2)),
+        "end_lsn": end.group(1),
+        "end_time": when,
+        "system_identifier": sysid,
+        "data_directory": data_directory,
+        "major": server_major(int(version)),
+    }
+
+
+def base_due(
+    previous: Sequence[ObjectRecord], now: datetime, every_days: int
+) -> ObjectRecord | None:
+    """The base backup object a snapshot at *now* references again (the previous
+    snapshot's, uploaded less than *every_days* ago), or None: take a new one."""
+    for o in previous:
+        if o.role != "pg-base" or not o.uploaded_in:
+            continue
+        try:
+            taken = snapshot_time(o.uploaded_in)
+        except ValueError:
+            continue
+        if now - taken < timedelta(days=every_days):
+            return o
+    return None
+
+
 def globals_argv(container: str, user: str) -> list[str]:
     return ["docker", "exec", container, "pg_dumpall", "-U", user, "--globals-only"]
 
@@ -314,6 +417,8 @@ class PostgresSource:
                 meta={"counts_file": path},
             )
         streams = [dump]
+        if self.cfg.pitr:
+            streams.append(self.base_plan(ctx))
         if self.cfg.globals:
             streams.append(
                 StreamPlan(
@@ -325,9 +430,33 @@ class PostgresSource:
             )
         return SourcePlan(streams=streams, meta=meta)
 
+    def base_plan(self, ctx: PlanContext) -> StreamPlan:
+        """The base backup stream: the previous one referenced while it is recent
+        (its fingerprint names the snapshot that took it), else a new one."""
+        now = ctx.now or snapshot_time(ctx.snapshot_id)
+        earlier = base_due(ctx.previous, now, ctx.base_every_days)
+        if earlier is not None:
+            return StreamPlan(
+                name=earlier.name.removesuffix(".age"),
+                role="pg-base",
+                argv=[],
+                fingerprint=f"pgbase:{earlier.uploaded_in}",
+            )
+        return StreamPlan(
+            name="base.tar" + SUFFIX[ctx.compressor],
+            role="pg-base",
+            argv=pipeline_argv(base_script(self.container, self.cfg.user, ctx.compressor)),
+            compression=ctx.compressor,
+            fingerprint=f"pgbase:{ctx.snapshot_id}",
+        )
+
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
     ) -> None:
+        if stream.role == "pg-base":
+            where = f"{t.name}: postgres source {self.cfg.name} ({self.cfg.where})"
+            plan.meta["base"] = parse_base_facts(stderr_tail, where)
+            return
         if stream.role != "pg-dump":
             return
         path = stream.meta.pop("counts_file")
@@ -346,8 +475,53 @@ class PostgresSource:
 
 
 def server_major(version_num: int) -> int:
-    """Given server_version_num (150014, 90624), return the major version (15, 9)."""
+    """Given server_version_num (150014, 90624), return the major version (15, and
+    906 for 9.6: before 10 the major had two parts)."""
     return version_num // 10000 if version_num >= 100000 else version_num // 100
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    """What a snapshot recorded of the base backup it took (`parse_base_facts`)."""
+
+    start_lsn: int
+    end_lsn: int
+    timeline: int
+    end_time: datetime  # prod's clock, UTC: every commit before it is in the backup
+    system_identifier: str
+    data_directory: str
+    major: int
+
+    @classmethod
+    def decode(cls, doc: object, where: str) -> BaseFacts:
+        from vkbackup.pitr.wal import MAX_TIMELINE, parse_lsn
+
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{where}.base: must be an object")
+        try:
+            end_time = datetime.fromisoformat(str(doc["end_time"]).replace("Z", "+00:00"))
+            facts = cls(
+                start_lsn=parse_lsn(str(doc["start_lsn"])),
+                end_lsn=parse_lsn(str(doc["end_lsn"])),
+                timeline=int(doc["timeline"]),
+                end_time=end_time,
+                system_identifier=str(doc["system_identifier"]),
+                data_directory=str(doc["data_directory"]),
+                major=int(doc["major"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise IntegrityError(f"{where}.base: {type(e).__name__}: {e}") from None
+        path = facts.data_directory
+        if (
+            end_time.tzinfo is None
+            or not 1 <= facts.timeline <= MAX_TIMELINE
+            or not re.fullmatch(r"[0-9]{1,20}", facts.system_identifier)
+            or not path.startswith("/")
+            or "/../" in path + "/"
+            or any(ord(c) < 32 for c in path)
+        ):
+            raise IntegrityError(f"{where}.base: a value is out of range: {doc}")
+        return facts
 
 
 @dataclass(frozen=True)
@@ -360,6 +534,7 @@ class Meta:
     major: int | None
     image: str
     row_counts: dict[str, int]
+    base: BaseFacts | None = None  # the base backup this snapshot took (pitr = true)
 
     @classmethod
     def decode(cls, doc: dict[str, Any], where: str) -> Meta:
@@ -382,6 +557,7 @@ class Meta:
             major=major,
             image=str(server.get("image") or ""),
             row_counts=row_counts,
+            base=BaseFacts.decode(doc["base"], where) if doc.get("base") is not None else None,
         )
 
 
@@ -508,17 +684,18 @@ def _objects(
     return dump, by_role.get("pg-globals")
 
 
-def find_container(t: Transport, p: DatabaseParams) -> str:
+def find_container(t: Transport, p: DatabaseParams, stopped: bool = False) -> str:
     """The database's container on the target, found by its compose project and service
-    (the name prod gave it is only checked): raise RestoreError when none runs, or
-    when its name differs from prod's."""
+    (the name prod gave it is only checked): raise RestoreError when none runs (with
+    *stopped*: none exists), or when its name differs from prod's."""
     if not (p.project and p.service):
         return p.container
-    res = t.run(service_container_argv(p.project, p.service))
+    res = t.run(service_container_argv(p.project, p.service, stopped))
     names = res.stdout.decode().split()
     if not names:
         raise RestoreError(
-            f"{t.name}: no running container for service {p.service} of compose project "
+            f"{t.name}: no {'' if stopped else 'running '}container for service {p.service} "
+            f"of compose project "
             f"{p.project} (the database {p.database} ran in {p.container} on prod)"
         )
     if p.container not in names:

@@ -604,6 +604,21 @@ class SshTransport:
     def feed(self, argv: list[str], src: Readable) -> Completed:
         return feed_process(self._name, argv, self.start(argv), src)
 
+    def open_tcp(self, address: str, port: int) -> paramiko.Channel:
+        """A direct-tcpip channel: the host's sshd connects to *address*:*port* (as
+        `ssh -L` does) and the channel carries the bytes both ways. Raise
+        TransportError naming the host and the address when it cannot (sshd's
+        AllowTcpForwarding no, nothing listening there, the connection gone)."""
+        try:
+            return self._t.open_channel(
+                "direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=self._timeout
+            )
+        except LOST as e:
+            raise TransportError(
+                f"{self._name}: cannot open a TCP channel to {address}:{port}: {_describe(e)}",
+                hint="sshd must allow TCP forwarding for this user (AllowTcpForwarding)",
+            ) from None
+
     def close(self) -> None:
         # Cleanup, like SshProcess.kill: a connection already cut is closed.
         try:

@@ -49,9 +49,11 @@ COMMANDS = {
     ("copy",),
     ("ls",),
     ("dump",),
+    ("wal-stream",),
 }
 ONE_HOST = [("list",), ("snapshot",), ("show",), ("verify",), ("restore",), ("prune",),
-            ("drill",), ("check",), ("init",), ("copy",), ("ls",), ("dump",)]  # fmt: skip
+            ("drill",), ("check",), ("init",), ("copy",), ("ls",), ("dump",),
+            ("wal-stream",)]  # fmt: skip
 
 
 def leaves(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -1,0 +1,687 @@
+"""`vkbackup wal-stream`: prod's WAL, continuously, into storage.
+
+Why this shape:
+
+- **PostgreSQL's own receiver.** The backup machine runs the stock
+  `pg_receivewal`: it speaks the replication protocol, follows timeline
+  switches and fetches history files; nothing vkbackup writes reimplements
+  that. It reaches the database container through the host's sshd
+  (`vkbackup.pitr.tunnel`): no agent, no port published on prod.
+- **A spool in memory.** pg_receivewal writes segments to a directory. That
+  directory must be memory (tmpfs), checked at start, so an unencrypted WAL
+  byte never reaches the backup machine's disk. It holds the segment being
+  received plus any finished one not yet stored: 16 MiB each.
+- **Stored as age objects with signed records.** Each finished segment is
+  encrypted to the snapshot recipients and stored with its record
+  (`vkbackup.pitr.wal`); the record is signed by the storage wrapper, and a
+  restore trusts an object only through it. The segment still being written
+  is stored as a partial at most every `pitr.max_lag / 2` when it changed, so
+  what prod committed reaches storage within max_lag. A partial never
+  replaces a longer one of the same segment (after a restart the segment is
+  received again from its start). Once the full segment is stored its
+  partial is deleted.
+- **The slot is advanced by us, not by pg_receivewal.** A physical
+  replication slot (`pitr.slot`) makes prod keep every WAL segment from its
+  restart_lsn on. pg_receivewal runs without it (it would report what it
+  wrote to the spool, which a backup-machine crash loses); vkbackup moves the
+  slot with `pg_replication_slot_advance` to the start of the first segment
+  not yet stored in full. So an SSH cut, a restart of prod, of this process
+  or of the whole backup machine loses nothing: each start puts an empty
+  partial of the slot's segment in the spool, and pg_receivewal starts
+  there. The price is disk on prod while the stream is down: the slot's lag
+  is checked every minute against `pitr.max_slot_lag_mib` (a warning at
+  half, a monitoring failure at the full value). It never blocks prod:
+  pg_receivewal is an asynchronous standby, never named in
+  synchronous_standby_names.
+- **Faults are retried, forever, with backoff** (1 s doubling to 60 s): a
+  lost connection, pg_receivewal exiting, storage refusing a put (the segment
+  stays in the spool and is tried again). SIGTERM stops pg_receivewal,
+  stores everything in the spool (the partial too) and exits 0.
+- **Reported.** A healthchecks ping (job `wal-stream`) every 5 minutes:
+  success while the stream is up and stored within 2 x max_lag, failure with
+  the reason otherwise; and, with `monitoring.textfile`, a textfile of its own
+  beside it (`vkbackup-wal-<host>.prom`) with whether the stream is up, the
+  time of the newest stored WAL and the slot's lag in bytes.
+
+The SQL it runs on prod goes through `docker exec ... psql` as the source's
+user (like the snapshot's), not through the replication connection: facts,
+the slot, its lag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from vkbackup import monitoring
+from vkbackup.config.model import MonitoringConfig
+from vkbackup.crypto import Recipient, encrypt_bytes
+from vkbackup.errors import ConfigError, IntegrityError, StorageError, VkError
+from vkbackup.logs import get_logger, register_secret
+from vkbackup.pitr import wal
+from vkbackup.sources.postgres import psql_argv, server_major
+from vkbackup.storage.base import Storage
+from vkbackup.streams import BytesReader
+from vkbackup.transport.base import Transport
+from vkbackup.transport.ssh import SshTransport
+
+log = get_logger("pitr")
+
+JOB = "wal-stream"
+HEARTBEAT = 300.0
+LAG_CHECK = 60.0
+MAX_BACKOFF = 60.0
+MEMORY_FS = ("tmpfs", "ramfs")
+HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history\Z")
+SEGMENT_RE = re.compile(r"^[0-9A-F]{24}\Z")
+
+
+# -- the spool -------------------------------------------------------------------
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
+    """The type of the filesystem *path* (resolved) is on, from /proc/self/mountinfo."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    target = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, right.split()[0]
+    return kind
+
+
+def open_spool(directory: Path, mountinfo: str | None = None) -> Path:
+    """Create *directory* (0700) and return it. Raise ConfigError when it is not
+    memory-backed: a partial segment would land unencrypted on disk."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    kind = filesystem_type(directory, mountinfo)
+    if kind not in MEMORY_FS:
+        raise ConfigError(
+            f"pitr.spool_dir {directory} is on {kind}, not in memory: pg_receivewal would "
+            "write prod's WAL there unencrypted",
+            hint="point pitr.spool_dir at a tmpfs (/dev/shm or /run are one on Debian)",
+        )
+    return directory
+
+
+@dataclass(frozen=True)
+class SpoolFiles:
+    finished: list[str]  # segment and history file names, in order
+    partial: str | None  # the segment name of the one .partial file, if any
+
+
+def scan(directory: Path, segment_size: int) -> SpoolFiles:
+    """What pg_receivewal left in the spool: finished segments (full size) and
+    history files, and the segment being received."""
+    finished: list[str] = []
+    partials: list[str] = []
+    for entry in os.scandir(directory):
+        name = entry.name
+        whole = SEGMENT_RE.match(name) and entry.stat().st_size == segment_size
+        if HISTORY_RE.match(name) or whole:
+            finished.append(name)
+        elif name.endswith(".partial") and SEGMENT_RE.match(name[: -len(".partial")]):
+            partials.append(name[: -len(".partial")])
+    # history files first: a restore needs a timeline's history before its segments
+    finished.sort(key=lambda n: (not n.endswith(".history"), n))
+    return SpoolFiles(finished, max(partials) if partials else None)
+
+
+def seed(directory: Path, name: str, segment_size: int) -> None:
+    """Put an empty (sparse, zero) `<name>.partial` in an empty spool: pg_receivewal
+    starts receiving at the start of that segment."""
+    path = directory / f"{name}.partial"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, segment_size)
+    finally:
+        os.close(fd)
+
+
+# -- prod ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProdFacts:
+    system_identifier: str
+    segment_size: int
+    major: int
+    timeline: int
+    in_recovery: bool
+
+
+FACTS_SQL = (
+    "SELECT system_identifier::text, current_setting('wal_segment_size', true), "
+    "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), "
+    "current_setting('server_version_num'), "
+    "(SELECT timeline_id FROM pg_control_checkpoint())::text, pg_is_in_recovery()::text "
+    "FROM pg_control_system();"
+)
+
+
+def parse_facts(text: str, where: str) -> ProdFacts:
+    fields = text.strip().split("\t")
+    if len(fields) != 6:
+        raise IntegrityError(f"{where}: unexpected answer to the facts query: {text[:200]!r}")
+    sysid, _shown, seg, version, tli, recovery = fields
+    if not (sysid.isdigit() and seg.isdigit() and version.isdigit() and tli.isdigit()):
+        raise IntegrityError(f"{where}: unexpected answer to the facts query: {text[:200]!r}")
+    if not wal.valid_segment_size(int(seg)):
+        raise IntegrityError(f"{where}: wal_segment_size {seg} is not a valid size")
+    return ProdFacts(sysid, int(seg), server_major(int(version)), int(tli), recovery == "true")
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal. The SQL below is built from the slot's name (checked by
+    the config loader: [a-z0-9_]) and LSNs this module formats, each through here;
+    that is why its lines carry `noqa: S608`."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+class ProdDb:
+    """The SQL the stream runs on prod, through `docker exec psql` on *t*."""
+
+    def __init__(self, t: Transport, container: str, user: str, slot: str) -> None:
+        self.t = t
+        self.container = container
+        self.user = user
+        self.slot = slot
+
+    def query(self, sql: str) -> str:
+        res = self.t.run(psql_argv(self.container, self.user, "postgres", sql))
+        return res.stdout.decode(errors="replace")
+
+    def facts(self) -> ProdFacts:
+        return parse_facts(self.query(FACTS_SQL), f"{self.t.name}: {self.container}")
+
+    def ensure_slot(self) -> int:
+        """Create the slot (reserving WAL now) unless it exists; return its restart_lsn."""
+        s = _literal(self.slot)
+        out = (
+            self.query(
+                f"SELECT pg_create_physical_replication_slot({s}, true) WHERE NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = {s});"
+                f"SELECT slot_type || E'\\t' || coalesce(restart_lsn::text, '') "
+                f"FROM pg_replication_slots WHERE slot_name = {s};"
+            )
+            .strip()
+            .splitlines()
+        )
+        where = f"{self.t.name}: {self.container}: replication slot {self.slot}"
+        kind, _, lsn = (out[-1] if out else "").partition("\t")
+        if kind != "physical":
+            raise IntegrityError(f"{where} is {kind or 'missing'}, not a physical slot")
+        if not lsn:
+            raise IntegrityError(
+                f"{where} reserves no WAL (restart_lsn is empty)",
+                hint=f"drop it (SELECT pg_drop_replication_slot({s})); the stream recreates it",
+            )
+        return wal.parse_lsn(lsn)
+
+    def advance(self, lsn: int) -> None:
+        """Move the slot forward to *lsn* (never back)."""
+        s, to = _literal(self.slot), _literal(wal.format_lsn(lsn))
+        self.query(
+            f"SELECT pg_replication_slot_advance(slot_name, {to}::pg_lsn) "  # noqa: S608
+            f"FROM pg_replication_slots WHERE slot_name = {s} AND restart_lsn < {to}::pg_lsn;"
+        )
+
+    def slot_lag(self) -> int | None:
+        """Bytes of WAL the slot holds on prod (None: the slot is gone)."""
+        s = _literal(self.slot)
+        out = self.query(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "  # noqa: S608
+            f"WHERE slot_name = {s};"
+        ).strip()
+        return int(out) if out.lstrip("-").isdigit() else None
+
+    def container_address(self) -> str:
+        """The container's IP address on its first network, checked to be one."""
+        import ipaddress
+
+        res = self.t.run(
+            [
+                "docker", "inspect", "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", self.container,
+            ]
+        )  # fmt: skip
+        for word in res.stdout.decode(errors="replace").split():
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(word))
+        raise IntegrityError(f"{self.t.name}: container {self.container} has no IP address")
+
+
+# -- storing ---------------------------------------------------------------------
+
+
+@dataclass
+class Stored:
+    """What this process stored, for the partial rules and reports."""
+
+    partial_size: dict[str, int] = field(default_factory=dict)  # segment -> longest stored
+    partial_hash: dict[str, str] = field(default_factory=dict)
+    partial_mtime: dict[str, int] = field(default_factory=dict)
+    last_partial: float = 0.0  # monotonic time of the last partial put
+    newest: datetime | None = None  # when the newest WAL was stored
+
+
+class Store:
+    """Encrypt and put WAL objects with their records."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        recipients: Sequence[Recipient],
+        host: str,
+        facts: ProdFacts,
+    ) -> None:
+        self.storage = storage
+        self.recipients = list(recipients)
+        self.host = host
+        self.facts = facts
+
+    def put(self, tli: int, name: str, kind: str, plain: bytes) -> wal.WalRecord:
+        key = wal.object_key(self.host, tli, name, kind)
+        cipher = encrypt_bytes(plain, self.recipients)
+        self.storage.put(key, BytesReader(cipher), size_hint=len(cipher))
+        rec = wal.WalRecord(
+            host=self.host,
+            timeline=tli,
+            name=name,
+            kind=kind,
+            key=key,
+            sha256=hashlib.sha256(cipher).hexdigest(),
+            size=len(cipher),
+            plain_size=len(plain),
+            segment_size=self.facts.segment_size,
+            system_identifier=self.facts.system_identifier,
+            time=datetime.now(UTC),
+        )
+        self.storage.put(wal.record_key(key), BytesReader(rec.encode()))
+        return rec
+
+    def delete(self, tli: int, name: str, kind: str) -> None:
+        key = wal.object_key(self.host, tli, name, kind)
+        self.storage.delete(wal.record_key(key))
+        self.storage.delete(key)
+
+    def stored_partial_size(self, tli: int, name: str) -> int:
+        """The plain size of the partial of *name* already in storage (0: none or unreadable)."""
+        key = wal.record_key(wal.object_key(self.host, tli, name, "partial"))
+        try:
+            with self.storage.open(key) as f:
+                rec = wal.WalRecord.decode(f.read(64 * 1024), key)
+        except (StorageError, IntegrityError) as e:
+            log.debug("%s: %s", key, e)
+            return 0
+        return rec.plain_size
+
+
+def _tli_of(name: str) -> int:
+    return int(name[:8], 16)
+
+
+def store_spool(
+    spool: Path,
+    store: Store,
+    stored: Stored,
+    *,
+    partial_every: float,
+    final: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> int:
+    """Store what the spool holds: every finished file (then remove it), and the
+    partial when it grew and *partial_every* seconds passed (or *final*).
+    After each finished segment, *advance* gets the LSN the slot may move to.
+    Return how many objects were put. A storage error propagates; what was not
+    stored stays in the spool for the next try."""
+    seg_size = store.facts.segment_size
+    files = scan(spool, seg_size)
+    count = 0
+    for name in files.finished:
+        path = spool / name
+        data = path.read_bytes()
+        if name.endswith(".history"):
+            store.put(wal.parse_history_name(name), name, "history", data)
+        else:
+            tli, segno = wal.parse_segment_name(name, seg_size)
+            store.put(tli, name, "full", data)
+            with contextlib.suppress(StorageError):  # its partial is no longer needed
+                store.delete(tli, name, "partial")
+            stored.partial_size.pop(name, None)
+            stored.partial_hash.pop(name, None)
+            stored.partial_mtime.pop(name, None)
+            if advance is not None:
+                advance(wal.segment_start(segno + 1, seg_size))
+        path.unlink()
+        stored.newest = datetime.now(UTC)
+        log.info("%s: stored %s", store.host, name)
+        count += 1
+    if files.partial is not None:
+        count += _store_partial(spool, store, stored, files.partial, partial_every, final)
+    return count
+
+
+def _store_partial(
+    spool: Path, store: Store, stored: Stored, name: str, every: float, final: bool
+) -> int:
+    path = spool / f"{name}.partial"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:  # finished meanwhile: the next pass stores it
+        return 0
+    if stored.partial_mtime.get(name) == mtime:
+        return 0
+    if not final and time.monotonic() - stored.last_partial < every:
+        return 0
+    data = wal.trim_partial(path.read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    if not data or len(data) <= stored.partial_size.get(name, 0):
+        stored.partial_mtime[name] = mtime
+        return 0  # nothing new, or still re-receiving what is stored already
+    if stored.partial_hash.get(name) == digest:
+        stored.partial_mtime[name] = mtime
+        return 0
+    store.put(_tli_of(name), name, "partial", data)  # on failure: tried again next pass
+    stored.partial_mtime[name] = mtime
+    stored.partial_size[name] = len(data)
+    stored.partial_hash[name] = digest
+    stored.last_partial = time.monotonic()
+    stored.newest = datetime.now(UTC)
+    return 1
+
+
+# -- the loop --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    host: str
+    container: str
+    user: str
+    port: int
+    role: str
+    password: str
+    slot: str
+    spool: Path  # this host's spool directory
+    max_lag: timedelta
+    max_slot_lag_mib: int
+    monitoring: MonitoringConfig
+    pg_receivewal: str = "pg_receivewal"
+
+
+def receiver_major(exe: str) -> int:
+    """The PostgreSQL major of the local pg_receivewal. Raise ConfigError when absent."""
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ConfigError(
+            f"{exe}: cannot run it ({e})",
+            hint="install PostgreSQL's client tools on the backup machine "
+            "(apt-get install postgresql-client)",
+        ) from None
+    m = re.search(r"\b([0-9]+)(?:\.[0-9]+)?", out)
+    if m is None:
+        raise ConfigError(f"{exe} --version: unexpected output {out.strip()[:100]!r}")
+    return int(m.group(1))
+
+
+def conninfo(socket_dir: Path, port: int, role: str) -> str:
+    def q(v: str) -> str:
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return (
+        f"host={q(str(socket_dir))} port={port} user={q(role)} application_name=vkbackup_wal_stream"
+    )
+
+
+class WalStream:
+    """One host's stream; `run` until *stop* is set."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        connect: Callable[[], SshTransport],
+        storage: Storage,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        self.s = settings
+        self.connect = connect
+        self.storage = storage
+        self.recipients = recipients
+        self.stored = Stored()
+        self.up = False
+        self.problem: str | None = None
+        self.slot_lag: int | None = None
+        register_secret(settings.password)
+
+    # the public part ---------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Raise ConfigError when the spool is not in memory or pg_receivewal is missing."""
+        open_spool(self.s.spool)
+        receiver_major(self.s.pg_receivewal)
+
+    def run(self, stop: threading.Event) -> None:
+        open_spool(self.s.spool)
+        backoff = 1.0
+        last_beat = 0.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session(stop)
+            except VkError as e:
+                self.problem = str(e)
+                log.error("%s: WAL stream: %s", self.s.host, e)
+            except OSError as e:
+                self.problem = f"{type(e).__name__}: {e}"
+                log.error("%s: WAL stream: %s", self.s.host, self.problem)
+            self.up = False
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 120:
+                backoff = 1.0
+            last_beat = self._report(last_beat, force=True)
+            log.info("%s: WAL stream: trying again in %.0f s", self.s.host, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    # one connection ----------------------------------------------------------
+
+    def _session(self, stop: threading.Event) -> None:
+        t = self.connect()
+        proc: subprocess.Popen[bytes] | None = None
+        socket_dir = Path(tempfile.mkdtemp(prefix="vkbackup-wal-", dir=self.s.spool.parent))
+        try:
+            db = ProdDb(t, self.s.container, self.s.user, self.s.slot)
+            facts = db.facts()
+            if facts.in_recovery:
+                raise IntegrityError(
+                    f"{t.name}: {self.s.container} is a standby; stream from the primary"
+                )
+            mine = receiver_major(self.s.pg_receivewal)
+            if mine < facts.major:
+                raise ConfigError(
+                    f"{self.s.pg_receivewal} is PostgreSQL {mine}; {t.name}: "
+                    f"{self.s.container} runs {facts.major}, which it cannot stream",
+                    hint=f"install postgresql-client-{facts.major} on the backup machine",
+                )
+            store = Store(self.storage, self.recipients, self.s.host, facts)
+            every = self.s.max_lag.total_seconds() / 2
+            # what an earlier run left in the spool goes first, then the slot says where to start
+            store_spool(self.s.spool, store, self.stored, partial_every=0, final=True)
+            restart = db.ensure_slot()
+            self._seed(store, facts, restart)
+            address = db.container_address()
+            from vkbackup.pitr.tunnel import Tunnel
+
+            with Tunnel(socket_dir, self.s.port, lambda: t.open_tcp(address, self.s.port)):
+                proc = self._start_receiver(socket_dir)
+                self.up = True
+                self.problem = None
+                log.info(
+                    "%s: WAL stream: receiving from %s (%s) on timeline %d",
+                    self.s.host, self.s.container, address, facts.timeline,
+                )  # fmt: skip
+                self._loop(stop, proc, db, store, every)
+        finally:
+            if proc is not None:
+                _stop_receiver(proc)
+                try:
+                    store_spool(self.s.spool, store, self.stored, partial_every=0, final=True)
+                    if stop.is_set():
+                        log.info(
+                            "%s: WAL stream stopped; everything received is stored", self.s.host
+                        )
+                except (VkError, OSError) as e:
+                    log.error(
+                        "%s: WAL stream: what the spool holds is not stored yet (%s); "
+                        "the next start stores it", self.s.host, e,
+                    )  # fmt: skip
+            with contextlib.suppress(OSError):
+                for p in socket_dir.iterdir():
+                    p.unlink()
+                socket_dir.rmdir()
+            t.close()
+
+    def _seed(self, store: Store, facts: ProdFacts, restart: int) -> None:
+        if any(SEGMENT_RE.match(n.removesuffix(".partial")) for n in os.listdir(self.s.spool)):
+            return
+        segno = wal.segno_of(restart, facts.segment_size)
+        name = wal.segment_name(facts.timeline, segno, facts.segment_size)
+        floor = store.stored_partial_size(facts.timeline, name)
+        if floor:
+            self.stored.partial_size[name] = max(floor, self.stored.partial_size.get(name, 0))
+        seed(self.s.spool, name, facts.segment_size)
+        log.info("%s: WAL stream: starting at segment %s (the slot's)", self.s.host, name)
+
+    def _start_receiver(self, socket_dir: Path) -> subprocess.Popen[bytes]:
+        argv = [
+            self.s.pg_receivewal, "-D", str(self.s.spool),
+            "-d", conninfo(socket_dir, self.s.port, self.s.role),
+            "--no-loop", "--no-password", "--status-interval", "10", "--verbose",
+        ]  # fmt: skip
+        env = dict(os.environ, PGPASSWORD=self.s.password)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        threading.Thread(target=_log_lines, args=(proc, self.s.host), daemon=True).start()
+        return proc
+
+    def _loop(
+        self,
+        stop: threading.Event,
+        proc: subprocess.Popen[bytes],
+        db: ProdDb,
+        store: Store,
+        every: float,
+    ) -> None:
+        last_lag = 0.0
+        last_beat = 0.0
+        while not stop.is_set():
+            store_spool(self.s.spool, store, self.stored, partial_every=every, advance=db.advance)
+            if time.monotonic() - last_lag >= LAG_CHECK:
+                last_lag = time.monotonic()
+                self._check_slot(db)
+            last_beat = self._report(last_beat)
+            if proc.poll() is not None:
+                raise VkError(
+                    f"{self.s.host}: pg_receivewal exited with status {proc.returncode} "
+                    "(its messages are in the log above)"
+                )
+            stop.wait(1.0)
+
+    def _check_slot(self, db: ProdDb) -> None:
+        self.slot_lag = db.slot_lag()
+        limit = self.s.max_slot_lag_mib * 1024 * 1024
+        if self.slot_lag is None:
+            self.problem = f"replication slot {self.s.slot} is gone on {self.s.container}"
+        elif self.slot_lag >= limit:
+            self.problem = (
+                f"replication slot {self.s.slot} holds {self.slot_lag // 2**20} MiB of WAL on "
+                f"prod (pitr.max_slot_lag_mib = {self.s.max_slot_lag_mib}): prod's disk fills "
+                "while the stream is behind"
+            )
+        elif self.slot_lag >= limit // 2:
+            log.warning(
+                "%s: replication slot %s holds %d MiB of WAL on prod, half of "
+                "pitr.max_slot_lag_mib (%d)",
+                self.s.host, self.s.slot, self.slot_lag // 2**20, self.s.max_slot_lag_mib,
+            )  # fmt: skip
+        if self.problem:
+            log.error("%s: %s", self.s.host, self.problem)
+
+    def _report(self, last: float, force: bool = False) -> float:
+        now = time.monotonic()
+        if not force and now - last < HEARTBEAT:
+            return last
+        mon = self.s.monitoring
+        behind = None
+        if self.stored.newest is not None:
+            behind = (datetime.now(UTC) - self.stored.newest).total_seconds()
+        problem = self.problem
+        if problem is None and not self.up:
+            problem = "the WAL stream is down"
+        if problem is None:
+            monitoring.notify(mon, "success", host=self.s.host, job=JOB)
+        else:
+            monitoring.notify(mon, "failure", host=self.s.host, job=JOB, reason=problem)
+        if mon.textfile is not None:
+            labels = (("host", self.s.host),)
+            samples = [monitoring.Sample("vkbackup_wal_stream_up", labels, float(self.up))]
+            if self.stored.newest is not None:
+                samples.append(
+                    monitoring.Sample(
+                        "vkbackup_wal_last_stored_timestamp_seconds",
+                        labels,
+                        float(int(self.stored.newest.timestamp())),
+                    )
+                )
+            if self.slot_lag is not None:
+                samples.append(
+                    monitoring.Sample("vkbackup_wal_slot_lag_bytes", labels, float(self.slot_lag))
+                )
+            path = Path(mon.textfile).with_name(f"vkbackup-wal-{self.s.host}.prom")
+            monitoring.write_samples(path, samples)
+        log.debug("%s: WAL stream report (stored %s s ago)", self.s.host, behind)
+        return now
+
+
+def _log_lines(proc: subprocess.Popen[bytes], host: str) -> None:
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            log.info("%s: %s", host, line)
+
+
+def _stop_receiver(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (pg_receivewal flushes and exits), then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
