@@ -17,6 +17,9 @@ replication role and a pg_hba line), run literally on prod.
 - test_prune_keeps_the_chain_and_verify_names_a_gap: prune keeps the WAL the
   kept base backup needs, and only that; a restore to the oldest point it
   reaches works; verify names a segment taken out of the chain.
+- test_break_glass_guide_recovers_to_a_time: restore-playbooks/BREAK-GLASS-PITR.md,
+  every `sh` block run literally with stock tools (age, jq, ssh-keygen, tar),
+  recovers the database of a restored server to T.
 
 Each test leaves prod as it found it: the stream stopped (SIGTERM, exit 0), its
 replication slot dropped, the test's tables dropped.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -420,3 +424,87 @@ def test_prune_keeps_the_chain_and_verify_names_a_gap(
     assert cp.returncode == 1, cp.stdout[-2000:] + cp.stderr[-2000:]
     segment = hole.rsplit("/", 1)[1].removesuffix(".age")
     assert "wal:" in cp.stderr and segment in cp.stderr, cp.stderr[-2000:]
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "restore-playbooks" / "BREAK-GLASS-PITR.md"
+FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```", re.M | re.S)
+
+
+def guide_script(values: dict[str, str]) -> str:
+    """BREAK-GLASS-PITR.md as one bash script: every `sh` block in order, its
+    variables block replaced by *values* (each name must be one the guide sets)."""
+    variables = ""
+    blocks: list[str] = []
+    for lang, info, body in FENCE.findall(GUIDE.read_text()):
+        if lang != "sh":
+            continue
+        if "variables" in info:
+            variables = body
+        else:
+            blocks.append(body)
+    names = [line.split("=", 1)[0] for line in variables.splitlines() if "=" in line]
+    assert sorted(names) == sorted(values), names
+    lines = [f"{k}={shlex.quote(v)}" for k, v in values.items()]
+    return "\n".join(["set -euo pipefail", *lines, *blocks])
+
+
+def test_break_glass_guide_recovers_to_a_time(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
+    """The guide, followed literally with stock tools, recovers the database of a
+    server restored from the snapshot (its dump) to T: the rows committed before T."""
+    lab, tmp = pitr_env
+    config = pitr_config(lab, tmp)
+    prepare_prod(lab, config, tmp)
+    stream = start_stream(config, tmp)
+    ticker = Ticker(lab)
+    try:
+        time.sleep(2)
+        snapshot(config)
+        time.sleep(3)
+        t = psql(
+            lab,
+            "prod",
+            "BEGIN; LOCK TABLE pitr_ticks IN EXCLUSIVE MODE; "
+            "CREATE TABLE pitr_marker AS SELECT id FROM pitr_ticks; "
+            "SELECT clock_timestamp(); COMMIT;",
+        )
+        time.sleep(2)
+        deleted = psql(lab, "prod", "DELETE FROM pitr_victim; SELECT count(*) FROM contacts;")
+        time.sleep(MAX_LAG + 3)
+    finally:
+        ticker.stop()
+        stream.stop()
+    marker = ids(lab, "prod", "pitr_marker")
+    doc = restore(lab, config)  # the server, its database from the snapshot's dump
+    assert doc["status"] == "ok", doc
+    assert psql(fresh_lab, "fresh", "SELECT count(*) FROM pitr_victim;") == deleted.split()[-1]
+
+    signer = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(lab.paths.signing_key)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    script = guide_script(
+        {
+            "VK": str(tmp / "storage"),
+            "IDENTITY": str(lab.identity),
+            "HOST": "prod",
+            "TARGET": shlex.join(lab.ssh_argv("fresh")),
+            "SIGNER": signer,
+            "TIME": t,
+            "PG": PG,
+            "PGVOLUME": "chatwoot_postgres_data",
+        }
+    )
+    (tmp / "break-glass-pitr.sh").write_text(script)
+    cp = subprocess.run(
+        ["bash", str(tmp / "break-glass-pitr.sh")], capture_output=True, text=True, timeout=900
+    )
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    assert 'Good "vkbackup" signature' in out
+    assert "manifest and WAL records signed, objects match" in out
+    assert "recovery stopping before commit" in out, out[-3000:]
+    assert "last completed transaction was at log time" in out, out[-3000:]
+    assert f"recovered to {t}" in out
+    assert ids(fresh_lab, "fresh", "pitr_ticks") == marker
+    assert psql(fresh_lab, "fresh", "SELECT to_regclass('pitr_marker') IS NULL;") == "t"
+    assert psql(fresh_lab, "fresh", "SELECT pg_is_in_recovery();") == "f"
