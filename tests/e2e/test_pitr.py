@@ -15,11 +15,13 @@ replication role and a pg_hba line), run literally on prod.
   stock tools (age, jq, ssh-keygen, tar), recovers that server's database to T
   once more, from its rows deleted.
 - test_rpo_under_load: the stream's SSH connection is cut twice while rows go
-  in, then prod's database is killed. A drill to `latest` restores every row
-  committed up to max_lag + 10 s before the kill, and reports that RPO.
-- test_prune_keeps_the_chain_and_verify_names_a_gap: prune keeps the WAL the
-  kept base backup needs, and only that; a restore to the oldest point it
-  reaches works; verify names a segment taken out of the chain.
+  in, then prod's database and the stream are killed at once (no flush). A
+  drill to `latest` restores every row committed up to max_lag + 10 s before
+  the kill, and reports that RPO.
+- test_prune_keeps_the_chain_and_verify_names_a_gap: a base backup outlives
+  the snapshot that took it while a later one references it (a restore to
+  just after it works); prune keeps the WAL the oldest kept base backup needs,
+  and only that; verify names a segment taken out of the chain.
 
 Each test leaves prod as it found it: the stream stopped (SIGTERM, exit 0), its
 replication slot dropped, the test's tables dropped.
@@ -28,9 +30,11 @@ replication slot dropped, the test's tables dropped.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +134,12 @@ class Stream:
     proc: subprocess.Popen[str]
     log: Path
 
+    def kill(self) -> str:
+        """SIGKILL to the stream and pg_receivewal both: nothing is flushed on the way."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        return self.log.read_text()
+
     def stop(self) -> str:
         """SIGTERM; it must store what it holds and exit 0."""
         self.proc.send_signal(signal.SIGTERM)
@@ -144,7 +154,7 @@ def start_stream(config: Path, tmp: Path) -> Stream:
     f = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vkbackup", "--config", str(config), "-v", "wal-stream"],
-        stdout=f, stderr=subprocess.STDOUT, text=True,
+        stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     return Stream(proc, log)
 
@@ -187,12 +197,16 @@ def pitr_env(lab: Lab, tmp_path: Path) -> Iterator[tuple[Lab, Path]]:
     finally:
         psql(lab, "prod", "DROP TABLE IF EXISTS pitr_ticks, pitr_marker, pitr_victim;")
         unprepare_prod(lab)
+        for spool in Path("/dev/shm").glob("vkbackup-wal-e2e-*"):
+            shutil.rmtree(spool, ignore_errors=True)
 
 
 def restore(lab: Lab, config: Path, *args: str) -> dict[str, object]:
+    """`restore [ARGS] --to fresh --host prod --yes --json` (ARGS may start with a
+    snapshot id); return its report."""
     cp = subprocess.run(
-        [sys.executable, "-m", "vkbackup", "--config", str(config), "restore", "--to", "fresh",
-         "--host", "prod", "--yes", "--json", *args],
+        [sys.executable, "-m", "vkbackup", "--config", str(config), "restore", *args,
+         "--to", "fresh", "--host", "prod", "--yes", "--json"],
         capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
@@ -314,15 +328,17 @@ def test_rpo_under_load(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
                 proxy.refuse_all(False)
                 time.sleep(6)
             time.sleep(MAX_LAG + 2)
-            # the server dies: every commit until now is what it had
+            # the server dies, and the stream with it (SIGKILL: no flush on the way
+            # out): what is stored is what the stream stored as it went, every max_lag/2
             lab.ssh("prod", f"docker kill {PG} >/dev/null")
+            text = stream.kill()
             killed = True
             ticker.stop()
-            time.sleep(MAX_LAG + 6)
         finally:
             ticker.stop()
-            text = stream.stop()
-            if killed:
+            if not killed:
+                stream.stop()
+            else:
                 lab.ssh("prod", f"docker start {PG} >/dev/null")
                 lab.ssh("prod", f"until docker exec {PG} pg_isready -q; do sleep 1; done")
     # each cut ended a session, and the stream came back by itself each time
@@ -355,54 +371,86 @@ def test_rpo_under_load(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
 def test_prune_keeps_the_chain_and_verify_names_a_gap(
     pitr_env: tuple[Lab, Path], fresh_lab: Lab
 ) -> None:
-    """Retention keep_last = 1: the older snapshot and its base backup go, and with them
-    exactly the WAL stored before the kept base backup's snapshot started; a restore to
-    the oldest point the kept base backup reaches works, one before it is refused;
-    verify passes, then names the segment taken out of the chain."""
+    """Retention keep_last = 1, base_every_days = 7. Snapshot A takes a base backup,
+    B references it. Prune drops A: the base backup stays (B uses it), so does all
+    the WAL, and a restore to a moment just after that base backup ended works:
+    its facts outlive A. Then C takes a new base backup (base_every_days = 0) and
+    prune drops B: the first base backup goes, and exactly the WAL stored before C
+    started; a restore to before C is refused; verify passes, then names the
+    segment taken out of the chain."""
     lab, tmp = pitr_env
     config = pitr_config(lab, tmp)
     text = config.read_text().replace("keep_last = 3\n", "keep_last = 1\n", 1)
     text = text.replace("keep_daily = 7\n", "keep_daily = 0\n", 1)
-    text = text.replace('max_lag = "', 'base_every_days = 0\nskew = "0s"\nmax_lag = "', 1)
+    text = text.replace('max_lag = "', 'skew = "0s"\nmax_lag = "', 1)
     config.write_text(text)
+    storage = tmp / "storage"
     prepare_prod(lab, config, tmp)
     stream = start_stream(config, tmp)
     ticker = Ticker(lab)
-    try:
-        time.sleep(2)
-        snapshot(config)
-        for _ in range(2):  # whole segments between the two base backups
-            psql(lab, "prod", "SELECT pg_switch_wal();", db="postgres")
-            time.sleep(1.5)
-        between = psql(lab, "prod", "SELECT clock_timestamp();")
-        time.sleep(1)
-        snapshot(config)
-        after_second = psql(lab, "prod", "SELECT clock_timestamp();")
+
+    def switch_wal() -> None:  # whole segments between the snapshots
         for _ in range(2):
             psql(lab, "prod", "SELECT pg_switch_wal();", db="postgres")
             time.sleep(1.5)
+
+    try:
+        time.sleep(2)
+        snapshot(config)  # A: a base backup
+        after_a = psql(lab, "prod", "SELECT clock_timestamp();")
+        switch_wal()
+        snapshot(config)  # B: references A's
+        switch_wal()
+        time.sleep(MAX_LAG + 2)
+        cp = vk(config, "prune", "--json")
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        first = json.loads(cp.stdout)["hosts"][0]
+        assert sorted(d["keep"] for d in first["snapshots"]) == [False, True]
+        assert first["wal"]["deleted"] == [] and first["wal"]["gaps"] == []
+        base_a = [k for k in first["deleted"] if "/base." in k]
+        assert base_a == [], "A's base backup is B's too: it must stay"
+
+        config.write_text(
+            config.read_text().replace('skew = "', 'base_every_days = 0\nskew = "', 1)
+        )
+        between = psql(lab, "prod", "SELECT clock_timestamp();")
+        time.sleep(1)
+        snapshot(config)  # C: a new base backup
+        switch_wal()
         time.sleep(MAX_LAG + 2)
     finally:
         ticker.stop()
         stream.stop()
-    storage = tmp / "storage"
+
+    # the restore to just after A's base backup: A's manifest is gone, its base
+    # backup and facts are B's now
     snaps = sorted(p.stem for p in (storage / "snapshots" / "prod").glob("*.json"))
-    assert len(snaps) == 2, snaps
+    assert len(snaps) == 2, snaps  # B and C
+    doc = restore(lab, config, snaps[0], "--to-time", after_a)
+    assert doc["status"] == "ok", doc
+    want = [int(x) for x in psql(
+        lab, "prod", f"SELECT id FROM pitr_ticks WHERE at < '{after_a}' ORDER BY id;"
+    ).split()]  # fmt: skip
+    got = ids(fresh_lab, "fresh", "pitr_ticks")
+    # a row stamped just before the time may commit just after it
+    n = min(len(got), len(want))
+    assert n > 10 and got[:n] == want[:n] and abs(len(got) - len(want)) <= 1, (len(got), len(want))
+
     before = wal_keys(storage)
     records = {
         k: WalRecord.decode((storage / record_key(k)).read_bytes(), record_key(k)) for k in before
     }
-
     cp = vk(config, "prune", "--json")
     assert cp.returncode == 0, cp.stderr[-3000:]
     report = json.loads(cp.stdout)["hosts"][0]
     wal_report = report["wal"]
     assert wal_report["gaps"] == [] and wal_report["unreadable"] == []
+    assert any("/base." in k for k in report["deleted"]), report["deleted"]  # A's base backup
     deleted = {k for k in wal_report["deleted"] if k.endswith(".age")}
     assert deleted and deleted < set(before), (deleted, before)
     kept = set(wal_keys(storage))
     assert kept == set(before) - deleted
-    # exactly the WAL stored before the kept snapshot started is gone
+    # exactly the WAL stored before the kept snapshot (C) started is gone
     kept_snapshot = snaps[1]
     started = layout.snapshot_time(kept_snapshot)
     for key, rec in records.items():
@@ -410,23 +458,16 @@ def test_prune_keeps_the_chain_and_verify_names_a_gap(
             assert rec.time < started, key
         elif rec.kind != "history":
             assert rec.time >= started, key
-    assert not (storage / "snapshots" / "prod" / f"{snaps[0]}.json").exists()
 
-    # before the kept base backup: refused, naming the base backup
+    # before the kept base backup: refused, naming the oldest snapshot
     cp = vk(config, "restore", "--to", "fresh", "--host", "prod", "--to-time", between,
             "--yes", "--dry-run")  # fmt: skip
     assert cp.returncode != 0
     assert "was taken before" in cp.stderr and kept_snapshot in cp.stderr, cp.stderr
-    # the oldest point the window holds: right after the kept base backup
-    doc = restore(lab, config, "--to-time", after_second)
-    assert doc["status"] == "ok", doc
-    want = [int(x) for x in psql(
-        lab, "prod", f"SELECT id FROM pitr_ticks WHERE at < '{after_second}' ORDER BY id;"
-    ).split()]  # fmt: skip
-    got = ids(fresh_lab, "fresh", "pitr_ticks")
-    # a row stamped just before the time may commit just after it
-    n = min(len(got), len(want))
-    assert n > 10 and got[:n] == want[:n] and abs(len(got) - len(want)) <= 1, (len(got), len(want))
+    # after it: planned (the restore itself was shown above)
+    cp = vk(config, "restore", "--to", "fresh", "--host", "prod", "--to-time", "latest",
+            "--yes", "--dry-run", "--json")  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-2000:]
 
     cp = vk(config, "verify", "--latest", "--host", "prod")
     assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]

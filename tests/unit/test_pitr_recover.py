@@ -40,7 +40,7 @@ from vkbackup.pitr.wal import DEFAULT_SEGMENT_SIZE as SEG
 from vkbackup.pitr.wal import WalRecord
 from vkbackup.progress import Progress
 from vkbackup.restore.steps import PitrParams, StepContext
-from vkbackup.sources.postgres import BaseFacts, Meta
+from vkbackup.sources.postgres import BaseFacts
 from vkbackup.streams import Readable
 from vkbackup.transport.base import Completed, Process
 
@@ -157,8 +157,7 @@ def base(
         sha256=SHA,
         compression="gzip",
     )
-    meta = Meta("pg", "app", "postgres", 15, "postgres:15", {}, facts)
-    return BaseBackup(snapshot, "db", obj, facts, meta)
+    return BaseBackup(snapshot, "db", obj, facts)
 
 
 BASES = [
@@ -259,19 +258,15 @@ def staged(records: list[WalRecord]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("target", "skew", "want"),
-    [
-        (4.5, 0, [3, 4, 5]),  # up to the first segment stored after the target
-        (5, 0, [3, 4, 5]),
-        (3, 0, [3]),
-        (2.5, 0, [3]),
-        (4.5, 2, [3, 4, 5, 6]),  # skew: the partial may hold it too
-        (6, 0, [3, 4, 5, 6]),  # the partial was stored at the target
-    ],
+    ("target", "skew"),
+    [(4.5, 0), (5, 0), (3, 0), (2.5, 0), (4.5, 2), (6, 0), (10, 5)],
 )
-def test_choose_wal_for_a_time(target: float, skew: float, want: list[int]) -> None:
+def test_choose_wal_for_a_time_stages_the_whole_chain(target: float, skew: float) -> None:
+    # when a segment was stored says nothing of when its WAL was written (old WAL is
+    # stored late after an outage): everything from the base backup on is staged and
+    # PostgreSQL stops at the target
     chosen, chain = choose_wal(CHAIN, BASE, Target(time=minutes(target)), timedelta(minutes=skew))
-    assert staged(chosen) == [name(n) + (".partial" if n == 6 else "") for n in want]
+    assert chosen == CHAIN
     assert chain.end_lsn == 6 * SEG + 1000
 
 
@@ -284,7 +279,7 @@ def test_choose_wal_stages_the_timeline_history_first() -> None:
     history = record(0, kind="history", plain=40, at=1)
     chosen, chain = choose_wal([*CHAIN, history], BASE, Target(time=minutes(3.5)), timedelta(0))
     assert chain.history == history
-    assert chosen == [history, CHAIN[0], CHAIN[1]]
+    assert chosen == [history, *CHAIN]
 
 
 def test_choose_wal_leaves_another_cluster_out_and_names_it() -> None:
@@ -296,7 +291,7 @@ def test_choose_wal_leaves_another_cluster_out_and_names_it() -> None:
 
 def test_choose_wal_refuses_a_time_after_the_chain() -> None:
     with pytest.raises(RestoreError) as e:
-        choose_wal(CHAIN, BASE, Target(time=minutes(6.01)), timedelta(minutes=5))
+        choose_wal(CHAIN, BASE, Target(time=minutes(11.01)), timedelta(minutes=5))
     msg = str(e.value)
     assert "after the newest WAL" in msg
     assert BASE.snapshot in msg
@@ -727,7 +722,8 @@ def test_wal_tar_reads_a_partial_stored_again_through_its_newer_record() -> None
     w = Wal()
     old = w.put(5, "partial", b"A" * 1000)
     newer = w.put(5, "partial", b"A" * 1000 + b"B" * 500)  # the stream stored it again
-    assert newer.key == old.key and newer.sha256 != old.sha256
+    # a key of its own; the old object is gone once the record names the new one
+    assert newer.key != old.key and old.key not in w.mem.objects
     n = wal.segment_name(1, 5, SMALL)
     got = members(read_all(WalTar(w.ctx, [old], [n], SMALL), 64 * 1024))
     assert got[n] == b"A" * 1000 + b"B" * 500 + bytes(SMALL - 1500)
@@ -751,6 +747,24 @@ def test_stored_again_is_none_when_the_record_did_not_change() -> None:
     assert stored_again(w.mem, obj, "db") is None
     w.mem.objects.clear()
     assert stored_again(w.mem, obj, "db") is None
+
+
+def test_stored_again_never_trades_a_segment_or_partial_for_a_shorter_one() -> None:
+    w = Wal()
+    # a whole segment whose object went bad is not replaced by a stale partial of it
+    full = w.put(5, "full", segment(5))
+    w.put(5, "partial", b"A" * 1000)
+    assert stored_again(w.mem, full, "db") is None
+    # a partial is not replaced by a shorter one stored after it (a restart re-receiving)
+    w2 = Wal()
+    long = w2.put(6, "partial", b"A" * 2000)
+    short = w2.put(6, "partial", b"A" * 1000)
+    assert stored_again(w2.mem, long, "db") is None
+    assert stored_again(w2.mem, short, "db") is None  # the record is this one: unchanged
+    # a whole segment stored again after a restart (new ciphertext) replaces a whole one
+    again = w.put(5, "full", segment(5))
+    found = stored_again(w.mem, full, "db")
+    assert found is not None and found.sha256 == again.sha256
 
 
 def test_stored_again_ignores_a_record_that_does_not_decode() -> None:

@@ -181,18 +181,32 @@ def test_open_spool_refuses_a_disk_naming_the_directory(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["tmpfs", "ramfs"])
 def test_open_spool_accepts_memory_and_creates_it_0700(tmp_path: Path, kind: str) -> None:
-    spool = tmp_path / "a" / "spool"
+    spool = tmp_path / "spool"
     assert open_spool(spool, MOUNTINFO + mount_line(tmp_path, kind)) == spool
     assert spool.is_dir()
     assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    assert open_spool(spool, MOUNTINFO + mount_line(tmp_path, kind)) == spool  # ours: fine
 
 
-def test_open_spool_tightens_an_existing_directory(tmp_path: Path) -> None:
+def test_open_spool_refuses_a_missing_parent(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        open_spool(tmp_path / "a" / "spool", mount_line(tmp_path, "tmpfs"))
+    assert str(tmp_path / "a") in str(e.value)
+
+
+def test_open_spool_refuses_a_directory_others_could_write_or_made(tmp_path: Path) -> None:
+    # /dev/shm is everyone's: a spool someone else made first, or opened up, is refused
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o755)
     spool.chmod(0o755)
-    open_spool(spool, mount_line(tmp_path, "tmpfs"))
-    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    with pytest.raises(ConfigError) as e:
+        open_spool(spool, mount_line(tmp_path, "tmpfs"))
+    assert str(spool) in str(e.value) and "0700" in str(e.value)
+    spool.chmod(0o700)
+    link = tmp_path / "link"
+    link.symlink_to(spool)
+    with pytest.raises(ConfigError):
+        open_spool(link, mount_line(tmp_path, "tmpfs"))
 
 
 # -- what pg_receivewal left -----------------------------------------------------------
@@ -364,11 +378,12 @@ def stored_object(
 ) -> tuple[wal.WalRecord, bytes]:
     """The record of one stored WAL object (decoded), checked against the ciphertext,
     and the plaintext."""
-    key = wal.object_key(HOST, tli, name, kind)
-    rec_key = wal.record_key(key)
+    rec_key = wal.record_key(wal.object_key(HOST, tli, name, kind))
     rec = wal.WalRecord.decode(mem.objects[rec_key], rec_key)
+    key = rec.key  # a partial's: versioned, one key per upload
+    assert wal.parse_object_key(key) == (HOST, tli, name, kind)
+    assert (key == wal.object_key(HOST, tli, name, kind)) == (kind != "partial")
     cipher = mem.objects[key]
-    assert rec.key == key
     assert rec.sha256 == hashlib.sha256(cipher).hexdigest()
     assert rec.size == len(cipher)
     assert rec.kind == kind and rec.name == name and rec.host == HOST
@@ -535,7 +550,7 @@ def test_the_full_segment_replaces_its_partial(
     write_partial(tmp_path, name, 1000, 1_000)
     stored = Stored()
     assert store_spool(tmp_path, store, stored, partial_every=0) == 1
-    partial_key = wal.object_key(HOST, 1, name, "partial")
+    partial_key = stored_object(mem, ident, name, "partial")[0].key
     assert partial_key in mem.objects
     # pg_receivewal finished it: renamed without .partial
     (tmp_path / f"{name}.partial").unlink()
@@ -546,6 +561,7 @@ def test_the_full_segment_replaces_its_partial(
     assert wal.record_key(partial_key) not in mem.objects
     # the record goes first: an object without its record is never trusted
     assert mem.deletes == [wal.record_key(partial_key), partial_key]
+    assert not any(".partial" in k for k in mem.objects)
     assert name not in stored.partial_size
     assert name not in stored.partial_hash
     assert name not in stored.partial_mtime
@@ -575,7 +591,26 @@ def test_a_failed_partial_put_propagates(tmp_path: Path, mem: MemStorage, store:
     with pytest.raises(StorageError):
         store_spool(tmp_path, store, stored, partial_every=0)
     assert path.exists()
-    assert name not in stored.partial_size
+    assert stored.partial_size.get(name, 0) == 0  # nothing stored: what was there before
+
+
+def test_a_partial_stored_again_gets_a_key_of_its_own_and_the_old_goes_after(
+    tmp_path: Path, mem: MemStorage, ident: X25519Identity, store: Store
+) -> None:
+    name = seg_name(4)
+    write_partial(tmp_path, name, 1000, 1_000)
+    stored = Stored()
+    assert store_spool(tmp_path, store, stored, partial_every=0) == 1
+    first = stored_object(mem, ident, name, "partial")[0].key
+    write_partial(tmp_path, name, 3000, 1_001)
+    assert store_spool(tmp_path, store, stored, partial_every=0) == 1
+    second, plain = stored_object(mem, ident, name, "partial")
+    assert second.key != first and plain == partial_bytes(3000)[:3000]
+    # the new object and the swapped record first, then the old object: a reader
+    # holding the old record finds its object, or finds it gone (and reads the new)
+    assert first not in mem.objects and mem.deletes == [first]
+    last_record = len(mem.puts) - 1 - mem.puts[::-1].index(wal.record_key(second.key))
+    assert mem.puts.index(second.key) < last_record
 
 
 def test_a_failed_partial_put_is_tried_again_on_the_next_pass(

@@ -701,7 +701,6 @@ def test_chain_of_only_the_start_partial() -> None:
 def test_empty_chain() -> None:
     chain = wal.chain_from([], 1, START)
     assert chain == wal.Chain(1, START, (), None, (), 0, START, None, (), None)
-    assert wal.for_target(chain, None, timedelta(0)) == []
     assert not wal.covers(chain, T0)
 
 
@@ -830,40 +829,6 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def test_for_target_none_takes_everything() -> None:
-    assert names(wal.for_target(_chain(), None, timedelta(0))) == ["03", "04", "05", "06.p"]
-
-
-@pytest.mark.parametrize(
-    ("target", "skew", "staged"),
-    [
-        (at(0), timedelta(0), ["03"]),
-        (at(3), timedelta(0), ["03"]),  # stored exactly then
-        (at(3.5), timedelta(0), ["03", "04"]),
-        (at(3.5), timedelta(minutes=1), ["03", "04", "05"]),
-        (at(4.5), timedelta(0), ["03", "04", "05"]),
-        (at(5), timedelta(0), ["03", "04", "05"]),
-        (at(5), timedelta(seconds=1), ["03", "04", "05", "06.p"]),
-        (at(60), timedelta(0), ["03", "04", "05", "06.p"]),
-    ],
-)
-def test_for_target(target: datetime, skew: timedelta, staged: list[str]) -> None:
-    assert names(wal.for_target(_chain(), target, skew)) == staged
-
-
-def test_for_target_in_another_timezone() -> None:
-    east = timezone(timedelta(hours=3))
-    target = datetime(2026, 11, 26, 5, 3, 30, tzinfo=east)  # T0 + 3.5 minutes
-    assert names(wal.for_target(_chain(), target, timedelta(0))) == ["03", "04"]
-
-
-def test_for_target_refuses_naive_times_and_negative_skew() -> None:
-    with pytest.raises(ValueError, match="timezone"):
-        wal.for_target(_chain(), datetime(2026, 11, 26, 2, 4), timedelta(0))
-    with pytest.raises(ValueError, match="skew"):
-        wal.for_target(_chain(), at(4), timedelta(seconds=-1))
-
-
 def test_covers() -> None:
     chain = _chain()
     assert wal.covers(chain, at(5.9))
@@ -874,3 +839,17 @@ def test_covers() -> None:
     assert not wal.covers(no_partial, at(4.5))
     with pytest.raises(ValueError):
         wal.covers(chain, datetime(2026, 11, 26))
+
+
+def test_a_partial_has_a_key_per_upload_and_one_record() -> None:
+    name = wal.segment_name(1, 4, wal.DEFAULT_SEGMENT_SIZE)
+    key = wal.object_key("prod", 1, name, "partial", "0123456789abcdef")
+    assert key == f"wal/prod/00000001/{name}.partial.0123456789abcdef.age"
+    assert wal.parse_object_key(key) == ("prod", 1, name, "partial")
+    assert wal.record_key(key) == f"wal/prod/00000001/{name}.partial.json"
+    assert wal.parse_record_key(key.replace(".age", ".json")) is None  # no versioned record
+    for bad in ("0123", "0123456789ABCDEF", "0123456789abcdeg"):
+        with pytest.raises(ValueError):
+            wal.object_key("prod", 1, name, "partial", bad)
+    with pytest.raises(ValueError):  # whole segments and history files have one key
+        wal.object_key("prod", 1, name, "full", "0123456789abcdef")

@@ -23,7 +23,9 @@ from vkbackup.sources.postgres import (
     Meta,
     PostgresSource,
     base_due,
+    base_facts_file,
     base_script,
+    facts_argv,
     parse_base_facts,
     server_major,
 )
@@ -245,7 +247,9 @@ def obj(role: str, uploaded_in: str, name: str = "base.tar.zst.age") -> ObjectRe
         sha256="0" * 64,
         compression="zstd",
         uploaded_in=uploaded_in,
-        fingerprint=fingerprint_tag(f"pgbase:{uploaded_in}"),
+        fingerprint=fingerprint_tag(
+            f"{'pgbasefacts' if role == 'pg-base-facts' else 'pgbase'}:{uploaded_in}"
+        ),
     )
 
 
@@ -294,69 +298,92 @@ CFG = SourceConfig(
 SNAPSHOT = snap_id(NOW, "ffff")
 
 
-def test_base_plan_references_a_recent_base() -> None:
+def test_base_plan_references_a_recent_base_and_its_facts() -> None:
     first = snap_id(NOW - timedelta(days=2))
     earlier = obj("pg-base", first)
-    ctx = PlanContext(SNAPSHOT, compressor="gzip", previous=(earlier,), base_every_days=7)
-    plan = PostgresSource(CFG).base_plan(ctx)
-    assert plan.argv == []  # referenced, never run
-    assert plan.role == "pg-base"
-    assert plan.name == "base.tar.zst"  # the earlier object's name, whatever compresses now
-    assert plan.fingerprint == f"pgbase:{first}"
-    # the snapshot that took it recorded the same fingerprint: the reference matches it
-    assert fingerprint_tag(plan.fingerprint) == earlier.fingerprint
+    facts = obj("pg-base-facts", first, "base.facts.age")
+    ctx = PlanContext(SNAPSHOT, compressor="gzip", previous=(earlier, facts), base_every_days=7)
+    base, fact = PostgresSource(CFG).base_plan(ctx)
+    assert base.argv == [] and fact.argv == []  # referenced, never run
+    assert (base.role, fact.role) == ("pg-base", "pg-base-facts")
+    assert base.name == "base.tar.zst"  # the earlier object's name, whatever compresses now
+    assert base.fingerprint == f"pgbase:{first}"
+    assert fact.fingerprint == f"pgbasefacts:{first}"
+    # the snapshot that took them recorded the same fingerprints: the references match
+    assert base.fingerprint is not None and fact.fingerprint is not None
+    assert fingerprint_tag(base.fingerprint) == earlier.fingerprint
+    assert fingerprint_tag(fact.fingerprint) == facts.fingerprint
+
+
+def test_base_plan_takes_a_new_base_when_the_earlier_has_no_facts() -> None:
+    # a base backup whose facts object is not there cannot be used by a restore
+    # once its own snapshot is pruned: a new one is taken
+    earlier = obj("pg-base", snap_id(NOW - timedelta(days=2)))
+    ctx = PlanContext(SNAPSHOT, previous=(earlier,), base_every_days=7)
+    base, _ = PostgresSource(CFG).base_plan(ctx)
+    assert base.fingerprint == f"pgbase:{SNAPSHOT}" and base.argv
 
 
 def test_base_plan_takes_a_new_base_when_due() -> None:
     old = obj("pg-base", snap_id(NOW - timedelta(days=8)))
     ctx = PlanContext(SNAPSHOT, compressor="zstd", previous=(old,), base_every_days=7)
-    plan = PostgresSource(CFG).base_plan(ctx)
-    assert plan.role == "pg-base"
-    assert plan.name == "base.tar.zst"
-    assert plan.compression == "zstd"
-    assert plan.fingerprint == f"pgbase:{SNAPSHOT}"
-    assert plan.argv[:2] == ["bash", "-c"]
-    assert plan.argv[2] == "set -euo pipefail\n" + base_script("pg-main", "app_owner", "zstd")
+    base, fact = PostgresSource(CFG).base_plan(ctx)
+    assert base.role == "pg-base"
+    assert base.name == "base.tar.zst"
+    assert base.compression == "zstd"
+    assert base.fingerprint == f"pgbase:{SNAPSHOT}"
+    path = base_facts_file(SNAPSHOT, CFG.name)
+    assert base.argv[:2] == ["bash", "-c"]
+    assert base.argv[2] == "set -euo pipefail\n" + base_script("pg-main", "app_owner", "zstd", path)
+    # the facts: the file the base script wrote, streamed and removed, as its own object
+    assert fact.role == "pg-base-facts" and fact.name == "base.facts"
+    assert fact.fingerprint == f"pgbasefacts:{SNAPSHOT}"
+    assert fact.argv == facts_argv(path)
+    assert f"cat {shlex.quote(path)}; rm -f {shlex.quote(path)}" in fact.argv[2]
 
 
 @pytest.mark.parametrize(("compressor", "suffix"), [("gzip", ".gz"), ("none", "")])
 def test_base_plan_new_stream_names_its_compression(compressor: str, suffix: str) -> None:
     ctx = PlanContext(SNAPSHOT, compressor=compressor)
-    plan = PostgresSource(CFG).base_plan(ctx)
-    assert plan.name == "base.tar" + suffix and plan.compression == compressor
+    base, fact = PostgresSource(CFG).base_plan(ctx)
+    assert base.name == "base.tar" + suffix and base.compression == compressor
+    assert fact.compression == "none"
 
 
 def test_base_plan_uses_the_context_clock_before_the_snapshot_id() -> None:
-    earlier = obj("pg-base", snap_id(NOW - timedelta(days=6)))
+    first = snap_id(NOW - timedelta(days=6))
+    earlier = (obj("pg-base", first), obj("pg-base-facts", first))
     # the snapshot id says NOW, the clock two days later: the base is 8 days old
-    late = PlanContext(SNAPSHOT, previous=(earlier,), now=NOW + timedelta(days=2))
-    assert PostgresSource(CFG).base_plan(late).fingerprint == f"pgbase:{SNAPSHOT}"
-    on_time = PlanContext(SNAPSHOT, previous=(earlier,))
-    assert PostgresSource(CFG).base_plan(on_time).argv == []
+    late = PlanContext(SNAPSHOT, previous=earlier, now=NOW + timedelta(days=2))
+    assert PostgresSource(CFG).base_plan(late)[0].fingerprint == f"pgbase:{SNAPSHOT}"
+    on_time = PlanContext(SNAPSHOT, previous=earlier)
+    assert PostgresSource(CFG).base_plan(on_time)[0].argv == []
 
 
 def test_base_script_runs_pg_basebackup_to_stdout_with_its_wal() -> None:
-    script = base_script("pg main", "app'owner", "gzip")
+    script = base_script("pg main", "app'owner", "gzip", "/tmp/x.base")
     lines = [ln for ln in script.splitlines() if "pg_basebackup -U" in ln]
     assert len(lines) == 1
     words = shlex.split(lines[0].split(" || ")[0])
     assert words[:3] == ["docker", "exec", "$C"]  # shlex leaves "$C" as the shell sees it
-    argv = words[3 : words.index("|")]
+    argv = words[3 : words.index("2>$F")]
     assert argv[0] == "pg_basebackup"
     assert argv[argv.index("-U") + 1] == "app'owner"
     assert argv[argv.index("-D") + 1] == "-"  # the tar on stdout
     assert "-Ft" in argv
     assert argv[argv.index("-X") + 1] == "fetch"  # the WAL it needs, inside the tar
-    assert "-v" in argv  # the start and end points parse_base_facts reads
+    assert "-v" in argv  # the start and end points parse_base_facts reads, into the file
     assert words[words.index("|") + 1 :][:1] == ["gzip"]
-    assert f"C={shlex.quote('pg main')}" in script
-    # the facts go to stderr after the tar, as the source's user
-    facts_line = script.strip().splitlines()[-1]
-    assert facts_line.endswith(">&2") and "app'owner" in shlex.split(facts_line[:-3])
-    assert BASE_MARK in facts_line
+    assert f"C={shlex.quote('pg main')}" in script and "F=/tmp/x.base" in script
+    assert "umask 077" in script  # the facts file is root's only
+    # prod's facts are appended to the file after the tar, as the source's user, and
+    # the whole file goes to stderr too
+    facts_line = next(ln for ln in script.splitlines() if BASE_MARK in ln)
+    assert '>> "$F"' in facts_line and shlex.quote("app'owner") in facts_line
+    assert script.strip().splitlines()[-1] == 'cat "$F" >&2'
 
 
 def test_base_script_without_compression_pipes_nothing() -> None:
-    script = base_script("pg", "postgres", "none")
+    script = base_script("pg", "postgres", "none", "/tmp/x.base")
     line = next(ln for ln in script.splitlines() if "pg_basebackup -U" in ln)
     assert "|" not in line.split(" || ")[0]

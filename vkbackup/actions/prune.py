@@ -47,11 +47,12 @@ from vkbackup.pitr.retention import WalPrunePlan, plan_wal_prune
 from vkbackup.pitr.retention import horizon as wal_horizon
 from vkbackup.progress import human_bytes
 from vkbackup.retention import PrunePlan, SnapshotInfo, plan_prune
-from vkbackup.storage.base import Storage
+from vkbackup.storage.base import ObjectInfo, Storage
 
 log = get_logger("prune")
 
 INCOMPLETE_GRACE = timedelta(hours=6)
+ORPHAN_AGE = timedelta(hours=1)  # a WAL partial no record names, this old: left over
 STALE_UPLOAD_AGE = timedelta(hours=24)
 LOCK_ID = "prune"
 
@@ -177,6 +178,8 @@ class HostPrune:
     wal: WalPrunePlan | None = None  # streamed WAL (point-in-time recovery)
     wal_deleted: list[str] = field(default_factory=list)  # or: would delete (dry run)
     wal_unreadable: list[str] = field(default_factory=list)  # records kept unread
+    wal_orphans: list[str] = field(default_factory=list)  # replaced partials left over
+    now: datetime = field(default_factory=utcnow)
 
     @property
     def bytes_freed(self) -> int:
@@ -291,7 +294,7 @@ def prune_host(
             retention_until=_retention_until(storage),
             incomplete_grace=grace,
         )
-        result = HostPrune(host, plan, dry_run, state.sizes, state.retained_prefixes)
+        result = HostPrune(host, plan, dry_run, state.sizes, state.retained_prefixes, now=now)
         kept_keys: set[str] = set()
         for s in plan.kept:
             kept_keys |= s.keys
@@ -314,6 +317,7 @@ def prune_host(
             _prune_wal(storage, state, plan, result, wal_skew)
             for rec in result.wal.delete if result.wal else ():
                 result.wal_deleted += [pitr_wal.record_key(rec.key), rec.key]
+            result.wal_deleted += result.wal_orphans
             return result
         # 1. manifests first: once gone, the snapshot is no longer listed or restorable.
         gone: set[str] = set()
@@ -343,6 +347,8 @@ def prune_host(
         for rec in result.wal.delete if result.wal else ():
             if _delete(storage, pitr_wal.record_key(rec.key), result, result.wal_deleted):
                 _delete(storage, rec.key, result, result.wal_deleted)
+        for key in result.wal_orphans:
+            _delete(storage, key, result, result.wal_deleted)
         return result
     finally:
         if held is not None:
@@ -358,7 +364,10 @@ def _prune_wal(
     """Plan the host's WAL prune (`vkbackup.pitr.retention`) into *result*: the
     records are read (signatures checked); one that cannot be read is kept, named."""
     records: list[pitr_wal.WalRecord] = []
+    objects: list[ObjectInfo] = []
     for info in storage.list(pitr_wal.wal_prefix(state.host)):
+        if pitr_wal.parse_object_key(info.key) is not None:
+            objects.append(info)
         if pitr_wal.parse_record_key(info.key) is None:
             continue
         try:
@@ -369,10 +378,23 @@ def _prune_wal(
             log.warning("%s: kept, its record cannot be read: %s", info.key, e)
     if not records and not result.wal_unreadable:
         return
-    kept_ids = {s.id for s in plan.kept}
+    # a snapshot whose manifest could not be deleted stays restorable: its WAL too
+    kept_ids = {s.id for s in plan.kept} | set(result.skipped)
     origins = {o for sid in kept_ids for o in state.base_origins.get(sid, set())}
     times = [layout.snapshot_time(o) for o in origins if layout.ID_RE.match(o)]
     result.wal = plan_wal_prune(records, wal_horizon(times, skew))
+    # partials the stream replaced but could not delete (a crash between the two):
+    # no record names them; an hour old, so none is still being uploaded
+    named = {r.key for r in records}
+    result.wal_orphans = sorted(
+        o.key
+        for o in objects
+        if o.key not in named
+        and ".partial." in o.key
+        and o.modified is not None
+        and result.now - o.modified > ORPHAN_AGE
+        and not result.wal_unreadable
+    )
     for gap in result.wal.gaps:
         log.warning("host %s: WAL gap: %s (a restore cannot replay across it)", state.host, gap)
 
@@ -533,8 +555,10 @@ def format_prune(report: PruneReport) -> list[str]:
                 if hp.wal.horizon
                 else "none: no kept snapshot holds a base backup"
             )
+            orphans = f", and {len(hp.wal_orphans)} replaced partials" if hp.wal_orphans else ""
             out.append(
-                f"  WAL: {verb} {len(hp.wal.delete)} objects ({horizon_text}), kept {hp.wal.kept}"
+                f"  WAL: {verb} {len(hp.wal.delete)} objects ({horizon_text}){orphans}, "
+                f"kept {hp.wal.kept}"
             )
             for gap in hp.wal.gaps:
                 out.append(f"  WAL gap: {gap} (a restore cannot replay across it)")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 import shlex
 import tarfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ from vkbackup.errors import (
     IntegrityError,
     ObjectNotFoundError,
     RestoreError,
+    SnapshotError,
     UsageError,
     VkError,
 )
@@ -57,7 +59,7 @@ from vkbackup.layout import snapshot_time
 from vkbackup.logs import get_logger
 from vkbackup.manifest import Manifest, ObjectRecord
 from vkbackup.pitr import wal
-from vkbackup.restore.objects import TarCheck, open_object
+from vkbackup.restore.objects import TarCheck, open_object, read_object
 from vkbackup.restore.plan import Plan
 from vkbackup.restore.records import read_private
 from vkbackup.restore.steps import DatabaseParams, PitrParams, Step, StepContext
@@ -137,46 +139,66 @@ def parse_target(to_time: str | None, to_lsn: str | None) -> Target | None:
 
 @dataclass(frozen=True)
 class BaseBackup:
-    snapshot: str
+    snapshot: str  # the snapshot that took it
     source: str
     obj: ObjectRecord
     facts: postgres.BaseFacts
-    meta: postgres.Meta
+
+
+def base_in(
+    storage: Storage, manifest: Manifest, source: str, identities: Sequence[Identity]
+) -> BaseBackup | None:
+    """The base backup *manifest* holds for *source* (taken, or referenced from an
+    earlier snapshot), with its facts read from its facts object, or for a
+    snapshot that took it before facts objects existed, from its private part.
+    None when it holds none; raise IntegrityError when its facts are missing or
+    bad (VkError when they cannot be read)."""
+    obj = next((o for o in manifest.objects if o.source == source and o.role == "pg-base"), None)
+    if obj is None:
+        return None
+    origin = manifest.origin(obj)
+    facts_obj = next(
+        (
+            o
+            for o in manifest.objects
+            if o.source == source and o.role == "pg-base-facts" and manifest.origin(o) == origin
+        ),
+        None,
+    )
+    if facts_obj is not None:
+        text = read_object(storage, facts_obj, identities).decode(errors="replace")
+        try:
+            doc = postgres.parse_base_facts(text, facts_obj.key)
+        except SnapshotError as e:
+            raise IntegrityError(str(e)) from None
+        return BaseBackup(origin, source, obj, postgres.BaseFacts.decode(doc, facts_obj.key))
+    if origin == manifest.id:
+        entry = read_private(manifest, identities).sources.get(source)
+        meta = entry.meta if entry is not None else None
+        if isinstance(meta, postgres.Meta) and meta.base is not None:
+            return BaseBackup(origin, source, obj, meta.base)
+    raise IntegrityError(f"{obj.key}: the base backup's facts (start, end, timeline) are missing")
 
 
 def find_bases(
     storage: Storage, host: str, source: str, identities: Sequence[Identity]
 ) -> tuple[list[BaseBackup], list[str]]:
-    """Every base backup of *source* that a complete snapshot of *host* took (its
-    own object and record), oldest first, and warnings for snapshots that could
-    not be read."""
-    bases: list[BaseBackup] = []
+    """Every base backup of *source* a complete snapshot of *host* holds (taken or
+    referenced: a base backup outlives the snapshot that took it while later ones
+    reference it), oldest first, and warnings naming what could not be read."""
+    bases: dict[str, BaseBackup] = {}
     warnings: list[str] = []
     for manifest in catalog.load_all(storage, host):
         if manifest.status != "complete":
             continue
-        obj = next(
-            (
-                o
-                for o in manifest.objects
-                if o.source == source and o.role == "pg-base" and manifest.origin(o) == manifest.id
-            ),
-            None,
-        )
-        if obj is None:
-            continue
         try:
-            entry = read_private(manifest, identities).sources.get(source)
+            base = base_in(storage, manifest, source, identities)
         except VkError as e:
-            warnings.append(f"snapshot {manifest.id}: its private part cannot be read: {e}")
+            warnings.append(f"snapshot {manifest.id}: its base backup cannot be used: {e}")
             continue
-        meta = entry.meta if entry is not None else None
-        if not isinstance(meta, postgres.Meta) or meta.base is None:
-            warnings.append(f"snapshot {manifest.id}: base backup of {source} has no record")
-            continue
-        bases.append(BaseBackup(manifest.id, source, obj, meta.base, meta))
-    bases.sort(key=lambda b: b.facts.end_time)
-    return bases, warnings
+        if base is not None:
+            bases.setdefault(base.obj.key, base)
+    return sorted(bases.values(), key=lambda b: b.facts.end_time), warnings
 
 
 def choose_base(bases: Sequence[BaseBackup], target: Target, source: str) -> BaseBackup:
@@ -204,17 +226,27 @@ def choose_base(bases: Sequence[BaseBackup], target: Target, source: str) -> Bas
 
 
 def wal_records(storage: Storage, host: str) -> tuple[list[wal.WalRecord], list[str]]:
-    """Every WAL record of *host* whose signature checks, and warnings naming the rest."""
+    """Every WAL record of *host* whose signature checks, and warnings naming the rest.
+    A partial's record is swapped while the stream runs (its signature first, then
+    the record): one read between the two is read again."""
     records: list[wal.WalRecord] = []
     warnings: list[str] = []
     for info in storage.list(wal.wal_prefix(host)):
-        if wal.parse_record_key(info.key) is None:
+        parsed = wal.parse_record_key(info.key)
+        if parsed is None:
             continue
-        try:
-            data = catalog.read_small(storage, info.key, 64 * 1024)
-            records.append(wal.WalRecord.decode(data, info.key))
-        except VkError as e:
-            warnings.append(f"{info.key}: ignored: {e}")
+        for attempt in range(3):
+            try:
+                data = catalog.read_small(storage, info.key, wal.MAX_RECORD_BYTES)
+                records.append(wal.WalRecord.decode(data, info.key))
+                break
+            except ObjectNotFoundError:
+                break  # its segment is whole now: the full record is listed too
+            except VkError as e:
+                if parsed[3] == "partial" and attempt < 2:
+                    time.sleep(0.5)
+                    continue
+                warnings.append(f"{info.key}: ignored: {e}")
     return records, warnings
 
 
@@ -234,7 +266,7 @@ def choose_wal(
             f"before the backup is consistent ({wal.format_lsn(f.end_lsn)}){gaps}",
             hint="is `vkbackup wal-stream` running? `journalctl -u vkbackup-wal-stream`",
         )
-    if target.time is not None and not wal.covers(chain, target.time):
+    if target.time is not None and not wal.covers(chain, target.time - skew):
         raise RestoreError(
             f"{target.describe()} is after the newest WAL stored from base backup "
             f"{base.snapshot} on (stored {end}, up to {wal.format_lsn(chain.end_lsn)}){gaps}",
@@ -254,7 +286,11 @@ def choose_wal(
         if chain.partial is not None and k >= len(chain.segments):
             chosen.append(chain.partial)  # the target's segment is the last whole one
         return history + chosen, chain
-    return history + wal.for_target(chain, target.time, skew), chain
+    # every segment from the base backup on, for a time too: when a segment was
+    # stored says nothing of when its records were written (after an outage of
+    # the stream, old WAL is stored late), and PostgreSQL stops at the target
+    partial = [chain.partial] if chain.partial is not None else []
+    return [*history, *chain.segments, *partial], chain
 
 
 def wal_object(rec: wal.WalRecord, source: str) -> ObjectRecord:
@@ -427,27 +463,43 @@ chmod 0600 "$D/recovery.signal"
 
 
 def wait_promoted_script(container: str, user: str, seconds: int) -> str:
-    """Bash that starts *container* and waits until its server left recovery (or
-    stopped: recovery failed, the log says why)."""
+    """Bash that starts *container* and waits until its server left recovery, then
+    prints the log lines that say where recovery stopped. A server that stops, or
+    that Docker restarts (its restart policy: a FATAL recovery would loop), fails
+    at once with its log since the start."""
     q = shlex.quote
     return f"""
 C={q(container)}
+T0=$(date +%s)
+RC0=$(docker inspect -f '{{{{.RestartCount}}}}' "$C")
+FMT='{{{{.State.Running}}}} {{{{.State.Restarting}}}} {{{{.RestartCount}}}}'
 docker start "$C" >/dev/null
+fail() {{
+  echo "PostgreSQL in $C $1:" >&2
+  docker logs --since "$T0" "$C" 2>&1 | tail -n 15 >&2 || true
+  docker stop "$C" >/dev/null 2>&1 || true
+  exit 1
+}}
 for i in $(seq 1 {int(seconds)}); do
-  if [ "$(docker inspect -f '{{{{.State.Running}}}}' "$C")" != true ]; then
-    echo "PostgreSQL in $C stopped during recovery:" >&2
-    docker logs --tail 15 "$C" >&2 2>&1 || true
-    exit 1
-  fi
+  state=$(docker inspect -f "$FMT" "$C")
+  [ "$state" = "true false $RC0" ] || fail "stopped during recovery"
   r=$(docker exec "$C" psql -X -A -t -U {q(user)} -d postgres -c 'SELECT pg_is_in_recovery()' \\
       2>/dev/null || true)
-  [ "$r" = f ] && exit 0
+  if [ "$r" = f ]; then
+    docker logs --since "$T0" "$C" 2>&1 \\
+      | grep -E 'recovery stopping|last completed transaction' || true
+    exit 0
+  fi
   sleep 1
 done
-echo "PostgreSQL in $C still recovering after {int(seconds)} s" >&2
-docker logs --tail 15 "$C" >&2 2>&1 || true
-exit 1
+fail "still recovering after {int(seconds)} s"
 """
+
+
+def image_major_argv(image: str) -> list[str]:
+    """argv printing the PostgreSQL version of *image*'s server binary."""
+    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", "postgres", image,
+            "--version"]  # fmt: skip
 
 
 #: each its own -c (ALTER SYSTEM refuses to run inside a transaction block)
@@ -479,15 +531,21 @@ def stored_again(storage: Storage, obj: ObjectRecord, source: str) -> ObjectReco
     parsed = wal.parse_object_key(obj.key)
     if parsed is None:
         return None
-    host, tli, name, _kind = parsed
-    for kind in ("full", "partial"):
+    host, tli, name, was = parsed
+    # a whole segment is only ever replaced by itself; a partial by the whole segment,
+    # or by a longer partial (never a stale shorter one: replay would stop early)
+    for kind in ("full",) if was == "full" else ("full", "partial"):
         key = wal.record_key(wal.object_key(host, tli, name, kind))
         try:
             rec = wal.WalRecord.decode(catalog.read_small(storage, key, 64 * 1024), key)
         except VkError:
             continue
-        if rec.sha256 != obj.sha256:
-            return wal_object(rec, source)
+        if rec.sha256 == obj.sha256:
+            continue
+        # (age's size grows with the plaintext's, for the same recipients)
+        if kind == "partial" and rec.size <= obj.size:
+            continue
+        return wal_object(rec, source)
     return None
 
 
@@ -565,15 +623,21 @@ def recover(ctx: StepContext, step: Step) -> str:
                           database=p.database), stopped=True,
     )  # fmt: skip
     image = t.run(["docker", "inspect", "-f", "{{.Config.Image}}", found]).stdout.decode().strip()
-    t.run(["docker", "start", found])
-    t.run(pipeline_argv(postgres.wait_ready_script(found, p.user, 120)))
-    major_out = t.run(postgres.server_major_argv(found, p.user)).stdout.decode().strip()
-    major = postgres.server_major(int(major_out)) if major_out.isdigit() else None
-    if major != p.major:
+    # the server is not started to ask it: a failed earlier attempt may have left a
+    # data directory it cannot start from; the image's binary says its version
+    res = t.run(image_major_argv(image), check=False)
+    m = re.search(r"\(PostgreSQL\) ([0-9]+)", res.stdout.decode(errors="replace"))
+    if m is None:
+        log.warning(
+            "%s: cannot read the PostgreSQL version of image %s (%s): PostgreSQL itself "
+            "refuses a base backup of another major", t.name, image, res.stderr.strip()[-200:],
+        )  # fmt: skip
+    elif int(m.group(1)) != p.major:
         raise RestoreError(
-            f"{t.name}: container {found} ({image}) runs PostgreSQL {major}; the base "
+            f"{t.name}: container {found} runs {image}, PostgreSQL {m.group(1)}; the base "
             f"backup is from PostgreSQL {p.major}",
-            hint="a base backup restores only into the same major version",
+            hint="a base backup restores only into the same major version: set the recorded "
+            "image in the compose file",
         )
     mounts = t.run(["docker", "inspect", "-f", "{{json .Mounts}}", found]).stdout.decode()
     data = data_host_path(mounts, p.data_directory, found)
@@ -588,13 +652,10 @@ def recover(ctx: StepContext, step: Step) -> str:
         [*pipeline_argv(STAGE_SCRIPT), "x", data, *settings_lines(p)],
         WalTar(ctx, segments, p.wal, p.segment_size),
     )
-    t.run(pipeline_argv(wait_promoted_script(found, p.user, 6 * 3600)))
+    res = t.run(pipeline_argv(wait_promoted_script(found, p.user, 6 * 3600)), timeout=7 * 3600)
     t.run(["docker", "exec", found, *postgres.psql_command(p.user, "postgres", *RESET_SQL)])
     t.run([*pipeline_argv('rm -rf "$1/' + STAGE_DIR + '"'), "x", data])
-    logs = t.run(
-        pipeline_argv(f"docker logs {shlex.quote(found)} 2>&1 | tail -n 400"), check=False
-    ).stdout.decode(errors="replace")
-    reached = recovery_point(logs)
+    reached = recovery_point(res.stdout.decode(errors="replace"))
     ctx.verified.append(
         f"database {p.database}: recovered from base backup {p.base_snapshot} and "
         f"{len(segments)} WAL files to {reached or 'the end of the WAL'}"

@@ -54,6 +54,8 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
+import stat
 import subprocess
 import tempfile
 import threading
@@ -65,13 +67,13 @@ from pathlib import Path
 
 from vkbackup import monitoring
 from vkbackup.config.model import MonitoringConfig
-from vkbackup.crypto import Recipient, encrypt_bytes
+from vkbackup.crypto import EncryptingReader, Recipient
 from vkbackup.errors import ConfigError, IntegrityError, StorageError, VkError
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.pitr import wal
 from vkbackup.sources.postgres import psql_argv, server_major
 from vkbackup.storage.base import Storage
-from vkbackup.streams import BytesReader
+from vkbackup.streams import BytesReader, HashingReader, Readable
 from vkbackup.transport.base import Transport
 from vkbackup.transport.ssh import SshTransport
 
@@ -80,6 +82,7 @@ log = get_logger("pitr")
 JOB = "wal-stream"
 HEARTBEAT = 300.0
 LAG_CHECK = 60.0
+GAP_REPORTED = 86400.0  # a gap found at a start is a monitoring failure for a day
 MAX_BACKOFF = 60.0
 MEMORY_FS = ("tmpfs", "ramfs")
 HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history\Z")
@@ -109,9 +112,28 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
 
 def open_spool(directory: Path, mountinfo: str | None = None) -> Path:
     """Create *directory* (0700) and return it. Raise ConfigError when it is not
-    memory-backed: a partial segment would land unencrypted on disk."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
+    memory-backed (a partial segment would land unencrypted on disk), or when it
+    already exists as anything but a directory of ours that no one else may
+    write: /dev/shm is writable by every user and emptied at each boot, so
+    another user could create the spool first, read the WAL or swap the socket
+    pg_receivewal logs in through."""
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise ConfigError(
+            f"pitr.spool_dir: {directory.parent} does not exist",
+            hint="create it (root's, mode 0700), or point spool_dir into /dev/shm",
+        ) from None
+    st = directory.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ConfigError(
+            f"pitr.spool_dir {directory}: not a directory of this user's with mode 0700 "
+            f"(mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}): refusing to put "
+            "prod's WAL there",
+            hint=f"remove it if you did not make it (rm -rf {directory}); vkbackup creates it",
+        )
     kind = filesystem_type(directory, mountinfo)
     if kind not in MEMORY_FS:
         raise ConfigError(
@@ -244,14 +266,17 @@ class ProdDb:
             f"FROM pg_replication_slots WHERE slot_name = {s} AND restart_lsn < {to}::pg_lsn;"
         )
 
-    def slot_lag(self) -> int | None:
-        """Bytes of WAL the slot holds on prod (None: the slot is gone)."""
+    def slot_lag(self) -> tuple[int, int | None]:
+        """Prod's current WAL position, and the bytes of WAL the slot holds there
+        (None: the slot is gone)."""
         s = _literal(self.slot)
         out = self.query(
-            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "  # noqa: S608
-            f"WHERE slot_name = {s};"
+            "SELECT pg_current_wal_lsn()::text || E'\\t' || coalesce((SELECT "  # noqa: S608
+            "(pg_current_wal_lsn() - restart_lsn)::bigint::text FROM pg_replication_slots "
+            f"WHERE slot_name = {s}), '');"
         ).strip()
-        return int(out) if out.lstrip("-").isdigit() else None
+        lsn, _, lag = out.partition("\t")
+        return wal.parse_lsn(lsn), (int(lag) if lag.lstrip("-").isdigit() else None)
 
     def container_address(self) -> str:
         """The container's IP address on its first network, checked to be one."""
@@ -281,6 +306,7 @@ class Stored:
     partial_mtime: dict[str, int] = field(default_factory=dict)
     last_partial: float = 0.0  # monotonic time of the last partial put
     newest: datetime | None = None  # when the newest WAL was stored
+    end_lsn: int = 0  # how far the WAL stored by this process reaches
 
 
 class Store:
@@ -299,18 +325,38 @@ class Store:
         self.facts = facts
 
     def put(self, tli: int, name: str, kind: str, plain: bytes) -> wal.WalRecord:
-        key = wal.object_key(self.host, tli, name, kind)
-        cipher = encrypt_bytes(plain, self.recipients)
-        self.storage.put(key, BytesReader(cipher), size_hint=len(cipher))
+        """Store *plain* (a partial, trimmed: held in memory anyway). A partial goes
+        under a key of its own each time (`wal.object_key`'s version): then its
+        record is swapped, then the partial it replaces is deleted, so a reader
+        always finds the object its record names, whole."""
+        before = self.stored_partial(tli, name) if kind == "partial" else None
+        version = secrets.token_hex(8) if kind == "partial" else ""
+        rec = self._put(tli, name, kind, BytesReader(plain), len(plain), version)
+        if before is not None and before.key != rec.key:
+            with contextlib.suppress(StorageError):  # left over: prune removes it
+                self.storage.delete(before.key)
+        return rec
+
+    def put_file(self, tli: int, name: str, kind: str, path: Path) -> wal.WalRecord:
+        """Store the file at *path* (a whole segment), streamed: never all in memory."""
+        with path.open("rb") as f:
+            return self._put(tli, name, kind, f, os.fstat(f.fileno()).st_size)
+
+    def _put(
+        self, tli: int, name: str, kind: str, src: Readable, plain_size: int, version: str = ""
+    ) -> wal.WalRecord:
+        key = wal.object_key(self.host, tli, name, kind, version)
+        cipher = HashingReader(EncryptingReader(src, self.recipients))
+        self.storage.put(key, cipher, size_hint=plain_size + plain_size // 1000 + 512)
         rec = wal.WalRecord(
             host=self.host,
             timeline=tli,
             name=name,
             kind=kind,
             key=key,
-            sha256=hashlib.sha256(cipher).hexdigest(),
-            size=len(cipher),
-            plain_size=len(plain),
+            sha256=cipher.sha256_hex(),
+            size=cipher.size,
+            plain_size=plain_size,
             segment_size=self.facts.segment_size,
             system_identifier=self.facts.system_identifier,
             time=datetime.now(UTC),
@@ -319,20 +365,26 @@ class Store:
         return rec
 
     def delete(self, tli: int, name: str, kind: str) -> None:
-        key = wal.object_key(self.host, tli, name, kind)
+        """Delete a WAL object and its record (record first: no record, no use)."""
+        rec = self.stored_partial(tli, name) if kind == "partial" else None
+        key = rec.key if rec is not None else wal.object_key(self.host, tli, name, kind)
         self.storage.delete(wal.record_key(key))
         self.storage.delete(key)
 
-    def stored_partial_size(self, tli: int, name: str) -> int:
-        """The plain size of the partial of *name* already in storage (0: none or unreadable)."""
+    def stored_partial(self, tli: int, name: str) -> wal.WalRecord | None:
+        """The record of the partial of *name* in storage (None: none, or unreadable)."""
         key = wal.record_key(wal.object_key(self.host, tli, name, "partial"))
         try:
             with self.storage.open(key) as f:
-                rec = wal.WalRecord.decode(f.read(64 * 1024), key)
+                return wal.WalRecord.decode(f.read(wal.MAX_RECORD_BYTES), key)
         except (StorageError, IntegrityError) as e:
             log.debug("%s: %s", key, e)
-            return 0
-        return rec.plain_size
+            return None
+
+    def stored_partial_size(self, tli: int, name: str) -> int:
+        """The plain size of the partial of *name* already in storage (0: none or unreadable)."""
+        rec = self.stored_partial(tli, name)
+        return rec.plain_size if rec is not None else 0
 
 
 def _tli_of(name: str) -> int:
@@ -358,19 +410,22 @@ def store_spool(
     count = 0
     for name in files.finished:
         path = spool / name
-        data = path.read_bytes()
         if name.endswith(".history"):
-            store.put(wal.parse_history_name(name), name, "history", data)
+            store.put_file(wal.parse_history_name(name), name, "history", path)
         else:
             tli, segno = wal.parse_segment_name(name, seg_size)
-            store.put(tli, name, "full", data)
+            store.put_file(tli, name, "full", path)
+            stored.end_lsn = max(stored.end_lsn, wal.segment_start(segno + 1, seg_size))
             with contextlib.suppress(StorageError):  # its partial is no longer needed
                 store.delete(tli, name, "partial")
             stored.partial_size.pop(name, None)
             stored.partial_hash.pop(name, None)
             stored.partial_mtime.pop(name, None)
             if advance is not None:
-                advance(wal.segment_start(segno + 1, seg_size))
+                try:
+                    advance(wal.segment_start(segno + 1, seg_size))
+                except VkError as e:  # stored: the next pass or start advances it
+                    log.warning("%s: the slot stays behind %s for now: %s", store.host, name, e)
         path.unlink()
         stored.newest = datetime.now(UTC)
         log.info("%s: stored %s", store.host, name)
@@ -392,6 +447,8 @@ def _store_partial(
         return 0
     if not final and time.monotonic() - stored.last_partial < every:
         return 0
+    if name not in stored.partial_size:  # a restart: what an earlier run stored
+        stored.partial_size[name] = store.stored_partial_size(_tli_of(name), name)
     data = wal.trim_partial(path.read_bytes())
     digest = hashlib.sha256(data).hexdigest()
     if not data or len(data) <= stored.partial_size.get(name, 0):
@@ -401,6 +458,9 @@ def _store_partial(
         stored.partial_mtime[name] = mtime
         return 0
     store.put(_tli_of(name), name, "partial", data)  # on failure: tried again next pass
+    segno = wal.parse_segment_name(name, store.facts.segment_size)[1]
+    start = wal.segment_start(segno, store.facts.segment_size)
+    stored.end_lsn = max(stored.end_lsn, start + len(data))
     stored.partial_mtime[name] = mtime
     stored.partial_size[name] = len(data)
     stored.partial_hash[name] = digest
@@ -473,17 +533,25 @@ class WalStream:
         self.up = False
         self.problem: str | None = None
         self.slot_lag: int | None = None
+        self.seen: list[tuple[float, int]] = []  # (monotonic time, prod's WAL position)
+        self.gap: tuple[float, str] | None = None  # (when, what): WAL lost on prod
         register_secret(settings.password)
 
     # the public part ---------------------------------------------------------
 
     def preflight(self) -> None:
-        """Raise ConfigError when the spool is not in memory or pg_receivewal is missing."""
-        open_spool(self.s.spool)
+        """Raise ConfigError when the spool is not in memory or not ours only, or
+        pg_receivewal is missing."""
+        self._open_spool()
         receiver_major(self.s.pg_receivewal)
 
-    def run(self, stop: threading.Event) -> None:
+    def _open_spool(self) -> None:
+        # [pitr] spool_dir (where the tunnel's socket directory goes too), then the host's
+        open_spool(self.s.spool.parent)
         open_spool(self.s.spool)
+
+    def run(self, stop: threading.Event) -> None:
+        self._open_spool()
         backoff = 1.0
         last_beat = 0.0
         while not stop.is_set():
@@ -493,9 +561,9 @@ class WalStream:
             except VkError as e:
                 self.problem = str(e)
                 log.error("%s: WAL stream: %s", self.s.host, e)
-            except OSError as e:
+            except Exception as e:
                 self.problem = f"{type(e).__name__}: {e}"
-                log.error("%s: WAL stream: %s", self.s.host, self.problem)
+                log.error("%s: WAL stream: %s", self.s.host, self.problem, exc_info=True)
             self.up = False
             if stop.is_set():
                 break
@@ -529,7 +597,10 @@ class WalStream:
             store = Store(self.storage, self.recipients, self.s.host, facts)
             every = self.s.max_lag.total_seconds() / 2
             # what an earlier run left in the spool goes first, then the slot says where to start
-            store_spool(self.s.spool, store, self.stored, partial_every=0, final=True)
+            restart = db.ensure_slot()
+            store_spool(
+                self.s.spool, store, self.stored, partial_every=0, final=True, advance=db.advance
+            )
             restart = db.ensure_slot()
             self._seed(store, facts, restart)
             address = db.container_address()
@@ -548,7 +619,10 @@ class WalStream:
             if proc is not None:
                 _stop_receiver(proc)
                 try:
-                    store_spool(self.s.spool, store, self.stored, partial_every=0, final=True)
+                    store_spool(
+                        self.s.spool, store, self.stored, partial_every=0, final=True,
+                        advance=db.advance,
+                    )  # fmt: skip
                     if stop.is_set():
                         log.info(
                             "%s: WAL stream stopped; everything received is stored", self.s.host
@@ -565,10 +639,24 @@ class WalStream:
             t.close()
 
     def _seed(self, store: Store, facts: ProdFacts, restart: int) -> None:
-        if any(SEGMENT_RE.match(n.removesuffix(".partial")) for n in os.listdir(self.s.spool)):
-            return
         segno = wal.segno_of(restart, facts.segment_size)
         name = wal.segment_name(facts.timeline, segno, facts.segment_size)
+        spool = scan(self.s.spool, facts.segment_size)
+        if spool.partial is not None:
+            behind = wal.parse_segment_name(spool.partial, facts.segment_size)[1] < segno
+            if not behind:
+                return
+            # the slot was dropped and made again (or invalidated): prod no longer has
+            # the WAL from the spool's segment to the slot's. What the spool held is
+            # stored already; the gap is named, and the stream goes on from the slot
+            gap = (
+                f"WAL from segment {spool.partial} up to {name} is gone from prod (its "
+                f"replication slot {self.s.slot} was made again): a restore cannot replay "
+                "across it; take a new base backup (vkbackup snapshot)"
+            )
+            self.gap = (time.monotonic(), gap)
+            log.error("%s: %s", self.s.host, gap)
+            (self.s.spool / f"{spool.partial}.partial").unlink()
         floor = store.stored_partial_size(facts.timeline, name)
         if floor:
             self.stored.partial_size[name] = max(floor, self.stored.partial_size.get(name, 0))
@@ -613,12 +701,18 @@ class WalStream:
             stop.wait(1.0)
 
     def _check_slot(self, db: ProdDb) -> None:
-        self.slot_lag = db.slot_lag()
+        """The slot's lag against pitr.max_slot_lag_mib, and whether what prod wrote
+        2 x max_lag ago is stored (a stalled stream, a half-open connection): the
+        problems are set afresh each time, so one that went away is cleared."""
+        current, self.slot_lag = db.slot_lag()
+        now = time.monotonic()
+        self.seen.append((now, current))
         limit = self.s.max_slot_lag_mib * 1024 * 1024
+        problems: list[str] = []
         if self.slot_lag is None:
-            self.problem = f"replication slot {self.s.slot} is gone on {self.s.container}"
+            problems.append(f"replication slot {self.s.slot} is gone on {self.s.container}")
         elif self.slot_lag >= limit:
-            self.problem = (
+            problems.append(
                 f"replication slot {self.s.slot} holds {self.slot_lag // 2**20} MiB of WAL on "
                 f"prod (pitr.max_slot_lag_mib = {self.s.max_slot_lag_mib}): prod's disk fills "
                 "while the stream is behind"
@@ -629,6 +723,17 @@ class WalStream:
                 "pitr.max_slot_lag_mib (%d)",
                 self.s.host, self.s.slot, self.slot_lag // 2**20, self.s.max_slot_lag_mib,
             )  # fmt: skip
+        window = 2 * self.s.max_lag.total_seconds()
+        old = [lsn for at, lsn in self.seen if now - at >= window]
+        self.seen = [(at, lsn) for at, lsn in self.seen if now - at < window * 2]
+        if old and old[-1] > self.stored.end_lsn:
+            problems.append(
+                f"prod wrote WAL up to {wal.format_lsn(old[-1])} more than {window:.0f} s "
+                f"ago, and only up to {wal.format_lsn(self.stored.end_lsn)} is stored"
+            )
+        if self.gap is not None and time.monotonic() - self.gap[0] < GAP_REPORTED:
+            problems.append(self.gap[1])
+        self.problem = "; ".join(problems) or None
         if self.problem:
             log.error("%s: %s", self.s.host, self.problem)
 

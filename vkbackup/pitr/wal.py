@@ -45,15 +45,11 @@ timeline's own history file, which a restore may stage for PostgreSQL.
 
 Times. A record's time is when the backup machine stored it, by its own clock.
 A segment is stored only after pg_receivewal finished it, so it holds no WAL
-written after that time; `for_target` stages full segments up to the first one
-stored at or after target_time + skew (skew allows for the clocks of the
-database host and the backup machine) and the partial only if the run never got
-there, and `covers` says whether the chain reaches the target at all. Upload
-time bounds a segment's completion only from above: after an upload backlog
-(storage away for a while, then catching up) the first segment stored after the
-target may have been finished before it. PostgreSQL then stops with "recovery
-ended before configured recovery target was reached" rather than short of it
-silently; a caller can stage the whole chain (target None) and try again.
+written after that time, and `covers` says whether the chain reaches a target
+time at all. The store time bounds a segment's WAL only from above: after an
+outage of the stream (SSH, storage or the backup machine away, then catching
+up) old WAL is stored late. So it cannot say which segments a target time
+needs; a restore stages the whole chain and PostgreSQL stops at the target.
 Refusing records dated in the future is the caller's part (`layout.is_future`):
 it needs the clock.
 """
@@ -64,7 +60,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
 from vkbackup.errors import IntegrityError
@@ -89,6 +85,8 @@ WAL_ROOT = "wal/"
 OBJECT_SUFFIX = ".age"
 RECORD_SUFFIX = ".json"
 _PARTIAL = ".partial"
+_VERSION_RE = re.compile(r"[0-9a-f]{16}")
+_VERSIONED_RE = re.compile(r"(.+\.partial)\.([0-9a-f]{16})")
 _HISTORY = ".history"
 
 RECORD_TYPE = "vkbackup-wal"
@@ -295,12 +293,20 @@ def _check_name(tli: int, name: str, kind: str) -> None:
         raise ValueError(f"WAL segment {name} is not on timeline {tli}")
 
 
-def object_key(host: str, tli: int, name: str, kind: str) -> str:
+def object_key(host: str, tli: int, name: str, kind: str, version: str = "") -> str:
     """The key of a WAL object: a full segment, the partial of a segment, or a
     timeline history file (*name* is then its file name, "00000002.history").
-    Raise ValueError for a host, timeline, name or kind that does not fit."""
+    A partial is stored again and again as it grows; each upload gets a key of its
+    own, *version* (16 lowercase hex digits: "<segment>.partial.<version>.age"),
+    never overwritten, so its record (one per segment, swapped after the object
+    is stored) always names an object that is there whole. Raise ValueError for
+    a host, timeline, name, kind or version that does not fit."""
     _check_name(_timeline(tli), name, kind)
+    if version and (kind != "partial" or not _VERSION_RE.fullmatch(version)):
+        raise ValueError(f"a version is 16 hex digits, of a partial only: {shown(version)}")
     leaf = name + _PARTIAL if kind == "partial" else name
+    if version:
+        leaf += "." + version
     return f"{wal_prefix(host)}{tli:08X}/{leaf}{OBJECT_SUFFIX}"
 
 
@@ -314,12 +320,16 @@ def _parse_key(key: str, suffix: str) -> tuple[str, int, str, Kind] | None:
         return None
     host, tli, leaf = parts[1], int(parts[2], 16), parts[3][: -len(suffix)]
     kind: Kind = "full"
+    version = ""
+    m = _VERSIONED_RE.fullmatch(leaf)
+    if m is not None and suffix == OBJECT_SUFFIX:
+        leaf, version = m.group(1), m.group(2)
     if leaf.endswith(_PARTIAL):
         kind, leaf = "partial", leaf[: -len(_PARTIAL)]
     elif leaf.endswith(_HISTORY):
         kind = "history"
     try:
-        rebuilt = object_key(host, tli, leaf, kind)
+        rebuilt = object_key(host, tli, leaf, kind, version)
     except ValueError:
         return None
     if rebuilt[: -len(OBJECT_SUFFIX)] + suffix != key:
@@ -339,12 +349,14 @@ def parse_record_key(key: str) -> tuple[str, int, str, Kind] | None:
     return _parse_key(key, RECORD_SUFFIX)
 
 
-def record_key(object_key: str) -> str:
-    """The key of a WAL object's record: ".age" replaced by ".json". Raise
-    ValueError if *object_key* is not a WAL object key."""
-    if parse_object_key(object_key) is None:
-        raise ValueError(f"not a WAL object key: {shown(str(object_key))}")
-    return object_key[: -len(OBJECT_SUFFIX)] + RECORD_SUFFIX
+def record_key(key: str) -> str:
+    """The key of a WAL object's record: ".age" replaced by ".json" (a partial's
+    version dropped: one record per segment's partial). Raise ValueError if *key*
+    is not a WAL object key."""
+    parsed = parse_object_key(key)
+    if parsed is None:
+        raise ValueError(f"not a WAL object key: {shown(str(key))}")
+    return object_key(*parsed)[: -len(OBJECT_SUFFIX)] + RECORD_SUFFIX
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -393,7 +405,7 @@ class WalRecord:
         expected = object_key(self.host, self.timeline, self.name, self.kind)
         if self.kind != "history":
             parse_segment_name(self.name, self.segment_size)
-        if self.key != expected:
+        if parse_object_key(self.key) != (self.host, self.timeline, self.name, self.kind):
             raise ValueError(f"object key {shown(str(self.key))} is not {expected}")
         if not isinstance(self.sha256, str) or not _SHA256_RE.fullmatch(self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits: {shown(str(self.sha256))}")
@@ -659,25 +671,6 @@ def chain_from(
         foreign=tuple(foreign),
         history=history,
     )
-
-
-def for_target(chain: Chain, target_time: datetime | None, skew: timedelta) -> list[WalRecord]:
-    """The records a restore must stage to replay *chain* to *target_time*: its
-    segments up to the first one stored at or after target_time + *skew*, and
-    the partial only if none was. None means everything (segments and partial).
-    Raise ValueError for a naive target_time or a negative skew."""
-    tail = [chain.partial] if chain.partial is not None else []
-    if target_time is None:
-        return [*chain.segments, *tail]
-    if skew < timedelta(0):
-        raise ValueError(f"clock skew must not be negative: {skew}")
-    until = _aware(target_time, "target time") + skew
-    out: list[WalRecord] = []
-    for segment in chain.segments:
-        out.append(segment)
-        if segment.time >= until:
-            return out
-    return out + tail
 
 
 def covers(chain: Chain, target_time: datetime) -> bool:

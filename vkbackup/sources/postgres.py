@@ -63,13 +63,17 @@ snapshot also streams `pg_basebackup -D - -Ft -X fetch` from the container,
 a tar of the whole cluster with the WAL it needs to be consistent, when the
 newest one the source's previous snapshot references is older than
 [pitr] base_every_days; otherwise it references that one again (so prune
-keeps it while a kept snapshot needs it). `base_script` prints, after the
-tar, the facts a restore needs to stderr: pg_basebackup's WAL start and end
-points and timeline (its -v lines), and prod's clock, system identifier and
-data directory once the backup ended; `after_stream` records them as the
-source's `base` (private part). A restore to a time starts from the newest
-base backup that ended before it, of any snapshot, and replays the streamed
-WAL (`vkbackup.pitr.recover`).
+keeps it while a kept snapshot needs it). Its facts, which a restore needs
+to choose and check it (pg_basebackup's WAL start and end points and
+timeline, from its -v lines, then prod's clock, system identifier and data
+directory once it ended: `parse_base_facts`), are a small object of their
+own, `base.facts`, written by `base_script` to a root-only file on the host
+and streamed after the tar: referenced with the base backup by every snapshot
+that reuses it, they outlive the snapshot that took it (prune may delete its
+manifest). `after_stream` also records them as the source's `base` in that
+snapshot's private part. A restore to a time starts from the newest base
+backup that ended before it, of any snapshot, and replays the streamed WAL
+(`vkbackup.pitr.recover`).
 """
 
 from __future__ import annotations
@@ -239,10 +243,15 @@ _BASE_START_RE = re.compile(
 _BASE_END_RE = re.compile(r"write-ahead log end point: ([0-9A-F]{1,8}/[0-9A-F]{1,8})")
 
 
-def base_script(container: str, user: str, compressor: str) -> str:
+def base_facts_file(snapshot_id: str, source: str) -> str:
+    return f"/tmp/vkbackup-{snapshot_id}-{source}.base"
+
+
+def base_script(container: str, user: str, compressor: str, facts_path: str) -> str:
     """Bash streaming a base backup (a tar of the cluster, with the WAL it needs;
-    compressed by *compressor*) to stdout, then the facts `parse_base_facts` reads
-    to stderr."""
+    compressed by *compressor*) to stdout. Its facts (pg_basebackup's -v lines,
+    then prod's clock and cluster facts: `parse_base_facts`) go to *facts_path*
+    (root only; `facts_argv` streams and removes it) and to stderr."""
     q = shlex.quote
     psql = shlex.join(psql_command(user, "postgres", BASE_END_SQL))
     base = shlex.join(
@@ -250,11 +259,20 @@ def base_script(container: str, user: str, compressor: str) -> str:
          "--no-manifest", "-v"]
     )  # fmt: skip
     return f"""
-C={q(container)}
-docker exec "$C" {base}{compress_stage(compressor)} || {{
-  s=$?; echo "pg_basebackup in container $C failed (exit status $s)" >&2; exit $s; }}
-docker exec "$C" {psql} >&2
+umask 077
+C={q(container)}; F={q(facts_path)}
+docker exec "$C" {base} 2>"$F"{compress_stage(compressor)} || {{
+  s=$?; cat "$F" >&2; rm -f "$F"
+  echo "pg_basebackup in container $C failed (exit status $s)" >&2; exit $s; }}
+docker exec "$C" {psql} >> "$F" || {{ s=$?; rm -f "$F"; exit $s; }}
+cat "$F" >&2
 """
+
+
+def facts_argv(facts_path: str) -> list[str]:
+    """argv streaming the base backup's facts file, then removing it."""
+    q = shlex.quote(facts_path)
+    return pipeline_argv(f"cat {q}; rm -f {q}")
 
 
 def parse_base_facts(stderr: str, where: str) -> dict[str, Any]:
@@ -418,7 +436,7 @@ class PostgresSource:
             )
         streams = [dump]
         if self.cfg.pitr:
-            streams.append(self.base_plan(ctx))
+            streams += self.base_plan(ctx)
         if self.cfg.globals:
             streams.append(
                 StreamPlan(
@@ -430,25 +448,56 @@ class PostgresSource:
             )
         return SourcePlan(streams=streams, meta=meta)
 
-    def base_plan(self, ctx: PlanContext) -> StreamPlan:
-        """The base backup stream: the previous one referenced while it is recent
-        (its fingerprint names the snapshot that took it), else a new one."""
+    def base_plan(self, ctx: PlanContext) -> list[StreamPlan]:
+        """The base backup and its facts (a small object of its own, so that every
+        snapshot referencing the base backup holds them too, whichever snapshot
+        took it: prune may delete that one): the previous pair referenced while it
+        is recent (the fingerprints name the snapshot that took them), else new."""
         now = ctx.now or snapshot_time(ctx.snapshot_id)
         earlier = base_due(ctx.previous, now, ctx.base_every_days)
-        if earlier is not None:
-            return StreamPlan(
-                name=earlier.name.removesuffix(".age"),
-                role="pg-base",
-                argv=[],
-                fingerprint=f"pgbase:{earlier.uploaded_in}",
-            )
-        return StreamPlan(
-            name="base.tar" + SUFFIX[ctx.compressor],
-            role="pg-base",
-            argv=pipeline_argv(base_script(self.container, self.cfg.user, ctx.compressor)),
-            compression=ctx.compressor,
-            fingerprint=f"pgbase:{ctx.snapshot_id}",
+        facts = next(
+            (
+                o
+                for o in ctx.previous
+                if earlier is not None
+                and o.role == "pg-base-facts"
+                and o.uploaded_in == earlier.uploaded_in
+            ),
+            None,
         )
+        if earlier is not None and facts is not None:
+            return [
+                StreamPlan(
+                    name=earlier.name.removesuffix(".age"),
+                    role="pg-base",
+                    argv=[],
+                    fingerprint=f"pgbase:{earlier.uploaded_in}",
+                ),
+                StreamPlan(
+                    name=facts.name.removesuffix(".age"),
+                    role="pg-base-facts",
+                    argv=[],
+                    fingerprint=f"pgbasefacts:{earlier.uploaded_in}",
+                ),
+            ]
+        path = base_facts_file(ctx.snapshot_id, self.cfg.name)
+        return [
+            StreamPlan(
+                name="base.tar" + SUFFIX[ctx.compressor],
+                role="pg-base",
+                argv=pipeline_argv(
+                    base_script(self.container, self.cfg.user, ctx.compressor, path)
+                ),
+                compression=ctx.compressor,
+                fingerprint=f"pgbase:{ctx.snapshot_id}",
+            ),
+            StreamPlan(
+                name="base.facts",
+                role="pg-base-facts",
+                argv=facts_argv(path),
+                fingerprint=f"pgbasefacts:{ctx.snapshot_id}",
+            ),
+        ]
 
     def after_stream(
         self, t: Transport, stream: StreamPlan, plan: SourcePlan, stderr_tail: str
