@@ -42,6 +42,7 @@ from vkbackup.pitr.stream import (
     WalStream,
     conninfo,
     filesystem_type,
+    names_the_stream,
     open_spool,
     parse_facts,
     scan,
@@ -855,3 +856,21 @@ def test_tunnel_replaces_a_stale_socket_file_and_close_is_idempotent(tmp_path: P
     # the accept thread ends with the listener
     tunnel._thread.join(10)
     assert not tunnel._thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("setting", "blocks"),
+    [
+        ("", False),
+        ("*", True),
+        ("standby1", False),
+        ("FIRST 1 (standby1, *)", True),
+        ("ANY 2 (a, vkbackup_wal_stream, b)", True),
+        ('ANY 1 ("VKBACKUP_WAL_STREAM")', False),  # quoted: case kept, not ours
+        ('ANY 1 ("a,b", "*")', False),  # a quoted "*" is a name, not the wildcard
+        ("2 (s1, s2)", False),
+        ("VKBACKUP_WAL_STREAM", True),  # unquoted names fold to lower case
+    ],
+)
+def test_names_the_stream(setting: str, blocks: bool) -> None:
+    assert names_the_stream(setting) is blocks

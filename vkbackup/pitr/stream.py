@@ -211,6 +211,21 @@ def parse_facts(text: str, where: str) -> ProdFacts:
     return ProdFacts(sysid, int(seg), server_major(int(version)), int(tli), recovery == "true")
 
 
+APPLICATION_NAME = "vkbackup_wal_stream"
+
+
+def names_the_stream(setting: str, application_name: str = APPLICATION_NAME) -> bool:
+    """Whether prod's synchronous_standby_names ("", "*", "FIRST 1 (a, b)", "ANY 2
+    (\"x\", y)") would take the stream for a synchronous standby: then every commit
+    on prod would wait for it, which it must never do."""
+    inside = setting.split("(", 1)[1].rsplit(")", 1)[0] if "(" in setting else setting
+    for quoted, bare in re.findall(r'"((?:[^"]|"")*)"|([^,\s]+)', inside):
+        name = quoted.replace('""', '"') if quoted else bare.lower()
+        if (bare == "*") or name == application_name:
+            return True
+    return False
+
+
 def _literal(text: str) -> str:
     """A SQL string literal. The SQL below is built from the slot's name (checked by
     the config loader: [a-z0-9_]) and LSNs this module formats, each through here;
@@ -233,6 +248,9 @@ class ProdDb:
 
     def facts(self) -> ProdFacts:
         return parse_facts(self.query(FACTS_SQL), f"{self.t.name}: {self.container}")
+
+    def synchronous_standby_names(self) -> str:
+        return self.query("SHOW synchronous_standby_names;").strip()
 
     def ensure_slot(self) -> int:
         """Create the slot (reserving WAL now) unless it exists; return its restart_lsn."""
@@ -511,7 +529,7 @@ def conninfo(socket_dir: Path, port: int, role: str) -> str:
         return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
     return (
-        f"host={q(str(socket_dir))} port={port} user={q(role)} application_name=vkbackup_wal_stream"
+        f"host={q(str(socket_dir))} port={port} user={q(role)} application_name={APPLICATION_NAME}"
     )
 
 
@@ -586,6 +604,14 @@ class WalStream:
             if facts.in_recovery:
                 raise IntegrityError(
                     f"{t.name}: {self.s.container} is a standby; stream from the primary"
+                )
+            sync = db.synchronous_standby_names()
+            if names_the_stream(sync):
+                raise ConfigError(
+                    f"{t.name}: {self.s.container}: synchronous_standby_names = {sync!r} "
+                    f"takes the WAL stream ({APPLICATION_NAME}) for a synchronous standby: "
+                    "every commit on prod would wait for it; the stream does not start",
+                    hint="name the real standbys there instead of '*'",
                 )
             mine = receiver_major(self.s.pg_receivewal)
             if mine < facts.major:
