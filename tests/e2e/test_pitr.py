@@ -17,7 +17,8 @@ replication role and a pg_hba line), run literally on prod.
 - test_rpo_under_load: the stream's SSH connection is cut twice while rows go
   in, then prod's database and the stream are killed at once (no flush). A
   drill to `latest` restores every row committed up to max_lag + 10 s before
-  the kill, and reports that RPO.
+  the kill, and reports that RPO. Then the backup machine "restarts" (its
+  spool in memory gone): the stream resumes at the slot, with no gap.
 - test_prune_keeps_the_chain_and_verify_names_a_gap: a base backup outlives
   the snapshot that took it while a later one references it (a restore to
   just after it works); prune keeps the WAL the oldest kept base backup needs,
@@ -49,7 +50,7 @@ from tests.e2e.labconfig import own_config
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
 from vkbackup import layout
-from vkbackup.pitr.wal import WalRecord, record_key
+from vkbackup.pitr.wal import WalRecord, parse_lsn, record_key
 
 PG = "chatwoot-postgres-1"
 DB = "chatwoot_production"
@@ -366,6 +367,32 @@ def test_rpo_under_load(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
     got = ids(fresh_lab, "fresh", "pitr_ticks")
     want = [i for i in ids(lab, "prod", "pitr_ticks") if i <= got[-1]]
     assert got == want
+
+    # the backup machine restarts: its spool (memory) is gone, the stream starts at
+    # the slot, which kept prod's WAL meanwhile: the chain from the base backup has
+    # no gap, and what prod wrote since is stored
+    for spool in Path("/dev/shm").glob("vkbackup-wal-e2e-*"):
+        shutil.rmtree(spool)
+    config = pitr_config(lab, tmp)  # straight to prod's sshd again
+    stream = start_stream(config, tmp)
+    ticker = Ticker(lab)
+    try:
+        time.sleep(6)
+    finally:
+        ticker.stop()
+        time.sleep(MAX_LAG + 1)
+        text = stream.stop()
+    assert "(the slot's)" in text and "gone from prod" not in text, text[-3000:]
+    cp = vk(config, "verify", "--latest", "--host", "prod")
+    assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+    stored = [
+        WalRecord.decode((tmp / "storage" / record_key(k)).read_bytes(), record_key(k))
+        for k in wal_keys(tmp / "storage")
+    ]
+    end = max(r.end_lsn for r in stored if r.kind != "history")
+    assert end >= parse_lsn(psql(lab, "prod", "SELECT pg_current_wal_flush_lsn();")) - 200
+    for key in wal_keys(tmp / "storage"):  # every WAL object is an age file
+        assert (tmp / "storage" / key).read_bytes()[:22] == b"age-encryption.org/v1\n", key
 
 
 def test_prune_keeps_the_chain_and_verify_names_a_gap(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -34,6 +35,7 @@ from vkbackup.errors import (
 )
 from vkbackup.pitr import wal
 from vkbackup.pitr.stream import (
+    ProdDb,
     ProdFacts,
     SpoolFiles,
     Store,
@@ -874,3 +876,56 @@ def test_tunnel_replaces_a_stale_socket_file_and_close_is_idempotent(tmp_path: P
 )
 def test_names_the_stream(setting: str, blocks: bool) -> None:
     assert names_the_stream(setting) is blocks
+
+
+class FakeSlotDb:
+    """What _check_slot asks prod: its WAL position and the slot's lag."""
+
+    def __init__(self) -> None:
+        self.current = 0x5000000
+        self.lag: int | None = 0
+
+    def slot_lag(self) -> tuple[int, int | None]:
+        return self.current, self.lag
+
+
+def test_check_slot_warns_alerts_and_clears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = WalStream(settings(tmp_path, MonitoringConfig()), no_connect, MemStorage(), [])
+    db = FakeSlotDb()
+    stream.stored.end_lsn = db.current
+    mib = 1024 * 1024
+    db.lag = 600 * mib  # over half of 1024 MiB: a warning only
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is None and "half of pitr.max_slot_lag_mib" in caplog.text
+    db.lag = 1100 * mib  # over the limit: a monitoring failure naming the setting
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is not None and "max_slot_lag_mib = 1024" in stream.problem
+    db.lag = 10 * mib  # caught up: the failure is cleared
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is None
+    db.lag = None
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is not None and "is gone" in stream.problem
+
+
+def test_check_slot_fails_a_stalled_stream_after_twice_max_lag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("vkbackup.pitr.stream.time.monotonic", lambda: clock[0])
+    stream = WalStream(settings(tmp_path, MonitoringConfig()), no_connect, MemStorage(), [])
+    db = FakeSlotDb()
+    stream.stored.end_lsn = 0x4000000  # stored up to here
+    db.current = 0x4800000  # prod is ahead
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is None  # just seen: the stream has max_lag to store it
+    clock[0] += 2 * 300 + 1  # max_lag is 5 minutes in these settings
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is not None and "0/4800000" in stream.problem
+    assert "only up to 0/4000000 is stored" in stream.problem
+    stream.stored.end_lsn = 0x4800000  # it caught up
+    clock[0] += 60
+    stream._check_slot(cast(ProdDb, db))
+    assert stream.problem is None
