@@ -5,40 +5,25 @@ fresh host with stock tools only: age, tar, gzip, docker, pg_restore, ssh."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 from pathlib import Path
 
 from tests.e2e import treesig
+from tests.e2e.guides import PLAYBOOKS, guide_blocks
 from tests.lab.api import Lab
 from vkbackup import catalog
 from vkbackup.config import load_config
 from vkbackup.storage import open_storage
 
-GUIDE = Path(__file__).resolve().parents[2] / "restore-playbooks" / "BREAK-GLASS.md"
-FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```", re.M | re.S)
-
-
-def guide_blocks() -> tuple[str, list[str]]:
-    """Return (the variables block, the other `sh` blocks in order)."""
-    variables = ""
-    blocks: list[str] = []
-    for lang, info, body in FENCE.findall(GUIDE.read_text()):
-        if lang != "sh":
-            continue
-        if "variables" in info:
-            variables = body
-        else:
-            blocks.append(body)
-    return variables, blocks
+GUIDE = PLAYBOOKS / "BREAK-GLASS.md"
 
 
 def guide_script(storage: Path, identity: Path, target: list[str], signer: str) -> str:
     """The guide as one bash script: its variables block replaced by these values
     (a local storage directory, an identity file, the argv reaching the new host,
     the public signing key)."""
-    _, blocks = guide_blocks()
+    _, blocks = guide_blocks(GUIDE)
     return "\n".join(
         [
             "set -euo pipefail",
@@ -60,7 +45,7 @@ def public_line(signing_key: Path) -> str:
 
 
 def test_guide_has_the_expected_shape() -> None:
-    variables, blocks = guide_blocks()
+    variables, blocks = guide_blocks(GUIDE)
     for name in ("VK=", "IDENTITY=", "HOST=", "TARGET=", "SIGNER="):
         assert name in variables
     assert len(blocks) >= 7

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.guides import PLAYBOOKS, guide_blocks
 from tests.e2e.labconfig import own_config
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
@@ -509,22 +510,13 @@ def test_prune_keeps_the_chain_and_verify_names_a_gap(
     assert "wal:" in cp.stderr and segment in cp.stderr, cp.stderr[-2000:]
 
 
-GUIDE = Path(__file__).resolve().parents[2] / "restore-playbooks" / "BREAK-GLASS-PITR.md"
-FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```", re.M | re.S)
+GUIDE = PLAYBOOKS / "BREAK-GLASS-PITR.md"
 
 
 def guide_script(values: dict[str, str]) -> str:
     """BREAK-GLASS-PITR.md as one bash script: every `sh` block in order, its
     variables block replaced by *values* (each name must be one the guide sets)."""
-    variables = ""
-    blocks: list[str] = []
-    for lang, info, body in FENCE.findall(GUIDE.read_text()):
-        if lang != "sh":
-            continue
-        if "variables" in info:
-            variables = body
-        else:
-            blocks.append(body)
+    variables, blocks = guide_blocks(GUIDE)
     names = [line.split("=", 1)[0] for line in variables.splitlines() if "=" in line]
     assert sorted(names) == sorted(values), names
     lines = [f"{k}={shlex.quote(v)}" for k, v in values.items()]
