@@ -51,7 +51,7 @@ from tests.e2e.labconfig import own_config
 from tests.integration.tcpproxy import TcpProxy
 from tests.lab.api import Lab
 from vkbackup import layout
-from vkbackup.pitr.wal import WalRecord, parse_lsn, record_key
+from vkbackup.pitr.wal import WalRecord, format_lsn, parse_lsn, record_key
 
 PG = "chatwoot-postgres-1"
 DB = "chatwoot_production"
@@ -382,6 +382,9 @@ def test_rpo_under_load(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
     finally:
         ticker.stop()
         time.sleep(MAX_LAG + 1)
+        # what prod wrote until now (the stream received it within milliseconds)
+        written = parse_lsn(psql(lab, "prod", "SELECT pg_current_wal_flush_lsn();"))
+        time.sleep(2)
         text = stream.stop()
     assert "(the slot's)" in text and "gone from prod" not in text, text[-3000:]
     cp = vk(config, "verify", "--latest", "--host", "prod")
@@ -391,7 +394,8 @@ def test_rpo_under_load(pitr_env: tuple[Lab, Path], fresh_lab: Lab) -> None:
         for k in wal_keys(tmp / "storage")
     ]
     end = max(r.end_lsn for r in stored if r.kind != "history")
-    assert end >= parse_lsn(psql(lab, "prod", "SELECT pg_current_wal_flush_lsn();")) - 200
+    # a stored partial has its trailing zero bytes trimmed: it may end a little short
+    assert end >= written - 256, (format_lsn(end), format_lsn(written), text[-2000:])
     for key in wal_keys(tmp / "storage"):  # every WAL object is an age file
         assert (tmp / "storage" / key).read_bytes()[:22] == b"age-encryption.org/v1\n", key
 

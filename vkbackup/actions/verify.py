@@ -327,19 +327,15 @@ def wal_problems(
             o.role == "pg-base" and o.source == name for o in manifest.objects
         ):
             continue
-        base = meta.base
-        if base is None:  # a reused base backup: its facts are in the snapshot that took it
-            origin = next(manifest.origin(o) for o in manifest.objects if o.role == "pg-base")
-            try:
-                earlier = catalog.load_manifest(storage, manifest.host, origin)
-                first = read_private(earlier, identities).sources.get(name)
-                base = first.meta.base if first and isinstance(first.meta, postgres.Meta) else None
-            except VkError as e:
-                log.debug("base backup record of %s: %s", origin, e)
         where = f"wal/{manifest.host}/ (source {name})"
-        if base is None:
-            out.append(BadObject(where, name, "wal", f"{where}: the base backup has no record"))
+        try:
+            found = recover.base_in(storage, manifest, name, identities)
+        except VkError as e:
+            out.append(BadObject(where, name, "wal", f"{where}: the base backup: {e}"))
             continue
+        if found is None:
+            continue
+        base = found.facts
         records, unreadable = recover.wal_records(storage, manifest.host)
         for text in unreadable:
             out.append(BadObject(where, name, "wal", text))

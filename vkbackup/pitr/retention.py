@@ -62,8 +62,9 @@ def plan_wal_prune(records: Iterable[wal.WalRecord], until: datetime | None) -> 
 
 def find_gaps(records: Iterable[wal.WalRecord]) -> list[str]:
     """The runs of missing whole segments between the first and last whole segment
-    of each timeline, as "timeline T: FIRST .. LAST" (a partial fills its segment
-    only when it is the last one: it is still being received)."""
+    of each timeline, as "timeline T: FIRST .. LAST". Partials are not counted:
+    a partial stands for a segment still being received, after the last whole one
+    (the chain from a base backup, `wal.chain_from`, says what replay reaches)."""
     by_tli: dict[int, dict[int, wal.WalRecord]] = {}
     for r in records:
         if r.kind == "full":
