@@ -6,7 +6,9 @@
     verify/<host>/<snapshot-id>.json              the last verify result of a snapshot
     drills/<host>/<time>.json                     one restore drill's report
     wal/<host>/<timeline>/<segment>.age           streamed WAL (point-in-time recovery),
-    wal/<host>/<timeline>/<segment>.json          each with its record (`vkbackup.pitr.wal`)
+    wal/<host>/<timeline>/<segment>.json          each with its record (`vkbackup.pitr.wal`;
+                                                  a partial: <segment>.partial.<version>.age,
+                                                  a new key per upload, one record)
     <record>.json.sig                             the SSH signature of each record above
 
 Snapshot ids sort by time: ``20261126T020000Z-3f9a``. Every key function

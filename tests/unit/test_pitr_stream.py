@@ -868,8 +868,11 @@ def test_tunnel_replaces_a_stale_socket_file_and_close_is_idempotent(tmp_path: P
         ("standby1", False),
         ("FIRST 1 (standby1, *)", True),
         ("ANY 2 (a, vkbackup_wal_stream, b)", True),
-        ('ANY 1 ("VKBACKUP_WAL_STREAM")', False),  # quoted: case kept, not ours
-        ('ANY 1 ("a,b", "*")', False),  # a quoted "*" is a name, not the wildcard
+        # PostgreSQL compares standby names case-insensitively, quoted or not, and
+        # takes "*" for any standby, quoted or not
+        ('ANY 1 ("VKBACKUP_WAL_STREAM")', True),
+        ('ANY 1 ("a,b", "*")', True),
+        ('ANY 1 ("a,b", "c")', False),
         ("2 (s1, s2)", False),
         ("VKBACKUP_WAL_STREAM", True),  # unquoted names fold to lower case
     ],
@@ -929,3 +932,34 @@ def test_check_slot_fails_a_stalled_stream_after_twice_max_lag(
     clock[0] += 60
     stream._check_slot(cast(ProdDb, db))
     assert stream.problem is None
+
+
+def test_what_the_spool_holds_is_stored_when_prod_is_gone(
+    tmp_path: Path, mem: MemStorage, ident: X25519Identity
+) -> None:
+    # a session remembered prod's facts, then ended with its final store failed;
+    # prod is unreachable now: the leftovers are stored with the remembered facts
+    s = settings(tmp_path, MonitoringConfig())
+    s.spool.mkdir(parents=True)
+    stream = WalStream(s, no_connect, mem, [ident.recipient()])
+    stream._remember(FACTS)
+    name = seg_name(4)
+    write_partial(s.spool, name, 1000, 1_000)
+    (s.spool / seg_name(3)).write_bytes(segment_bytes(3))
+    stream._store_leftovers()
+    assert stored_object(mem, ident, seg_name(3), "full")[1] == segment_bytes(3)
+    assert stored_object(mem, ident, name, "partial")[0].plain_size == 1000
+    assert not (s.spool / seg_name(3)).exists()
+
+
+def test_a_second_stream_on_one_spool_is_refused(
+    tmp_path: Path, mem: MemStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings(tmp_path, MonitoringConfig())
+    info = mount_line(tmp_path, "tmpfs")
+    real = open_spool
+    monkeypatch.setattr("vkbackup.pitr.stream.open_spool", lambda d: real(d, info))
+    WalStream(s, no_connect, mem, [])._open_spool()
+    with pytest.raises(ConfigError) as e:
+        WalStream(s, no_connect, mem, [])._open_spool()
+    assert "another vkbackup wal-stream" in str(e.value)

@@ -471,9 +471,10 @@ def wait_promoted_script(container: str, user: str, seconds: int) -> str:
     return f"""
 C={q(container)}
 T0=$(date +%s)
-RC0=$(docker inspect -f '{{{{.RestartCount}}}}' "$C")
 FMT='{{{{.State.Running}}}} {{{{.State.Restarting}}}} {{{{.RestartCount}}}}'
 docker start "$C" >/dev/null
+# read after the start: `docker start` sets the restart count back to 0
+RC0=$(docker inspect -f '{{{{.RestartCount}}}}' "$C")
 fail() {{
   echo "PostgreSQL in $C $1:" >&2
   docker logs --since "$T0" "$C" 2>&1 | tail -n 15 >&2 || true

@@ -35,8 +35,11 @@ Why this shape:
   synchronous_standby_names.
 - **Faults are retried, forever, with backoff** (1 s doubling to 60 s): a
   lost connection, pg_receivewal exiting, storage refusing a put (the segment
-  stays in the spool and is tried again). SIGTERM stops pg_receivewal,
-  stores everything in the spool (the partial too) and exits 0.
+  stays in the spool and is tried again). Prod's facts (system identifier,
+  segment size) are kept beside the spool, so what it still holds is stored
+  after every session, even when prod can no longer be reached. SIGTERM stops
+  pg_receivewal, stores everything in the spool (the partial too) and exits 0.
+  One stream per spool: a lock beside it refuses a second.
 - **Reported.** A healthchecks ping (job `wal-stream`) every 5 minutes:
   success while the stream is up and stored within 2 x max_lag, failure with
   the reason otherwise; and, with `monitoring.textfile`, a textfile of its own
@@ -51,7 +54,10 @@ the slot, its lag.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -68,7 +74,13 @@ from pathlib import Path
 from vkbackup import monitoring
 from vkbackup.config.model import MonitoringConfig
 from vkbackup.crypto import EncryptingReader, Recipient
-from vkbackup.errors import ConfigError, IntegrityError, StorageError, VkError
+from vkbackup.errors import (
+    ConfigError,
+    IntegrityError,
+    ObjectNotFoundError,
+    StorageError,
+    VkError,
+)
 from vkbackup.logs import get_logger, register_secret
 from vkbackup.pitr import wal
 from vkbackup.sources.postgres import psql_argv, server_major
@@ -82,6 +94,7 @@ log = get_logger("pitr")
 JOB = "wal-stream"
 HEARTBEAT = 300.0
 LAG_CHECK = 60.0
+STALL_SLACK = 8192  # bytes prod may be ahead of what is stored without a "stalled"
 GAP_REPORTED = 86400.0  # a gap found at a start is a monitoring failure for a day
 MAX_BACKOFF = 60.0
 MEMORY_FS = ("tmpfs", "ramfs")
@@ -132,14 +145,16 @@ def open_spool(directory: Path, mountinfo: str | None = None) -> Path:
             f"pitr.spool_dir {directory}: not a directory of this user's with mode 0700 "
             f"(mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}): refusing to put "
             "prod's WAL there",
-            hint=f"remove it if you did not make it (rm -rf {directory}); vkbackup creates it",
+            hint="point pitr.spool_dir at a new directory vkbackup creates itself, "
+            "such as /dev/shm/vkbackup-wal; find out who made this one before removing it",
         )
     kind = filesystem_type(directory, mountinfo)
     if kind not in MEMORY_FS:
         raise ConfigError(
             f"pitr.spool_dir {directory} is on {kind}, not in memory: pg_receivewal would "
             "write prod's WAL there unencrypted",
-            hint="point pitr.spool_dir at a tmpfs (/dev/shm or /run are one on Debian)",
+            hint="point pitr.spool_dir at a new directory in a tmpfs, such as "
+            "/dev/shm/vkbackup-wal (the default); /dev/shm and /run are tmpfs on Debian",
         )
     return directory
 
@@ -220,8 +235,9 @@ def names_the_stream(setting: str, application_name: str = APPLICATION_NAME) -> 
     on prod would wait for it, which it must never do."""
     inside = setting.split("(", 1)[1].rsplit(")", 1)[0] if "(" in setting else setting
     for quoted, bare in re.findall(r'"((?:[^"]|"")*)"|([^,\s]+)', inside):
-        name = quoted.replace('""', '"') if quoted else bare.lower()
-        if (bare == "*") or name == application_name:
+        name = quoted.replace('""', '"') if quoted else bare
+        # PostgreSQL compares standby names case-insensitively; "*" matches any
+        if name == "*" or name.lower() == application_name.lower():
             return True
     return False
 
@@ -395,9 +411,12 @@ class Store:
         try:
             with self.storage.open(key) as f:
                 return wal.WalRecord.decode(f.read(wal.MAX_RECORD_BYTES), key)
-        except (StorageError, IntegrityError) as e:
-            log.debug("%s: %s", key, e)
+        except ObjectNotFoundError:
             return None
+        except IntegrityError as e:  # a bad record names nothing worth keeping
+            log.warning("%s: %s", key, e)
+            return None
+        # any other storage error propagates: 0 would let a shorter partial replace it
 
     def stored_partial_size(self, tli: int, name: str) -> int:
         """The plain size of the partial of *name* already in storage (0: none or unreadable)."""
@@ -465,8 +484,12 @@ def _store_partial(
         return 0
     if not final and time.monotonic() - stored.last_partial < every:
         return 0
+    seg_size = store.facts.segment_size
     if name not in stored.partial_size:  # a restart: what an earlier run stored
-        stored.partial_size[name] = store.stored_partial_size(_tli_of(name), name)
+        floor = store.stored_partial_size(_tli_of(name), name)
+        stored.partial_size[name] = floor
+        start = wal.segment_start(wal.parse_segment_name(name, seg_size)[1], seg_size)
+        stored.end_lsn = max(stored.end_lsn, start + floor)
     data = wal.trim_partial(path.read_bytes())
     digest = hashlib.sha256(data).hexdigest()
     if not data or len(data) <= stored.partial_size.get(name, 0):
@@ -553,6 +576,7 @@ class WalStream:
         self.slot_lag: int | None = None
         self.seen: list[tuple[float, int]] = []  # (monotonic time, prod's WAL position)
         self.gap: tuple[float, str] | None = None  # (when, what): WAL lost on prod
+        self._lock: int | None = None  # the spool's lock, held while the process lives
         register_secret(settings.password)
 
     # the public part ---------------------------------------------------------
@@ -567,6 +591,18 @@ class WalStream:
         # [pitr] spool_dir (where the tunnel's socket directory goes too), then the host's
         open_spool(self.s.spool.parent)
         open_spool(self.s.spool)
+        if self._lock is None:  # one stream per spool: two would undercut each other
+            path = self.s.spool.parent / f"{self.s.host}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise ConfigError(
+                    f"another vkbackup wal-stream of host {self.s.host} runs (it holds {path})",
+                    hint="systemctl status vkbackup-wal-stream",
+                ) from None
+            self._lock = fd
 
     def run(self, stop: threading.Event) -> None:
         self._open_spool()
@@ -583,6 +619,7 @@ class WalStream:
                 self.problem = f"{type(e).__name__}: {e}"
                 log.error("%s: WAL stream: %s", self.s.host, self.problem, exc_info=True)
             self.up = False
+            self._store_leftovers()
             if stop.is_set():
                 break
             if time.monotonic() - started > 120:
@@ -591,6 +628,33 @@ class WalStream:
             log.info("%s: WAL stream: trying again in %.0f s", self.s.host, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _facts_path(self) -> Path:
+        return self.s.spool.parent / f"{self.s.host}.facts.json"
+
+    def _remember(self, facts: ProdFacts) -> None:
+        """Keep prod's facts beside the spool: what is left in it can then be stored
+        while prod cannot be reached (it is gone: the case that matters most)."""
+        doc = dataclasses.asdict(facts)
+        tmp = self._facts_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self._facts_path())
+
+    def _store_leftovers(self) -> None:
+        """After a session ended, store what its spool still holds (a failed final
+        store), with the facts of prod remembered at its start. Never raises."""
+        try:
+            doc = json.loads(self._facts_path().read_text())
+            facts = ProdFacts(**doc)
+        except (OSError, ValueError, TypeError):
+            return  # no session reached prod yet: nothing was received
+        try:
+            store = Store(self.storage, self.recipients, self.s.host, facts)
+            n = store_spool(self.s.spool, store, self.stored, partial_every=0, final=True)
+            if n:
+                log.info("%s: stored %d WAL files left in the spool", self.s.host, n)
+        except (VkError, OSError) as e:
+            log.error("%s: WAL stream: what the spool holds is not stored yet (%s)", self.s.host, e)
 
     # one connection ----------------------------------------------------------
 
@@ -601,18 +665,19 @@ class WalStream:
         try:
             db = ProdDb(t, self.s.container, self.s.user, self.s.slot)
             facts = db.facts()
+            self._remember(facts)
+            store = Store(self.storage, self.recipients, self.s.host, facts)
+            every = self.s.max_lag.total_seconds() / 2
+            # what an earlier run left in the spool is stored first, whatever else is
+            # wrong (the spool may hold the only copy); the slot moves if it can
+            store_spool(
+                self.s.spool, store, self.stored, partial_every=0, final=True, advance=db.advance
+            )
             if facts.in_recovery:
                 raise IntegrityError(
                     f"{t.name}: {self.s.container} is a standby; stream from the primary"
                 )
-            sync = db.synchronous_standby_names()
-            if names_the_stream(sync):
-                raise ConfigError(
-                    f"{t.name}: {self.s.container}: synchronous_standby_names = {sync!r} "
-                    f"takes the WAL stream ({APPLICATION_NAME}) for a synchronous standby: "
-                    "every commit on prod would wait for it; the stream does not start",
-                    hint="name the real standbys there instead of '*'",
-                )
+            self._refuse_synchronous(db)
             mine = receiver_major(self.s.pg_receivewal)
             if mine < facts.major:
                 raise ConfigError(
@@ -620,14 +685,9 @@ class WalStream:
                     f"{self.s.container} runs {facts.major}, which it cannot stream",
                     hint=f"install postgresql-client-{facts.major} on the backup machine",
                 )
-            store = Store(self.storage, self.recipients, self.s.host, facts)
-            every = self.s.max_lag.total_seconds() / 2
-            # what an earlier run left in the spool goes first, then the slot says where to start
             restart = db.ensure_slot()
-            store_spool(
-                self.s.spool, store, self.stored, partial_every=0, final=True, advance=db.advance
-            )
-            restart = db.ensure_slot()
+            # prod keeps what the slot holds: nothing before it is still to be stored
+            self.stored.end_lsn = max(self.stored.end_lsn, restart)
             self._seed(store, facts, restart)
             address = db.container_address()
             from vkbackup.pitr.tunnel import Tunnel
@@ -664,6 +724,19 @@ class WalStream:
                 socket_dir.rmdir()
             t.close()
 
+    def _refuse_synchronous(self, db: ProdDb) -> None:
+        """Raise ConfigError when prod's synchronous_standby_names takes the stream for
+        a synchronous standby (checked at each start and every LAG_CHECK: a reload
+        may change it): every commit on prod would then wait for it."""
+        sync = db.synchronous_standby_names()
+        if names_the_stream(sync):
+            raise ConfigError(
+                f"{db.t.name}: {self.s.container}: synchronous_standby_names = {sync!r} "
+                f"takes the WAL stream ({APPLICATION_NAME}) for a synchronous standby: "
+                "every commit on prod would wait for it; the stream stops",
+                hint="name the real standbys there instead of '*'",
+            )
+
     def _seed(self, store: Store, facts: ProdFacts, restart: int) -> None:
         segno = wal.segno_of(restart, facts.segment_size)
         name = wal.segment_name(facts.timeline, segno, facts.segment_size)
@@ -686,6 +759,8 @@ class WalStream:
         floor = store.stored_partial_size(facts.timeline, name)
         if floor:
             self.stored.partial_size[name] = max(floor, self.stored.partial_size.get(name, 0))
+            start = wal.segment_start(segno, facts.segment_size)
+            self.stored.end_lsn = max(self.stored.end_lsn, start + floor)
         seed(self.s.spool, name, facts.segment_size)
         log.info("%s: WAL stream: starting at segment %s (the slot's)", self.s.host, name)
 
@@ -717,6 +792,7 @@ class WalStream:
             store_spool(self.s.spool, store, self.stored, partial_every=every, advance=db.advance)
             if time.monotonic() - last_lag >= LAG_CHECK:
                 last_lag = time.monotonic()
+                self._refuse_synchronous(db)
                 self._check_slot(db)
             last_beat = self._report(last_beat)
             if proc.poll() is not None:
@@ -752,7 +828,9 @@ class WalStream:
         window = 2 * self.s.max_lag.total_seconds()
         old = [lsn for at, lsn in self.seen if now - at >= window]
         self.seen = [(at, lsn) for at, lsn in self.seen if now - at < window * 2]
-        if old and old[-1] > self.stored.end_lsn:
+        # slack: a stored partial ends before its trailing zeros, prod's position after
+        # them (records are 8-byte aligned, the last often padded)
+        if old and old[-1] > self.stored.end_lsn + STALL_SLACK:
             problems.append(
                 f"prod wrote WAL up to {wal.format_lsn(old[-1])} more than {window:.0f} s "
                 f"ago, and only up to {wal.format_lsn(self.stored.end_lsn)} is stored"

@@ -30,9 +30,11 @@ this module only builds and parses them. A record is refused (IntegrityError
 naming the record key) unless each field is well-formed, the fields imply
 exactly the record's own key and the object key it names: a record copied or
 swapped onto another object, or edited to claim another segment, fails here even
-with a good signature. The partial object and its record are replaced in place,
-so a reader that races an upload may see a ciphertext that does not match the
-record; it must refuse it (and may retry), never use it.
+with a good signature. A partial is stored under a new key at each upload
+("<segment>.partial.<version>.age"), its one record swapped after it, the old
+object deleted last: a record always names an object that is there whole, or
+one just deleted (a reader then reads the record again). A ciphertext that does
+not match its record is refused, never used.
 
 Chains. A restore starts from a base backup's start (timeline, LSN) and replays
 WAL from the segment holding that LSN. `chain_from` finds the continuous run of

@@ -259,7 +259,7 @@ def base_script(container: str, user: str, compressor: str, facts_path: str) -> 
          "--no-manifest", "-v"]
     )  # fmt: skip
     return f"""
-umask 077
+umask 077; set -o noclobber  # the facts file is new, never one found there
 C={q(container)}; F={q(facts_path)}
 docker exec "$C" {base} 2>"$F"{compress_stage(compressor)} || {{
   s=$?; cat "$F" >&2; rm -f "$F"
